@@ -1,0 +1,1 @@
+"""msr_sklearn."""

@@ -1,0 +1,29 @@
+"""Torch layers that reparameterize weights as ``vec(W) = U v``."""
+
+from .layers import (
+    ConvFilterSharing,
+    LocallyConnected1d,
+    MetaLayer,
+    SharedConv2d,
+    SharedLinear,
+    conv1d,
+)
+from .network import ACTIVATIONS, LAYER_KINDS, MetaNetwork, build_network
+from .sharing import DenseSharing, FixedSharing, KroneckerSharing, Sharing
+
+__all__ = [
+    "ACTIVATIONS",
+    "LAYER_KINDS",
+    "ConvFilterSharing",
+    "DenseSharing",
+    "FixedSharing",
+    "KroneckerSharing",
+    "LocallyConnected1d",
+    "MetaLayer",
+    "MetaNetwork",
+    "SharedConv2d",
+    "SharedLinear",
+    "Sharing",
+    "build_network",
+    "conv1d",
+]

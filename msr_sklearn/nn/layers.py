@@ -1,0 +1,311 @@
+"""Layers whose weights are functions of a sharing (outer) and filter values (inner).
+
+Every layer works on flat features ``(..., n_samples, n_features)`` and accepts its
+inner parameters as keyword arguments; passed with a leading task dimension
+(``filters`` of shape ``(n_tasks, k)`` and ``x`` of shape ``(n_tasks, n, d)``) one
+call runs a whole meta-batch, each task with its own adapted filters. Called without
+them, a layer uses its own parameters (the meta-learned initial values), so it is
+also an ordinary ``nn.Module`` for per-task training.
+
+Which parameters are *inner* (adapted per task) is declared in one place,
+:attr:`MetaLayer.inner_parameters`; every other parameter is *outer*.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .sharing import FixedSharing, KroneckerSharing, Sharing
+
+
+class MetaLayer(nn.Module):
+    """Base class: a layer with a sharing, inner ``filters`` and an optional inner ``bias``.
+
+    Parameters
+    ----------
+    sharing : Sharing
+        Builds the weight from the filter values (outer parameters).
+    n_outputs : int
+        Output features (the bias size).
+    bias : bool
+    """
+
+    #: names of the parameters adapted in the inner loop; all others are outer
+    inner_parameters = ("filters", "bias")
+
+    def __init__(self, sharing: Sharing, n_outputs: int, bias: bool = True):
+        super().__init__()
+        self.sharing = sharing
+        self.n_outputs = int(n_outputs)
+        self.filters = nn.Parameter(torch.empty(sharing.n_filters))
+        self.bias = nn.Parameter(torch.empty(self.n_outputs)) if bias else None
+
+    def reset_parameters(self, generator=None, filter_std=None):
+        """Draw the initial filters ``v ~ N(0, filter_std^2)``; zero the bias.
+
+        By default ``filter_std`` gives ``W = U v`` a LeCun-like scale
+        (``Var(W_ij) ≈ 1 / fan_in`` for orthonormal ``U``, where ``||W||_F = ||v||``),
+        which keeps signals alive through hidden layers. :func:`build_network` starts
+        the *output* layer much smaller (the paper's ``1 / n_out``): the mean task is
+        then close to the zero function, and a large random initial output would only
+        add query error that the outer loop must first unlearn (on rank-1 tasks it
+        delayed meta-learning by hundreds of steps).
+        """
+        if filter_std is None:
+            filter_std = math.sqrt(self.sharing.n_weights / (self.fan_in * self.sharing.n_filters))
+        with torch.no_grad():
+            self.filters.copy_(torch.randn(self.sharing.n_filters, generator=generator) * filter_std)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    @property
+    def fan_in(self):
+        raise NotImplementedError
+
+    @property
+    def in_features(self):
+        """Flat input size."""
+        raise NotImplementedError
+
+    @property
+    def out_features(self):
+        """Flat output size."""
+        raise NotImplementedError
+
+    def weight(self, filters=None):
+        return self.sharing.weight(self.filters if filters is None else filters)
+
+    def forward(self, x, filters=None, bias=None):
+        out = self._apply_weight(x, self.weight(filters))
+        bias = self.bias if bias is None else bias
+        if bias is not None:
+            out = out + bias.unsqueeze(-2)
+        return out
+
+    def _apply_weight(self, x, weight):
+        raise NotImplementedError
+
+
+class SharedLinear(MetaLayer):
+    """``y = x W^T + b`` with ``vec(W) = U v`` (row-major).
+
+    With a :class:`~msr_sklearn.nn.DenseSharing` this is MSR-FC; with an identity
+    :class:`~msr_sklearn.nn.FixedSharing` it is an ordinary linear layer (MAML).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import DenseSharing, SharedLinear
+    >>> layer = SharedLinear(DenseSharing((4, 5), n_filters=3), bias=False)
+    >>> layer(torch.ones(2, 5)).shape
+    torch.Size([2, 4])
+    >>> per_task = torch.zeros(7, 3)          # 7 tasks, each with its own filters
+    >>> layer(torch.ones(7, 2, 5), filters=per_task).shape
+    torch.Size([7, 2, 4])
+    """
+
+    def __init__(self, sharing: Sharing, bias: bool = True, generator=None):
+        if len(sharing.weight_shape) != 2:
+            raise ValueError(f"a linear layer needs a 2-D weight; got {sharing.weight_shape}")
+        super().__init__(sharing, sharing.weight_shape[0], bias)
+        self.reset_parameters(generator)
+
+    @property
+    def in_features(self):
+        return self.sharing.weight_shape[1]
+
+    @property
+    def out_features(self):
+        return self.sharing.weight_shape[0]
+
+    @property
+    def fan_in(self):
+        return self.in_features
+
+    def _apply_weight(self, x, weight):
+        # (W x^T)^T rather than x W^T: the backward then yields dL/dW contiguous,
+        # saving a transposing copy of every task's weight per step
+        return (weight @ x.transpose(-1, -2)).transpose(-1, -2)
+
+    def extra_repr(self):
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+def _unfold_1d(x, length, channels, kernel_size):
+    """(..., n, C*L) -> (..., n, C, L - K + 1, K) sliding windows (valid, stride 1)."""
+    x = x.reshape(*x.shape[:-1], channels, length)
+    return x.unfold(-1, kernel_size, 1)
+
+
+class SharedConv2d(MetaLayer):
+    """A valid, stride-1 2-D convolution whose filter tensor is ``vec(W) = U v``.
+
+    Input and output are flat: ``(..., n, C_in*H*W)`` → ``(..., n, C_out*H'*W')``.
+    Translation equivariance comes from the convolution; ``U`` adds sharing across
+    the filter tensor ``(C_out, C_in, kh, kw)`` on top (MSR-Conv).
+
+    Parameters
+    ----------
+    input_shape : tuple (C_in, H, W)
+    sharing : Sharing
+        With ``weight_shape == (C_out, C_in, kh, kw)``.
+    bias : bool
+        One bias per output channel.
+    """
+
+    def __init__(self, input_shape, sharing: Sharing, bias: bool = True, generator=None):
+        c_in, h, w = (int(s) for s in input_shape)
+        if len(sharing.weight_shape) != 4 or sharing.weight_shape[1] != c_in:
+            raise ValueError(
+                f"a conv sharing over inputs with {c_in} channels needs weight_shape "
+                f"(C_out, {c_in}, kh, kw); got {sharing.weight_shape}"
+            )
+        c_out, _, kh, kw = sharing.weight_shape
+        if kh > h or kw > w:
+            raise ValueError(f"kernel {(kh, kw)} is larger than the input {(h, w)}")
+        super().__init__(sharing, c_out, bias)
+        self.input_shape = (c_in, h, w)
+        self.output_shape = (c_out, h - kh + 1, w - kw + 1)
+        self.reset_parameters(generator)
+
+    @property
+    def fan_in(self):
+        _, c_in, kh, kw = self.sharing.weight_shape
+        return c_in * kh * kw
+
+    @property
+    def in_features(self):
+        return math.prod(self.input_shape)
+
+    @property
+    def out_features(self):
+        return math.prod(self.output_shape)
+
+    def forward(self, x, filters=None, bias=None):
+        # the bias is per channel, not per output feature
+        out = self._apply_weight(x, self.weight(filters))
+        bias = self.bias if bias is None else bias
+        if bias is not None:
+            pixels = self.output_shape[1] * self.output_shape[2]
+            out = out + bias.repeat_interleave(pixels, dim=-1).unsqueeze(-2)
+        return out
+
+    def _apply_weight(self, x, weight):
+        c_in, h, w = self.input_shape
+        c_out, _, kh, kw = weight.shape[-4:]
+        task_shape = weight.shape[:-4]
+        lead = x.shape[:-1]
+        patches = F.unfold(x.reshape(-1, c_in, h, w), (kh, kw))  # (N, C*kh*kw, P)
+        patches = patches.reshape(*lead, c_in * kh * kw, -1)
+        kernel = weight.reshape(*task_shape, c_out, c_in * kh * kw)
+        # a kernel per task: (T, C_out, CK) against patches (T, n, CK, P)
+        out = kernel.unsqueeze(-3) @ patches if task_shape else kernel @ patches
+        return out.reshape(*lead, -1)
+
+    def extra_repr(self):
+        return (
+            f"input_shape={self.input_shape}, output_shape={self.output_shape}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class LocallyConnected1d(MetaLayer):
+    """A 1-D locally connected layer: an untied ``K``-tap filter at every position.
+
+    Weight ``(C_out, C_in, L - K + 1, K)``, valid, stride 1, no padding; input
+    ``(..., n, C_in*L)``, output ``(..., n, C_out*(L-K+1))``. The paper's MAML-LC.
+    """
+
+    def __init__(self, in_channels, out_channels, input_length, kernel_size=3, bias=True,
+                 generator=None):
+        positions = input_length - kernel_size + 1
+        if positions < 1:
+            raise ValueError(f"kernel_size={kernel_size} exceeds input_length={input_length}")
+        sharing = FixedSharing((out_channels, in_channels, positions, kernel_size))
+        super().__init__(sharing, out_channels * positions, bias)
+        self.in_channels, self.input_length, self.kernel_size = in_channels, input_length, kernel_size
+        self.reset_parameters(generator)
+
+    @property
+    def fan_in(self):
+        return self.in_channels * self.kernel_size
+
+    @property
+    def in_features(self):
+        return self.in_channels * self.input_length
+
+    @property
+    def out_features(self):
+        return self.n_outputs
+
+    def _apply_weight(self, x, weight):
+        windows = _unfold_1d(x, self.input_length, self.in_channels, self.kernel_size)
+        out = torch.einsum("...ncpk,...ocpk->...nop", windows, weight)
+        return out.flatten(-2)
+
+    def extra_repr(self):
+        return (
+            f"in_channels={self.in_channels}, input_length={self.input_length}, "
+            f"kernel_size={self.kernel_size}, bias={self.bias is not None}"
+        )
+
+
+def conv1d(in_channels, out_channels, input_length, kernel_size=3, bias=True, generator=None):
+    """An ordinary 1-D convolution (valid, stride 1): the paper's MAML-Conv.
+
+    It is a :class:`SharedConv2d` over inputs of height 1 with a ``(1, K)`` kernel and
+    the identity sharing, so the same code path serves both.
+    """
+    sharing = FixedSharing((out_channels, in_channels, 1, kernel_size))
+    return SharedConv2d((in_channels, 1, input_length), sharing, bias=bias, generator=generator)
+
+
+class ConvFilterSharing(KroneckerSharing):
+    """MSR-Conv sharing: ``U = P (A ⊗ B ⊗ S)`` on a filter tensor with copies.
+
+    The ``C_out = n_fields * n_copies`` output channels come in fields of
+    ``n_copies`` channels. ``A`` (``n_fields × k_a``) mixes fields, ``B``
+    (``C_in × k_b``) mixes input channels and the *non-square* spatial factor ``S``
+    (``n_copies*kh*kw × k_s``) maps ``k_s`` latent filter values to all copies of a
+    ``kh × kw`` filter at once. ``P`` only reorders axes to ``(C_out, C_in, kh, kw)``.
+
+    A square per-axis factor cannot make the copies of one field exact transforms of
+    each other; the tall ``S`` can: ``S = [π(g_1); ...; π(g_m)]`` (stacked pixel
+    permutations) with ``A = B = I`` is an exact lifting group convolution.
+    """
+
+    def __init__(self, n_fields, in_channels, kernel_size, n_copies=1, factor_filters=None,
+                 init="identity", generator=None):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if factor_filters is None:
+            factor_filters = (n_fields, in_channels, kh * kw)
+        self.n_fields, self.n_copies, self.kernel_shape = n_fields, n_copies, (kh, kw)
+        super().__init__((n_fields, in_channels, n_copies * kh * kw), factor_filters,
+                         init=init, generator=generator)
+        self.weight_shape = (n_fields * n_copies, in_channels, kh, kw)
+
+    def _to_filter_layout(self, w):
+        # (..., fields, C_in, copies*kh*kw) -> (..., fields*copies, C_in, kh, kw)
+        c_in = self.weight_shape[1]
+        w = w.reshape(*w.shape[:-3], self.n_fields, c_in, self.n_copies, *self.kernel_shape)
+        w = w.transpose(-4, -3)
+        return w.reshape(*w.shape[:-6], *self.weight_shape)
+
+    def weight(self, filters):
+        return self._to_filter_layout(super().weight(filters))
+
+    def matrix(self):
+        u = super().matrix()  # rows in (field, C_in, copy, pixel) order
+        k = u.shape[1]
+        u = self._to_filter_layout(u.T.reshape(k, self.n_fields, self.weight_shape[1], -1))
+        return u.reshape(k, -1).T
+
+    def extra_repr(self):
+        return super().extra_repr() + f", n_fields={self.n_fields}, n_copies={self.n_copies}"

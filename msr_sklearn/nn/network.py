@@ -1,0 +1,187 @@
+"""A feed-forward network of :class:`MetaLayer` s, and a builder for the usual ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .layers import LocallyConnected1d, MetaLayer, SharedLinear, conv1d
+from .sharing import DenseSharing, FixedSharing, KroneckerSharing
+
+ACTIVATIONS = {
+    "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "logistic": nn.Sigmoid,
+}
+
+#: the ``layer`` kinds :func:`build_network` understands
+LAYER_KINDS = ("msr", "msr_kron", "dense", "conv1d", "locally_connected1d")
+
+
+class MetaNetwork(nn.Module):
+    """Layers with an activation between them (none after the last).
+
+    Inner parameters are addressed as ``"{layer index}.{name}"``, e.g. ``"0.filters"``.
+    ``forward(x)`` uses the network's own parameters (the meta-learned initial ones);
+    ``forward(x, inner)`` substitutes per-task inner parameters with a leading task
+    dimension and expects ``x`` of shape ``(n_tasks, n_samples, n_features)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import build_network
+    >>> net = build_network(5, 2, hidden_layer_sizes=(8,), layer="msr", n_filters=4)
+    >>> sorted(net.initial_inner_parameters())
+    ['0.bias', '0.filters', '1.bias', '1.filters']
+    >>> net(torch.randn(3, 5)).shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(self, layers: Sequence[MetaLayer], activation: str = "relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}"
+            )
+        self.layers = nn.ModuleList(layers)
+        self.activation = activation
+        self._act = ACTIVATIONS[activation]()
+
+    @property
+    def in_features(self):
+        return self.layers[0].in_features
+
+    @property
+    def out_features(self):
+        return self.layers[-1].out_features
+
+    def initial_inner_parameters(self) -> dict[str, nn.Parameter]:
+        """The inner parameters' initial values (``v0`` and biases), by name."""
+        out = {}
+        for i, layer in enumerate(self.layers):
+            for name in layer.inner_parameters:
+                p = getattr(layer, name)
+                if p is not None:
+                    out[f"{i}.{name}"] = p
+        return out
+
+    def outer_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters that only the outer loop changes (the sharings' ``U``)."""
+        inner = {id(p) for p in self.initial_inner_parameters().values()}
+        return {n: p for n, p in self.named_parameters() if id(p) not in inner}
+
+    def forward(self, x, inner: Mapping[str, torch.Tensor] | None = None):
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            kwargs = {}
+            if inner is not None:
+                kwargs = {n: inner[f"{i}.{n}"] for n in layer.inner_parameters
+                          if f"{i}.{n}" in inner}
+            x = layer(x, **kwargs)
+            if i != last:
+                x = self._act(x)
+        return x
+
+    def extra_repr(self):
+        return f"activation={self.activation!r}"
+
+
+def _linear_sharing(kind, n_out, n_in, n_filters, generator):
+    if kind == "msr":
+        return DenseSharing((n_out, n_in), n_filters, generator=generator)
+    if kind == "msr_kron":
+        return KroneckerSharing((n_out, n_in), _kron_factor_sizes(n_filters, n_out, n_in),
+                                generator=generator)
+    return FixedSharing((n_out, n_in))
+
+
+def _kron_factor_sizes(n_filters, n_out, n_in):
+    """Split k into (k_out, k_in) with k_out * k_in == k, as balanced as the layer allows."""
+    best = None
+    for k_out in range(1, n_filters + 1):
+        if n_filters % k_out:
+            continue
+        k_in = n_filters // k_out
+        if k_out > n_out or k_in > n_in:
+            continue
+        score = abs(k_out - k_in)
+        if best is None or score < best[0]:
+            best = (score, (k_out, k_in))
+    if best is None:
+        raise ValueError(
+            f"n_filters={n_filters} cannot be split into k_out * k_in with k_out <= {n_out} "
+            f"and k_in <= {n_in} for a Kronecker-factored layer {n_in}->{n_out}"
+        )
+    return best[1]
+
+
+def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_filters=8,
+                  activation="relu", bias=True, kernel_size=3, random_state=None):
+    """Build a :class:`MetaNetwork` from sklearn-style settings.
+
+    Parameters
+    ----------
+    n_features, n_outputs : int
+    hidden_layer_sizes : tuple of int
+        Widths of the hidden layers (``()``: a single layer).
+    layer : {"msr", "msr_kron", "dense", "conv1d", "locally_connected1d"}
+        ``"msr"``: learned dense ``U``; ``"msr_kron"``: learned Kronecker ``U``;
+        ``"dense"``: identity ``U`` (plain MAML). ``"conv1d"`` and
+        ``"locally_connected1d"`` are the paper's single-channel 1-D baselines
+        (valid, stride 1, ``kernel_size`` taps); they take no hidden layers.
+    n_filters : int or sequence of int
+        ``k`` per MSR layer (one value for all, or one per layer).
+    random_state : int, torch.Generator or None
+    """
+    if layer not in LAYER_KINDS:
+        raise ValueError(f"layer must be one of {LAYER_KINDS}; got {layer!r}")
+    generator = _as_generator(random_state)
+    if layer in ("conv1d", "locally_connected1d"):
+        if tuple(hidden_layer_sizes):
+            raise ValueError(f"layer={layer!r} builds a single layer; hidden_layer_sizes must be ()")
+        if n_outputs != n_features - kernel_size + 1:
+            raise ValueError(
+                f"a valid 1-D convolution with kernel_size={kernel_size} maps {n_features} "
+                f"features to {n_features - kernel_size + 1} outputs; got n_outputs={n_outputs}"
+            )
+        if layer == "conv1d":
+            net_layer = conv1d(1, 1, n_features, kernel_size, bias=bias, generator=generator)
+        else:
+            net_layer = LocallyConnected1d(1, 1, n_features, kernel_size, bias=bias,
+                                           generator=generator)
+        return _small_output_init(MetaNetwork([net_layer], activation), generator)
+    sizes = [int(n_features), *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
+    n_layers = len(sizes) - 1
+    ks = [int(n_filters)] * n_layers if _is_int(n_filters) else [int(k) for k in n_filters]
+    if len(ks) != n_layers:
+        raise ValueError(f"n_filters has {len(ks)} entries for {n_layers} layers")
+    layers = [
+        SharedLinear(_linear_sharing(layer, n_out, n_in, k, generator), bias=bias,
+                     generator=generator)
+        for n_in, n_out, k in zip(sizes[:-1], sizes[1:], ks)
+    ]
+    return _small_output_init(MetaNetwork(layers, activation), generator)
+
+
+def _small_output_init(network, generator):
+    last = network.layers[-1]
+    last.reset_parameters(generator, filter_std=1.0 / last.out_features)
+    return network
+
+
+def _is_int(x):
+    return isinstance(x, int) or (hasattr(x, "__index__") and not hasattr(x, "__len__"))
+
+
+def _as_generator(random_state):
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    g = torch.Generator()
+    if random_state is None:
+        g.seed()
+    else:
+        g.manual_seed(int(random_state))
+    return g

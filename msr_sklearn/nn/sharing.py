@@ -1,0 +1,199 @@
+"""Sharing parameterizations: how a layer's weight is built from its filter values.
+
+A sharing maps filter values ``v`` of shape ``(..., k)`` to a weight of shape
+``(..., *weight_shape)`` through ``vec(W) = U v`` (row-major ``vec``). Leading
+dimensions of ``v`` are carried through, so one call builds the weights of a whole
+meta-batch of tasks. ``U`` itself (or its factors) is an *outer* parameter: it is
+meta-learned across tasks and frozen within a task.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+
+import torch
+from torch import nn
+
+
+def _orthonormal_columns(n_rows, n_cols, generator=None):
+    """A random matrix with orthonormal columns (rows if ``n_cols > n_rows``).
+
+    Orthonormal columns make ``U U^T`` a projector, so an inner SGD step on ``v``
+    moves ``W`` exactly as MAML would inside ``span(U)``: the inner loop works from the
+    first meta-step. The paper's ``U ~ N(0, 0.01^2)`` shrinks that step by
+    ``~1e-4 * n_rows`` and leaves a long plateau before meta-learning takes off.
+    """
+    a = torch.randn(max(n_rows, n_cols), min(n_rows, n_cols), generator=generator)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)  # unique, uniformly distributed
+    return q if n_rows >= n_cols else q.T
+
+
+class Sharing(nn.Module):
+    """Base class: a map from filter values ``v`` (``k``) to a weight tensor.
+
+    Subclasses implement :meth:`weight` and :meth:`matrix`. ``weight_shape`` is the
+    shape of one weight (``(n_out, n_in)`` for a linear layer) and ``n_filters`` is k.
+    """
+
+    #: whether the outer loop may change this sharing
+    learnable = True
+
+    def __init__(self, weight_shape, n_filters):
+        super().__init__()
+        self.weight_shape = tuple(int(s) for s in weight_shape)
+        self.n_filters = int(n_filters)
+
+    @property
+    def n_weights(self):
+        return math.prod(self.weight_shape)
+
+    def weight(self, filters):
+        """Return the weight(s) for filter values of shape ``(..., n_filters)``."""
+        flat = filters @ self.matrix().T
+        return flat.reshape(*filters.shape[:-1], *self.weight_shape)
+
+    def matrix(self):
+        """Materialize ``U`` as a ``(n_weights, n_filters)`` tensor (row-major vec)."""
+        raise NotImplementedError
+
+    def reset_parameters(self, generator=None):
+        pass
+
+    def extra_repr(self):
+        return f"weight_shape={self.weight_shape}, n_filters={self.n_filters}"
+
+
+class DenseSharing(Sharing):
+    """A learned, unconstrained ``U`` of shape ``(n_weights, k)`` (MSR-FC).
+
+    ``U`` is stored transposed, as ``basis`` of shape ``(k, n_weights)``: one row per
+    basis vector of the sharing subspace. On CPU, ``v @ basis`` and its backward hit
+    fast GEMM layouts, while ``v @ U.T`` with a contiguous ``U`` and ``k`` of a few
+    columns runs several times slower.
+    """
+
+    def __init__(self, weight_shape, n_filters, generator=None):
+        super().__init__(weight_shape, n_filters)
+        self.basis = nn.Parameter(torch.empty(self.n_filters, self.n_weights))
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None):
+        with torch.no_grad():
+            self.basis.copy_(_orthonormal_columns(self.n_weights, self.n_filters, generator).T)
+
+    def weight(self, filters):
+        flat = filters @ self.basis
+        return flat.reshape(*filters.shape[:-1], *self.weight_shape)
+
+    def matrix(self):
+        return self.basis.T
+
+
+class KroneckerSharing(Sharing):
+    """A learned ``U = F_1 ⊗ F_2 ⊗ ... ⊗ F_m`` with non-square factors.
+
+    ``init="identity"`` starts square factors at the identity and tall ones
+    (``n = c k``) at ``c`` stacked identities (scaled to orthonormal columns), as the
+    official MSR-Conv does for its square factors; ``"random"`` uses random
+    orthonormal columns.
+
+    Factor ``F_j`` has shape ``(weight_shape[j], factor_filters[j])``, so a 784→784
+    linear layer with ``k = 32`` stores ``784*4 + 784*8`` numbers instead of the
+    ~20M of a dense ``U``. ``v`` is viewed as a tensor of shape ``factor_filters`` and
+    ``W = v ×_1 F_1 ×_2 F_2 ... ×_m F_m``; for two factors ``W = A V B^T``.
+    """
+
+    def __init__(self, weight_shape, factor_filters, init="random", generator=None):
+        if init not in ("random", "identity"):
+            raise ValueError(f"init must be 'random' or 'identity'; got {init!r}")
+        self.init = init
+        factor_filters = tuple(int(k) for k in factor_filters)
+        if len(factor_filters) != len(weight_shape):
+            raise ValueError(
+                f"need one factor size per weight axis: weight_shape={tuple(weight_shape)}, "
+                f"factor_filters={factor_filters}"
+            )
+        super().__init__(weight_shape, math.prod(factor_filters))
+        self.factor_filters = factor_filters
+        self.factors = nn.ParameterList(
+            [nn.Parameter(torch.empty(n, k)) for n, k in zip(self.weight_shape, factor_filters)]
+        )
+        letters = string.ascii_lowercase
+        m = len(factor_filters)
+        rows, cols = letters[:m], letters[m : 2 * m]
+        # e.g. "ad,be,...de->...ab" for two factors
+        self._equation = ",".join(r + c for r, c in zip(rows, cols)) + f",...{cols}->...{rows}"
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None):
+        with torch.no_grad():
+            for f in self.factors:
+                n, k = f.shape
+                if self.init == "identity" and n % k == 0:
+                    # stacked identities: n/k equal copies of every filter value
+                    f.copy_(torch.eye(k).repeat(n // k, 1) / math.sqrt(n // k))
+                else:
+                    f.copy_(_orthonormal_columns(n, k, generator))
+
+    def weight(self, filters):
+        v = filters.reshape(*filters.shape[:-1], *self.factor_filters)
+        return torch.einsum(self._equation, *self.factors, v)
+
+    def matrix(self):
+        u = self.factors[0]
+        for f in self.factors[1:]:
+            u = torch.kron(u, f)
+        return u
+
+    def extra_repr(self):
+        return f"weight_shape={self.weight_shape}, factor_filters={self.factor_filters}"
+
+
+class FixedSharing(Sharing):
+    """A frozen ``U``: the identity (an ordinary layer, the MAML baseline) or a given matrix.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+    matrix : array-like of shape (n_weights, k) or None
+        ``None`` means the identity, stored implicitly (``W = v.reshape(weight_shape)``).
+    """
+
+    learnable = False
+
+    def __init__(self, weight_shape, matrix=None):
+        n_weights = math.prod(weight_shape)
+        if matrix is None:
+            super().__init__(weight_shape, n_weights)
+            self.register_buffer("symmetry_matrix", None)
+            # the identity holds no tensor; this empty one follows .to(device) for matrix()
+            self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
+        else:
+            matrix = torch.as_tensor(matrix, dtype=torch.get_default_dtype())
+            if matrix.ndim != 2 or matrix.shape[0] != n_weights:
+                raise ValueError(
+                    f"a fixed symmetry matrix for weights of shape {tuple(weight_shape)} must have "
+                    f"shape ({n_weights}, k); got {tuple(matrix.shape)}"
+                )
+            super().__init__(weight_shape, matrix.shape[1])
+            self.register_buffer("symmetry_matrix", matrix.clone())
+
+    @property
+    def is_identity(self):
+        return self.symmetry_matrix is None
+
+    def weight(self, filters):
+        if self.is_identity:
+            return filters.reshape(*filters.shape[:-1], *self.weight_shape)
+        return super().weight(filters)
+
+    def matrix(self):
+        if self.is_identity:
+            return torch.eye(self.n_weights, device=self._device_anchor.device)
+        return self.symmetry_matrix
+
+    def extra_repr(self):
+        kind = "identity" if self.is_identity else "given"
+        return super().extra_repr() + f", matrix={kind}"
