@@ -41,9 +41,8 @@ class TaskBatch(NamedTuple):
     def to(self, device):
         return TaskBatch(*(t if t is None else t.to(device) for t in self))
 
-    def __getitem__(self, index):
-        if isinstance(index, int):
-            return tuple.__getitem__(self, index)
+    def select(self, index):
+        """The tasks at ``index`` (a slice, an index array or a boolean mask)."""
         return TaskBatch(*(t if t is None else t[index] for t in self))
 
 
@@ -173,7 +172,7 @@ def adapted_outputs(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_ste
     """
     outputs = []
     for start in range(0, batch.n_tasks, chunk_size):
-        chunk = batch[start:start + chunk_size]
+        chunk = batch.select(slice(start, start + chunk_size))
         inner = adapt(model, chunk.x_support, chunk.y_support, loss=loss,
                       inner_steps=inner_steps, track_meta_gradients=False)
         with torch.no_grad():

@@ -296,7 +296,7 @@ class ConvFilterSharing(KroneckerSharing):
         c_in = self.weight_shape[1]
         w = w.reshape(*w.shape[:-3], self.n_fields, c_in, self.n_copies, *self.kernel_shape)
         w = w.transpose(-4, -3)
-        return w.reshape(*w.shape[:-6], *self.weight_shape)
+        return w.reshape(*w.shape[:-5], *self.weight_shape)
 
     def weight(self, filters):
         return self._to_filter_layout(super().weight(filters))
