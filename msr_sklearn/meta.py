@@ -154,11 +154,20 @@ def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inne
     The mean (not the official code's sum) keeps the meta-gradient's scale
     independent of ``meta_batch_size``; Adam is invariant to a constant gradient
     scale, so this changes nothing but the ``eps`` regime.
+
+    If the loss or any meta-gradient is non-finite the step is skipped, so the
+    parameters and the optimizer state stay at their last finite values, and the
+    returned loss is NaN (or the non-finite loss).
     """
     optimizer.zero_grad(set_to_none=True)
     meta_loss = task_losses(model, batch, loss=loss, inner_steps=inner_steps,
                             first_order=first_order).mean()
     meta_loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+    if not bool(torch.isfinite(meta_loss) & torch.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        return torch.where(torch.isfinite(meta_loss), torch.nan, meta_loss.detach())
     optimizer.step()
     return meta_loss.detach()
 

@@ -1,0 +1,284 @@
+"""Task containers: validate task datasets once, then split and batch them on a device.
+
+Tasks arrive as a list of ``(X_i, y_i)``; as 3-D arrays ``X (n_tasks, n, d)`` with
+``y (n_tasks, n)`` or ``(n_tasks, n, n_outputs)``; or in long format ``X (N, d)``,
+``y (N,)`` with ``groups`` (one task id per row), numpy or pandas. Tasks may differ in
+size: they are stored padded to the largest task, every task keeps its real row
+count, and a meta-batch draws ``n_support`` support rows per task with the rest as
+a (masked) query. So tasks of different sizes share a meta-batch and every real row
+is used; padding rows never enter a loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.utils.multiclass import type_of_target
+
+from .meta import TaskBatch
+
+
+@dataclass
+class TaskSet:
+    """Validated tasks, padded into tensors.
+
+    Attributes
+    ----------
+    X : Tensor (n_tasks, n_max, n_features)
+    y : Tensor (n_tasks, n_max, n_outputs) float, or (n_tasks, n_max) int64 class indices
+    sizes : Tensor (n_tasks,) real rows per task
+    classes : list of ndarray or None
+        Per task, the sorted original labels (index ``j`` encodes ``classes[t][j]``).
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    sizes: torch.Tensor
+    objective: str
+    n_outputs: int
+    feature_names: np.ndarray | None = None
+    classes: list | None = field(default=None, repr=False)
+
+    @property
+    def n_tasks(self):
+        return self.X.shape[0]
+
+    @property
+    def n_features(self):
+        return self.X.shape[2]
+
+    def to(self, device):
+        self.X, self.y, self.sizes = self.X.to(device), self.y.to(device), self.sizes.to(device)
+        return self
+
+    def subset(self, index):
+        index = torch.as_tensor(index, dtype=torch.long)
+        classes = None if self.classes is None else [self.classes[i] for i in index.tolist()]
+        idx = index.to(self.X.device)
+        return TaskSet(self.X[idx], self.y[idx], self.sizes[idx], self.objective,
+                       self.n_outputs, self.feature_names, classes)
+
+    def split(self, n_support, generator=None, index=None, shuffle=True):
+        """A :class:`~msr_sklearn.meta.TaskBatch` of tasks ``index`` (default all).
+
+        ``shuffle``: draw each task's support rows at random (from ``generator``);
+        otherwise the first ``n_support`` rows are the support.
+        """
+        X, y, sizes = self.X, self.y, self.sizes
+        if index is not None:
+            X, y, sizes = X[index], y[index], sizes[index]
+        n_tasks, n_max = X.shape[:2]
+        positions = torch.arange(n_max, device=X.device)
+        valid = positions < sizes[:, None]
+        if shuffle:
+            keys = torch.rand(n_tasks, n_max, generator=generator).to(X.device)
+            keys = keys.masked_fill(~valid, 2.0)  # padding rows sort last
+            order = keys.argsort(dim=1)
+            X = X.gather(1, order[..., None].expand_as(X))
+            y = y.gather(1, order.reshape(*order.shape, *([1] * (y.ndim - 2))).expand_as(y))
+        query_mask = None
+        if bool((sizes != n_max).any()):
+            query_mask = valid[:, n_support:]
+        return TaskBatch(X[:, :n_support], y[:, :n_support], X[:, n_support:],
+                         y[:, n_support:], query_mask)
+
+
+def _is_3d(a):
+    return hasattr(a, "ndim") and a.ndim == 3 or (
+        isinstance(a, (list, tuple)) and len(a) > 0 and np.ndim(a) == 3)
+
+
+def _as_task_list(X, y=None, groups=None):
+    """Normalize the accepted input forms to (list of (X_i, y_i), feature names)."""
+    feature_names = None
+    if y is None and groups is None:
+        if isinstance(X, tuple) and len(X) == 2 and _is_3d(X[0]):
+            X, y = X  # (X3d, y3d) passed as one object
+        else:
+            if isinstance(X, (str, bytes)) or not hasattr(X, "__len__") or hasattr(X, "shape"):
+                raise TypeError(
+                    "tasks must be a list of (X, y) pairs, 3-D arrays X and y, or long-format "
+                    f"X, y with groups=task ids; got {type(X).__name__}"
+                    + (" without y" if hasattr(X, "shape") else ""))
+            tasks = list(X)
+            for i, task in enumerate(tasks):
+                if not isinstance(task, (tuple, list)) or len(task) != 2:
+                    raise TypeError(f"task {i} must be an (X, y) pair; got {type(task).__name__}")
+            return tasks, _feature_names(tasks[0][0]) if tasks else None
+    if y is None:
+        raise ValueError("groups were given without y; pass fit(X, y, groups=task_ids)")
+    if groups is not None:
+        feature_names = _feature_names(X)
+        Xa = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
+        ya = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
+        g = groups.to_numpy() if hasattr(groups, "to_numpy") else np.asarray(groups)
+        if g.ndim != 1:
+            raise ValueError(f"groups must be 1-D (one task id per row); got shape {g.shape}")
+        if len(g) != len(Xa) or len(ya) != len(Xa):
+            raise ValueError(
+                f"X, y and groups must have the same length; got {len(Xa)}, {len(ya)} and "
+                f"{len(g)}")
+        _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+        order = np.argsort(first)  # tasks in order of first appearance
+        return [(Xa[inverse == t], ya[inverse == t]) for t in order], feature_names
+    if not _is_3d(X):
+        raise ValueError(
+            "with y given, X must be 3-D (n_tasks, n_samples, n_features), or long format "
+            "2-D X with groups=task ids; got X with ndim="
+            f"{np.ndim(X)} and no groups")
+    Xa, ya = np.asarray(X), np.asarray(y)
+    if len(Xa) != len(ya):
+        raise ValueError(f"X and y hold different numbers of tasks: {len(Xa)} and {len(ya)}")
+    return [(Xa[i], ya[i]) for i in range(len(Xa))], None
+
+
+def _feature_names(X):
+    if hasattr(X, "columns"):
+        names = np.asarray(X.columns, dtype=object)
+        if all(isinstance(n, str) for n in names):
+            return names
+    return None
+
+
+def resolve_objective(objective, ys):
+    """``"auto"``: classification when targets are not floating point, else regression."""
+    if objective != "auto":
+        return objective
+    kinds = {np.asarray(y).dtype.kind for y in ys}
+    return "regression" if kinds <= {"f"} else "classification"
+
+
+def check_tasks(X, y=None, groups=None, *, objective="auto", n_support=1, n_outputs=None,
+                n_features=None, dtype=torch.float32):
+    """Validate tasks in any accepted form and pad them into a :class:`TaskSet`.
+
+    Parameters
+    ----------
+    objective : {"auto", "regression", "classification"}
+    n_support : int
+        Every task needs at least ``n_support + 1`` rows (one query row).
+    n_outputs : int or None
+        If given (a fitted learner), tasks must match it: regression outputs, or at most
+        this many classes per task.
+    n_features : int or None
+        If given, every task must have this many features.
+    """
+    tasks, feature_names = _as_task_list(X, y, groups)
+    if len(tasks) == 0:
+        raise ValueError("no tasks given: need a non-empty list of (X, y) tasks")
+    Xs, ys = [], []
+    for i, (Xi, yi) in enumerate(tasks):
+        # light per-task checks; finiteness is checked once on the padded arrays
+        Xi = _numeric_array(Xi, f"X of task {i}", ndim=2)
+        yi = np.asarray(yi.to_numpy() if hasattr(yi, "to_numpy") else yi)
+        if yi.ndim not in (1, 2) or len(yi) != len(Xi):
+            raise ValueError(f"task {i}: X has {len(Xi)} rows but y has shape {yi.shape}; y "
+                             "needs one row (or value) per sample")
+        if len(Xi) < n_support + 1:
+            raise ValueError(
+                f"task {i} has {len(Xi)} samples; with n_support={n_support} every task needs "
+                f"at least {n_support + 1} (support plus one query row)")
+        Xs.append(Xi)
+        ys.append(yi)
+    widths = {x.shape[1] for x in Xs}
+    if len(widths) > 1:
+        raise ValueError(f"tasks have different feature counts {sorted(widths)}; all tasks "
+                         "must share one feature space")
+    d = widths.pop()
+    if n_features is not None and d != n_features:
+        raise ValueError(f"tasks have {d} features, but the learner was fitted with "
+                         f"{n_features} features")
+    objective = resolve_objective(objective, ys)
+    sizes = [len(x) for x in Xs]
+    n_max = max(sizes)
+    Xp = _pad(Xs, n_max)
+    _check_finite(Xp, "X")
+    classes = None
+    if objective == "regression":
+        ys = [_regression_target(y, i) for i, y in enumerate(ys)]
+        outs = {y.shape[1] for y in ys}
+        if len(outs) > 1:
+            raise ValueError(f"tasks have different numbers of outputs {sorted(outs)}")
+        n_out = outs.pop()
+        if n_outputs is not None and n_out != n_outputs:
+            raise ValueError(f"tasks have {n_out} outputs, but the learner was fitted with "
+                             f"{n_outputs}")
+        yp = _pad(ys, n_max)
+        _check_finite(yp, "y")
+        y_tensor = torch.as_tensor(yp, dtype=dtype)
+    else:
+        classes, codes = [], []
+        for i, yi in enumerate(ys):
+            kind = type_of_target(yi, input_name=f"y of task {i}")
+            if kind not in ("binary", "multiclass"):
+                raise ValueError(
+                    f"task {i}: classification needs class labels, got a {kind!r} target; use "
+                    "objective='regression' for continuous targets")
+            labels, code = np.unique(yi, return_inverse=True)
+            if len(labels) < 2:
+                raise ValueError(f"task {i} has a single class ({labels[0]!r}); a "
+                                 "classification task needs at least 2")
+            classes.append(labels)
+            codes.append(code.reshape(-1))
+        n_out = max(len(c) for c in classes)
+        if n_outputs is not None and n_out > n_outputs:
+            raise ValueError(f"a task has {n_out} classes, but the network has {n_outputs} "
+                             "outputs (ways)")
+        yp = np.zeros((len(codes), n_max), dtype=np.int64)
+        for i, c in enumerate(codes):
+            yp[i, :len(c)] = c
+        y_tensor = torch.as_tensor(yp)
+    return TaskSet(torch.as_tensor(Xp, dtype=dtype), y_tensor, torch.as_tensor(sizes),
+                   objective, n_outputs if n_outputs is not None else n_out, feature_names,
+                   classes)
+
+
+def _regression_target(y, i):
+    return _numeric_array(y.reshape(len(y), -1) if y.ndim == 1 else y, f"y of task {i}", ndim=2)
+
+
+def _numeric_array(a, what, ndim):
+    a = np.asarray(a.to_numpy() if hasattr(a, "to_numpy") else a)
+    if a.ndim != ndim:
+        raise ValueError(f"{what} must be {ndim}-D (n_samples, n_features); got shape {a.shape}"
+                         + (" — reshape a single feature with X.reshape(-1, 1)"
+                            if a.ndim == 1 else ""))
+    if a.dtype.kind not in "biuf":
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what} must be numeric; got dtype {a.dtype} ({exc}). Encode "
+                             "categorical features first, e.g. with OneHotEncoder") from exc
+    if len(a) == 0:
+        raise ValueError(f"{what} has no samples")
+    return a.astype(np.float64, copy=False)
+
+
+def _pad(arrays, n_max):
+    """Stack 2-D arrays of possibly different lengths into (n, n_max, width), zero-padded."""
+    if all(len(a) == n_max for a in arrays):
+        return np.stack(arrays)
+    out = np.zeros((len(arrays), n_max, arrays[0].shape[1]))
+    for i, a in enumerate(arrays):
+        out[i, :len(a)] = a
+    return out
+
+
+def _check_finite(padded, what):
+    bad = ~np.isfinite(padded).all(axis=(1, 2))
+    if bad.any():
+        raise ValueError(f"{what} of task {int(np.argmax(bad))} contains NaN or infinity; "
+                         "impute or drop those values first (e.g. sklearn.impute.SimpleImputer)")
+
+
+def mean_confidence_interval(values, confidence=0.95):
+    """Mean and Student-t half-width of the ``confidence`` interval of the mean."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan")
+    sem = values.std(ddof=1) / np.sqrt(len(values))
+    return mean, float(sem * stats.t.ppf(0.5 + confidence / 2, len(values) - 1))
