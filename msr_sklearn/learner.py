@@ -63,17 +63,26 @@ class MetaSymmetryLearner(BaseEstimator):
     hidden_layer_sizes : tuple of int, default=()
         Hidden widths; ``()`` is a single layer.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
-    layer : {"msr", "msr_kron", "dense", "conv1d", "locally_connected1d"}, default="msr"
+    layer : {"msr", "msr_kron", "dense", "conv1d", "locally_connected1d", "conv2d", \
+"msr_conv2d"}, default="msr"
         ``"msr"``: learned dense ``U`` per layer; ``"msr_kron"``: learned Kronecker
         ``U = A ⊗ B`` (for wide layers); ``"dense"``: ``U`` fixed to the identity
-        (plain MAML, the baseline). ``"conv1d"`` / ``"locally_connected1d"``: the
-        paper's fixed single-channel 1-D baselines (no hidden layers).
+        (plain MAML, the baseline). Single-layer kinds (no hidden layers):
+        ``"conv1d"`` / ``"locally_connected1d"``, the paper's 1-D baselines;
+        ``"conv2d"`` (MAML-Conv) and ``"msr_conv2d"`` (MSR-Conv: a learned sharing on
+        the filter tensor of a 2-D convolution), see :func:`msr_sklearn.nn.build_network`.
     n_filters : int or tuple of int, default=8
         ``k``, the number of free filter values per MSR layer.
     bias : bool, default=True
         Per-layer biases, adapted in the inner loop and not reparameterized.
     kernel_size : int, default=3
-        Taps of the 1-D baselines.
+        Taps per axis of the convolutional kinds.
+    input_shape : tuple (C, H, W) or None, default=None
+        Image shape for ``layer="conv2d"`` / ``"msr_conv2d"``; ``None``: one square
+        channel.
+    n_copies : int, default=1
+        MSR-Conv: output channels per field (e.g. 4 for the copies of a filter under 90°
+        rotations).
     objective : {"auto", "regression", "classification"}, default="auto"
         ``"auto"``: classification when targets are not floating point.
     n_support : int, default=5
@@ -144,6 +153,8 @@ class MetaSymmetryLearner(BaseEstimator):
         "n_filters": [Interval(Integral, 1, None, closed="left"), "array-like"],
         "bias": ["boolean"],
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "input_shape": [None, tuple, list],
+        "n_copies": [Interval(Integral, 1, None, closed="left")],
         "objective": [StrOptions({"auto", "regression", "classification"})],
         "n_support": [Interval(Integral, 1, None, closed="left")],
         "support_split": [StrOptions({"random", "first"})],
@@ -163,7 +174,7 @@ class MetaSymmetryLearner(BaseEstimator):
     }
 
     def __init__(self, hidden_layer_sizes=(), activation="relu", layer="msr", n_filters=8,
-                 bias=True, kernel_size=3, objective="auto", n_support=5,
+                 bias=True, kernel_size=3, input_shape=None, n_copies=1, objective="auto", n_support=5,
                  support_split="random", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
                  first_order=False, meta_lr=1e-3, meta_batch_size=32, n_meta_steps=1000,
                  validation_fraction=0.0, validation_interval=100, warm_start=False,
@@ -174,6 +185,8 @@ class MetaSymmetryLearner(BaseEstimator):
         self.n_filters = n_filters
         self.bias = bias
         self.kernel_size = kernel_size
+        self.input_shape = input_shape
+        self.n_copies = n_copies
         self.objective = objective
         self.n_support = n_support
         self.support_split = support_split
@@ -199,7 +212,10 @@ class MetaSymmetryLearner(BaseEstimator):
         return {"n_features": int(n_features), "n_outputs": int(n_outputs),
                 "hidden_layer_sizes": tuple(int(h) for h in self.hidden_layer_sizes),
                 "layer": self.layer, "n_filters": n_filters, "activation": self.activation,
-                "bias": bool(self.bias), "kernel_size": int(self.kernel_size)}
+                "bias": bool(self.bias), "kernel_size": int(self.kernel_size),
+                "input_shape": None if self.input_shape is None else tuple(
+                    int(s) for s in self.input_shape),
+                "n_copies": int(self.n_copies)}
 
     def _check_tasks(self, X, y, groups, fitted):
         kwargs = dict(objective=self.objective, n_support=self.n_support)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .meta import MetaModel
-from .nn.network import build_network
+from .nn.network import SINGLE_LAYER_KINDS, build_network
 
 #: bumped when the file layout changes; ``load`` refuses other versions
 FORMAT_VERSION = 1
@@ -20,7 +20,7 @@ _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
 
 #: the settings that define a network; ``build_network`` takes exactly these
 ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
-                     "activation", "bias", "kernel_size")
+                     "activation", "bias", "kernel_size", "input_shape", "n_copies")
 OBJECTIVES = ("regression", "classification")
 
 
@@ -76,7 +76,8 @@ class LearnedSymmetry:
                 **architecture):
         """The untrained symmetry a learner would start from (useful as a control)."""
         arch = {"hidden_layer_sizes": (), "layer": "msr", "n_filters": 8, "activation": "relu",
-                "bias": True, "kernel_size": 3, **architecture}
+                "bias": True, "kernel_size": 3, "input_shape": None, "n_copies": 1,
+                **architecture}
         network = build_network(random_state=random_state, **arch)
         model = MetaModel(network, inner_lr=inner_lr)
         return cls.from_model(model, arch, objective=objective, inner_steps=inner_steps)
@@ -103,8 +104,9 @@ class LearnedSymmetry:
     # ------------------------------------------------------------- introspection
     @property
     def n_layers(self):
-        return len(self.architecture["hidden_layer_sizes"]) + 1 if self.architecture["layer"] \
-            not in ("conv1d", "locally_connected1d") else 1
+        if self.architecture["layer"] in SINGLE_LAYER_KINDS:
+            return 1
+        return len(self.architecture["hidden_layer_sizes"]) + 1
 
     @property
     def n_features(self):
@@ -197,9 +199,8 @@ class LearnedSymmetry:
         except ValueError as exc:
             raise ValueError(f"cannot read a LearnedSymmetry from {str(path)!r}: {exc}") from exc
         arch = meta["architecture"]
-        arch["hidden_layer_sizes"] = tuple(arch["hidden_layer_sizes"])
-        if isinstance(arch["n_filters"], list):
-            arch["n_filters"] = tuple(arch["n_filters"])
+        # JSON has lists where the architecture had tuples
+        arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
         return cls(arch, state, meta["inner_lrs"], objective=meta["objective"],
                    inner_steps=meta["inner_steps"])
 

@@ -7,7 +7,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .layers import LocallyConnected1d, MetaLayer, SharedLinear, conv1d
+from .layers import (
+    ConvFilterSharing,
+    LocallyConnected1d,
+    MetaLayer,
+    SharedConv2d,
+    SharedLinear,
+    conv1d,
+)
 from .sharing import DenseSharing, FixedSharing, KroneckerSharing
 
 ACTIVATIONS = {
@@ -18,7 +25,10 @@ ACTIVATIONS = {
 }
 
 #: the ``layer`` kinds :func:`build_network` understands
-LAYER_KINDS = ("msr", "msr_kron", "dense", "conv1d", "locally_connected1d")
+LAYER_KINDS = ("msr", "msr_kron", "dense", "conv1d", "locally_connected1d", "conv2d",
+               "msr_conv2d")
+#: kinds that build one fixed-shape layer mapping the input straight to the outputs
+SINGLE_LAYER_KINDS = ("conv1d", "locally_connected1d", "conv2d", "msr_conv2d")
 
 
 class MetaNetwork(nn.Module):
@@ -119,7 +129,8 @@ def _kron_factor_sizes(n_filters, n_out, n_in):
 
 
 def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_filters=8,
-                  activation="relu", bias=True, kernel_size=3, random_state=None):
+                  activation="relu", bias=True, kernel_size=3, input_shape=None, n_copies=1,
+                  random_state=None):
     """Build a :class:`MetaNetwork` from sklearn-style settings.
 
     Parameters
@@ -127,31 +138,35 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
     n_features, n_outputs : int
     hidden_layer_sizes : tuple of int
         Widths of the hidden layers (``()``: a single layer).
-    layer : {"msr", "msr_kron", "dense", "conv1d", "locally_connected1d"}
+    layer : {"msr", "msr_kron", "dense", "conv1d", "locally_connected1d", "conv2d", \
+"msr_conv2d"}
         ``"msr"``: learned dense ``U``; ``"msr_kron"``: learned Kronecker ``U``;
-        ``"dense"``: identity ``U`` (plain MAML). ``"conv1d"`` and
-        ``"locally_connected1d"`` are the paper's single-channel 1-D baselines
-        (valid, stride 1, ``kernel_size`` taps); they take no hidden layers.
+        ``"dense"``: identity ``U`` (plain MAML). The others build one layer mapping
+        the input straight to the outputs (no hidden layers): ``"conv1d"`` and
+        ``"locally_connected1d"`` are the paper's single-channel 1-D baselines;
+        ``"conv2d"`` is a plain 2-D convolution (MAML-Conv) and ``"msr_conv2d"`` a
+        convolution whose filter tensor is reparameterized by a learned
+        :class:`ConvFilterSharing` (MSR-Conv). All are valid, stride 1, with
+        ``kernel_size`` taps per axis; the 2-D ones read images of ``input_shape`` and
+        infer the output channels from ``n_outputs``.
     n_filters : int or sequence of int
-        ``k`` per MSR layer (one value for all, or one per layer).
+        ``k`` per MSR layer (one value for all, or one per layer). Not used by the
+        single-layer kinds (MSR-Conv's ``k`` is one ``kernel_size²`` filter per field).
+    input_shape : tuple (C, H, W) or None
+        Image shape for the 2-D kinds; ``None`` means one square channel.
+    n_copies : int
+        MSR-Conv: output channels per field, e.g. 4 for the copies of a filter under
+        90° rotations.
     random_state : int, torch.Generator or None
     """
     if layer not in LAYER_KINDS:
         raise ValueError(f"layer must be one of {LAYER_KINDS}; got {layer!r}")
     generator = _as_generator(random_state)
-    if layer in ("conv1d", "locally_connected1d"):
+    if layer in SINGLE_LAYER_KINDS:
         if tuple(hidden_layer_sizes):
             raise ValueError(f"layer={layer!r} builds a single layer; hidden_layer_sizes must be ()")
-        if n_outputs != n_features - kernel_size + 1:
-            raise ValueError(
-                f"a valid 1-D convolution with kernel_size={kernel_size} maps {n_features} "
-                f"features to {n_features - kernel_size + 1} outputs; got n_outputs={n_outputs}"
-            )
-        if layer == "conv1d":
-            net_layer = conv1d(1, 1, n_features, kernel_size, bias=bias, generator=generator)
-        else:
-            net_layer = LocallyConnected1d(1, 1, n_features, kernel_size, bias=bias,
-                                           generator=generator)
+        net_layer = _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape,
+                                  n_copies, generator)
         return _small_output_init(MetaNetwork([net_layer], activation), generator)
     sizes = [int(n_features), *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
     n_layers = len(sizes) - 1
@@ -164,6 +179,47 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         for n_in, n_out, k in zip(sizes[:-1], sizes[1:], ks)
     ]
     return _small_output_init(MetaNetwork(layers, activation), generator)
+
+
+def _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape, n_copies,
+                  generator):
+    if layer in ("conv1d", "locally_connected1d"):
+        if n_outputs != n_features - kernel_size + 1:
+            raise ValueError(
+                f"a valid 1-D convolution with kernel_size={kernel_size} maps {n_features} "
+                f"features to {n_features - kernel_size + 1} outputs; got n_outputs={n_outputs}")
+        if layer == "conv1d":
+            return conv1d(1, 1, n_features, kernel_size, bias=bias, generator=generator)
+        return LocallyConnected1d(1, 1, n_features, kernel_size, bias=bias, generator=generator)
+    c_in, h, w = _image_shape(n_features, input_shape)
+    pixels = (h - kernel_size + 1) * (w - kernel_size + 1)
+    if pixels < 1 or n_outputs % pixels:
+        raise ValueError(
+            f"a valid {kernel_size}x{kernel_size} convolution of {h}x{w} images gives "
+            f"{max(pixels, 0)} pixels per channel; n_outputs={n_outputs} is not a multiple")
+    c_out = n_outputs // pixels
+    if layer == "conv2d":
+        sharing = FixedSharing((c_out, c_in, kernel_size, kernel_size))
+    else:
+        if c_out % n_copies:
+            raise ValueError(f"n_copies={n_copies} must divide the {c_out} output channels")
+        sharing = ConvFilterSharing(c_out // n_copies, c_in, kernel_size, n_copies=n_copies,
+                                    generator=generator)
+    return SharedConv2d((c_in, h, w), sharing, bias=bias, generator=generator)
+
+
+def _image_shape(n_features, input_shape):
+    if input_shape is None:
+        side = int(round(n_features ** 0.5))
+        if side * side != n_features:
+            raise ValueError(f"{n_features} features are not a square image; pass "
+                             "input_shape=(channels, height, width)")
+        return 1, side, side
+    c, h, w = (int(s) for s in input_shape)
+    if c * h * w != n_features:
+        raise ValueError(f"input_shape={tuple(input_shape)} has {c * h * w} values but the "
+                         f"data have {n_features} features")
+    return c, h, w
 
 
 def _small_output_init(network, generator):
