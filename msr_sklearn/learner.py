@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -109,6 +110,11 @@ class MetaSymmetryLearner(BaseEstimator):
         Meta-steps between validation losses.
     warm_start : bool, default=False
         Continue meta-training from the fitted state on the next ``fit``.
+    checkpoint_path : str, path or None, default=None
+        If set, the current :class:`LearnedSymmetry` is saved there every
+        ``checkpoint_interval`` meta-steps and at the end (atomically: a crash mid-save
+        leaves the previous checkpoint intact). Load it with ``LearnedSymmetry.load``.
+    checkpoint_interval : int, default=100
     device : str, default="cpu"
     random_state : int, RandomState or None, default=None
         Controls initialization, task sampling and support/query splits.
@@ -168,6 +174,8 @@ class MetaSymmetryLearner(BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
+        "checkpoint_path": [None, str, os.PathLike],
+        "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -178,6 +186,7 @@ class MetaSymmetryLearner(BaseEstimator):
                  support_split="random", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
                  first_order=False, meta_lr=1e-3, meta_batch_size=32, n_meta_steps=1000,
                  validation_fraction=0.0, validation_interval=100, warm_start=False,
+                 checkpoint_path=None, checkpoint_interval=100,
                  device="cpu", random_state=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -200,6 +209,8 @@ class MetaSymmetryLearner(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.validation_interval = validation_interval
         self.warm_start = warm_start
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_interval = checkpoint_interval
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -275,10 +286,15 @@ class MetaSymmetryLearner(BaseEstimator):
         records = self._meta_train(train, valid, sampler, start=len(self.history_))
         self.history_ = pd.concat([self.history_, pd.DataFrame.from_records(records)],
                                   ignore_index=True)
-        self.symmetry_ = LearnedSymmetry.from_model(
+        self.symmetry_ = self._current_symmetry()
+        if self.checkpoint_path is not None:
+            self.symmetry_.save(self.checkpoint_path)
+        return self
+
+    def _current_symmetry(self):
+        return LearnedSymmetry.from_model(
             self.model_, self._architecture(self.n_features_in_, self.n_outputs_),
             objective=self.objective_, inner_steps=self.inner_steps)
-        return self
 
     def _split_validation(self, tasks, validation_tasks, generator):
         if validation_tasks is not None:
@@ -324,6 +340,8 @@ class MetaSymmetryLearner(BaseEstimator):
                                                 or i + 1 == self.n_meta_steps):
                     valid_loss = self._evaluate_losses(valid_batch).mean().item()
                 records.append(self._record(start + i, loss_value, valid_loss))
+                if self.checkpoint_path is not None and (i + 1) % self.checkpoint_interval == 0:
+                    self._current_symmetry().save(self.checkpoint_path)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss_value:.4g}")

@@ -163,8 +163,9 @@ def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inne
     meta_loss = task_losses(model, batch, loss=loss, inner_steps=inner_steps,
                             first_order=first_order).mean()
     meta_loss.backward()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads)
     if not bool(torch.isfinite(meta_loss) & torch.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         return torch.where(torch.isfinite(meta_loss), torch.nan, meta_loss.detach())

@@ -41,6 +41,7 @@ class TaskSet:
     n_outputs: int
     feature_names: np.ndarray | None = None
     classes: list | None = field(default=None, repr=False)
+    _ragged: bool | None = field(default=None, repr=False)
 
     @property
     def n_tasks(self):
@@ -61,27 +62,37 @@ class TaskSet:
         return TaskSet(self.X[idx], self.y[idx], self.sizes[idx], self.objective,
                        self.n_outputs, self.feature_names, classes)
 
+    @property
+    def ragged(self):
+        """Whether tasks differ in size (then queries are padded and masked)."""
+        if self._ragged is None:
+            self._ragged = bool((self.sizes != self.X.shape[1]).any())
+        return self._ragged
+
     def split(self, n_support, generator=None, index=None, shuffle=True):
         """A :class:`~msr_sklearn.meta.TaskBatch` of tasks ``index`` (default all).
 
         ``shuffle``: draw each task's support rows at random (from ``generator``);
         otherwise the first ``n_support`` rows are the support.
         """
-        X, y, sizes = self.X, self.y, self.sizes
-        if index is not None:
-            X, y, sizes = X[index], y[index], sizes[index]
-        n_tasks, n_max = X.shape[:2]
-        positions = torch.arange(n_max, device=X.device)
-        valid = positions < sizes[:, None]
+        device = self.X.device
+        n_max = self.X.shape[1]
+        if index is None:
+            index = torch.arange(self.n_tasks, device=device)
+        positions = torch.arange(n_max, device=device)
+        valid = positions < self.sizes[index, None] if self.ragged else None
         if shuffle:
-            keys = torch.rand(n_tasks, n_max, generator=generator).to(X.device)
-            keys = keys.masked_fill(~valid, 2.0)  # padding rows sort last
+            keys = torch.rand(len(index), n_max, generator=generator).to(device)
+            if valid is not None:
+                keys = keys.masked_fill(~valid, 2.0)  # padding rows sort last
             order = keys.argsort(dim=1)
-            X = X.gather(1, order[..., None].expand_as(X))
-            y = y.gather(1, order.reshape(*order.shape, *([1] * (y.ndim - 2))).expand_as(y))
-        query_mask = None
-        if bool((sizes != n_max).any()):
-            query_mask = valid[:, n_support:]
+        else:
+            order = positions.expand(len(index), n_max)
+        # one gather of whole rows: row r of task t is row t * n_max + r of the flat view
+        rows = index[:, None] * n_max + order
+        X = self.X.flatten(0, 1)[rows]
+        y = self.y.flatten(0, 1)[rows]
+        query_mask = None if valid is None else valid[:, n_support:]
         return TaskBatch(X[:, :n_support], y[:, :n_support], X[:, n_support:],
                          y[:, n_support:], query_mask)
 
