@@ -84,6 +84,14 @@ class MetaSymmetryLearner(BaseEstimator):
     n_copies : int, default=1
         MSR-Conv: output channels per field (e.g. 4 for the copies of a filter under 90°
         rotations).
+    conv_channels : tuple of int, default=()
+        A convolutional front-end (for image tasks, with ``input_shape``): one valid
+        ``kernel_size`` convolution per entry with that many output channels, before
+        the dense layers.
+    conv_layer : {"msr_conv2d", "conv2d"}, default="msr_conv2d"
+        Front-end convolutions with a learned filter sharing (MSR-Conv) or plain ones.
+    pooling : {"none", "mean"}, default="none"
+        ``"mean"``: average each front-end channel over its pixels.
     objective : {"auto", "regression", "classification"}, default="auto"
         ``"auto"``: classification when targets are not floating point.
     n_support : int, default=5
@@ -161,6 +169,9 @@ class MetaSymmetryLearner(BaseEstimator):
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
         "input_shape": [None, tuple, list],
         "n_copies": [Interval(Integral, 1, None, closed="left")],
+        "conv_channels": ["array-like"],
+        "conv_layer": [StrOptions({"msr_conv2d", "conv2d"})],
+        "pooling": [StrOptions({"none", "mean"})],
         "objective": [StrOptions({"auto", "regression", "classification"})],
         "n_support": [Interval(Integral, 1, None, closed="left")],
         "support_split": [StrOptions({"random", "first"})],
@@ -182,7 +193,8 @@ class MetaSymmetryLearner(BaseEstimator):
     }
 
     def __init__(self, hidden_layer_sizes=(), activation="relu", layer="msr", n_filters=8,
-                 bias=True, kernel_size=3, input_shape=None, n_copies=1, objective="auto", n_support=5,
+                 bias=True, kernel_size=3, input_shape=None, n_copies=1, conv_channels=(),
+                 conv_layer="msr_conv2d", pooling="none", objective="auto", n_support=5,
                  support_split="random", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
                  first_order=False, meta_lr=1e-3, meta_batch_size=32, n_meta_steps=1000,
                  validation_fraction=0.0, validation_interval=100, warm_start=False,
@@ -196,6 +208,9 @@ class MetaSymmetryLearner(BaseEstimator):
         self.kernel_size = kernel_size
         self.input_shape = input_shape
         self.n_copies = n_copies
+        self.conv_channels = conv_channels
+        self.conv_layer = conv_layer
+        self.pooling = pooling
         self.objective = objective
         self.n_support = n_support
         self.support_split = support_split
@@ -226,7 +241,9 @@ class MetaSymmetryLearner(BaseEstimator):
                 "bias": bool(self.bias), "kernel_size": int(self.kernel_size),
                 "input_shape": None if self.input_shape is None else tuple(
                     int(s) for s in self.input_shape),
-                "n_copies": int(self.n_copies)}
+                "n_copies": int(self.n_copies),
+                "conv_channels": tuple(int(c) for c in self.conv_channels),
+                "conv_layer": self.conv_layer, "pooling": self.pooling}
 
     def _check_tasks(self, X, y, groups, fitted):
         kwargs = dict(objective=self.objective, n_support=self.n_support)

@@ -20,7 +20,8 @@ _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
 
 #: the settings that define a network; ``build_network`` takes exactly these
 ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
-                     "activation", "bias", "kernel_size", "input_shape", "n_copies")
+                     "activation", "bias", "kernel_size", "input_shape", "n_copies",
+                     "conv_channels", "conv_layer", "pooling")
 OBJECTIVES = ("regression", "classification")
 
 
@@ -77,6 +78,7 @@ class LearnedSymmetry:
         """The untrained symmetry a learner would start from (useful as a control)."""
         arch = {"hidden_layer_sizes": (), "layer": "msr", "n_filters": 8, "activation": "relu",
                 "bias": True, "kernel_size": 3, "input_shape": None, "n_copies": 1,
+                "conv_channels": (), "conv_layer": "msr_conv2d", "pooling": "none",
                 **architecture}
         network = build_network(random_state=random_state, **arch)
         model = MetaModel(network, inner_lr=inner_lr)
@@ -104,9 +106,10 @@ class LearnedSymmetry:
     # ------------------------------------------------------------- introspection
     @property
     def n_layers(self):
-        if self.architecture["layer"] in SINGLE_LAYER_KINDS:
+        arch = self.architecture
+        if arch["layer"] in SINGLE_LAYER_KINDS:
             return 1
-        return len(self.architecture["hidden_layer_sizes"]) + 1
+        return len(arch["conv_channels"]) + len(arch["hidden_layer_sizes"]) + 1
 
     @property
     def n_features(self):
@@ -129,14 +132,16 @@ class LearnedSymmetry:
 
         Kronecker-factored sharings are materialized.
         """
-        i = self._layer_index(layer)
-        network = self.build_network()
         with torch.no_grad():
-            return network.layers[i].sharing.matrix().cpu().numpy().copy()
+            return self._meta_layer(layer).sharing.matrix().cpu().numpy().copy()
 
     def initial_filters(self, layer=0):
         """The meta-learned initial filter values ``v0`` of a layer."""
-        return self.state[f"layers.{self._layer_index(layer)}.filters"].copy()
+        return self._meta_layer(layer).filters.detach().cpu().numpy().copy()
+
+    def _meta_layer(self, layer):
+        """Layer ``layer`` (counting only layers with a sharing) of a fresh network."""
+        return self.build_network().meta_layers[self._layer_index(layer)]
 
     def __repr__(self):
         arch = ", ".join(f"{k}={v!r}" for k, v in self.architecture.items())

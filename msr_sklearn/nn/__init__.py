@@ -2,6 +2,7 @@
 
 from .layers import (
     ConvFilterSharing,
+    GlobalMeanPool,
     LocallyConnected1d,
     MetaLayer,
     SharedConv2d,
@@ -17,6 +18,7 @@ __all__ = [
     "ConvFilterSharing",
     "DenseSharing",
     "FixedSharing",
+    "GlobalMeanPool",
     "KroneckerSharing",
     "LocallyConnected1d",
     "MetaLayer",

@@ -216,6 +216,28 @@ class SharedConv2d(MetaLayer):
         )
 
 
+class GlobalMeanPool(nn.Module):
+    """Average each channel over its pixels: ``(..., n, C*H*W)`` → ``(..., n, C)``.
+
+    No parameters. After a convolution front-end it makes the features invariant to
+    any permutation of pixels, such as a 90° rotation of a square image.
+    """
+
+    def __init__(self, channels):
+        super().__init__()
+        self.channels = int(channels)
+
+    def forward(self, x):
+        return x.reshape(*x.shape[:-1], self.channels, -1).mean(-1)
+
+    @property
+    def out_features(self):
+        return self.channels
+
+    def extra_repr(self):
+        return f"channels={self.channels}"
+
+
 class LocallyConnected1d(MetaLayer):
     """A 1-D locally connected layer: an untied ``K``-tap filter at every position.
 

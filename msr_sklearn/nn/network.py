@@ -9,6 +9,7 @@ from torch import nn
 
 from .layers import (
     ConvFilterSharing,
+    GlobalMeanPool,
     LocallyConnected1d,
     MetaLayer,
     SharedConv2d,
@@ -32,8 +33,9 @@ SINGLE_LAYER_KINDS = ("conv1d", "locally_connected1d", "conv2d", "msr_conv2d")
 
 
 class MetaNetwork(nn.Module):
-    """Layers with an activation between them (none after the last).
+    """Layers with an activation after every :class:`MetaLayer` but the last.
 
+    Parameter-free modules (e.g. :class:`GlobalMeanPool`) may sit between layers.
     Inner parameters are addressed as ``"{layer index}.{name}"``, e.g. ``"0.filters"``.
     ``forward(x)`` uses the network's own parameters (the meta-learned initial ones);
     ``forward(x, inner)`` substitutes per-task inner parameters with a leading task
@@ -72,7 +74,7 @@ class MetaNetwork(nn.Module):
         """The inner parameters' initial values (``v0`` and biases), by name."""
         out = {}
         for i, layer in enumerate(self.layers):
-            for name in layer.inner_parameters:
+            for name in getattr(layer, "inner_parameters", ()):
                 p = getattr(layer, name)
                 if p is not None:
                     out[f"{i}.{name}"] = p
@@ -83,9 +85,17 @@ class MetaNetwork(nn.Module):
         inner = {id(p) for p in self.initial_inner_parameters().values()}
         return {n: p for n, p in self.named_parameters() if id(p) not in inner}
 
+    @property
+    def meta_layers(self):
+        """The :class:`MetaLayer` s, in order (what ``layer=i`` refers to elsewhere)."""
+        return [m for m in self.layers if isinstance(m, MetaLayer)]
+
     def forward(self, x, inner: Mapping[str, torch.Tensor] | None = None):
-        last = len(self.layers) - 1
+        last = max(i for i, m in enumerate(self.layers) if isinstance(m, MetaLayer))
         for i, layer in enumerate(self.layers):
+            if not isinstance(layer, MetaLayer):
+                x = layer(x)
+                continue
             kwargs = {}
             if inner is not None:
                 kwargs = {n: inner[f"{i}.{n}"] for n in layer.inner_parameters
@@ -130,6 +140,7 @@ def _kron_factor_sizes(n_filters, n_out, n_in):
 
 def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_filters=8,
                   activation="relu", bias=True, kernel_size=3, input_shape=None, n_copies=1,
+                  conv_channels=(), conv_layer="msr_conv2d", pooling="none",
                   random_state=None):
     """Build a :class:`MetaNetwork` from sklearn-style settings.
 
@@ -157,18 +168,31 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
     n_copies : int
         MSR-Conv: output channels per field, e.g. 4 for the copies of a filter under
         90° rotations.
+    conv_channels : tuple of int
+        A convolutional front-end before the dense layers: one valid ``kernel_size``
+        convolution per entry, with that many output channels, on images of
+        ``input_shape``.
+    conv_layer : {"msr_conv2d", "conv2d"}
+        Front-end convolutions with a learned sharing of their filter tensors
+        (MSR-Conv, ``n_copies`` channels per field) or plain ones (MAML).
+    pooling : {"none", "mean"}
+        ``"mean"`` averages each front-end channel over its pixels.
     random_state : int, torch.Generator or None
     """
     if layer not in LAYER_KINDS:
         raise ValueError(f"layer must be one of {LAYER_KINDS}; got {layer!r}")
     generator = _as_generator(random_state)
     if layer in SINGLE_LAYER_KINDS:
-        if tuple(hidden_layer_sizes):
-            raise ValueError(f"layer={layer!r} builds a single layer; hidden_layer_sizes must be ()")
+        if tuple(hidden_layer_sizes) or tuple(conv_channels):
+            raise ValueError(f"layer={layer!r} builds a single layer; hidden_layer_sizes and "
+                             "conv_channels must be ()")
         net_layer = _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape,
                                   n_copies, generator)
         return _small_output_init(MetaNetwork([net_layer], activation), generator)
-    sizes = [int(n_features), *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
+    front = _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
+                            input_shape, n_copies, generator)
+    n_in = front[-1].out_features if front else int(n_features)
+    sizes = [n_in, *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
     n_layers = len(sizes) - 1
     ks = [int(n_filters)] * n_layers if _is_int(n_filters) else [int(k) for k in n_filters]
     if len(ks) != n_layers:
@@ -178,7 +202,39 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
                      generator=generator)
         for n_in, n_out, k in zip(sizes[:-1], sizes[1:], ks)
     ]
-    return _small_output_init(MetaNetwork(layers, activation), generator)
+    return _small_output_init(MetaNetwork(front + layers, activation), generator)
+
+
+def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
+                    input_shape, n_copies, generator):
+    if conv_layer not in ("msr_conv2d", "conv2d"):
+        raise ValueError(f"conv_layer must be 'msr_conv2d' or 'conv2d'; got {conv_layer!r}")
+    if pooling not in ("none", "mean"):
+        raise ValueError(f"pooling must be 'none' or 'mean'; got {pooling!r}")
+    conv_channels = tuple(int(c) for c in conv_channels)
+    if not conv_channels:
+        return []
+    shape = _image_shape(n_features, input_shape)
+    modules = []
+    for c_out in conv_channels:
+        c_in, h, w = shape
+        if kernel_size > min(h, w):
+            raise ValueError(f"conv_channels={conv_channels} with kernel_size={kernel_size} "
+                             f"shrinks the {input_shape or 'input'} image below the kernel")
+        if conv_layer == "conv2d":
+            sharing = FixedSharing((c_out, c_in, kernel_size, kernel_size))
+        else:
+            if c_out % n_copies:
+                raise ValueError(f"n_copies={n_copies} must divide every entry of "
+                                 f"conv_channels={conv_channels}")
+            sharing = ConvFilterSharing(c_out // n_copies, c_in, kernel_size, n_copies=n_copies,
+                                        generator=generator)
+        conv = SharedConv2d(shape, sharing, bias=bias, generator=generator)
+        modules.append(conv)
+        shape = conv.output_shape
+    if pooling == "mean":
+        modules.append(GlobalMeanPool(shape[0]))
+    return modules
 
 
 def _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape, n_copies,
