@@ -284,7 +284,12 @@ class MetaSymmetryLearner(BaseEstimator):
         self._device = check_device(self.device)
         resume = self.warm_start and hasattr(self, "model_")
         tasks = self._check_tasks(X, y, groups, fitted=resume)
+        group, rank, world = _distributed_context()
         seed = _seed_from(self.random_state)
+        if group is not None:  # every process must draw the same meta-batches
+            shared = [seed]
+            torch.distributed.broadcast_object_list(shared, src=0, group=group)
+            seed = shared[0]
         # local generators only: fit never touches numpy's or torch's global RNG
         sampler = torch.Generator().manual_seed(seed + (len(self.history_) if resume else 0))
         if not resume:
@@ -304,7 +309,7 @@ class MetaSymmetryLearner(BaseEstimator):
         self.history_ = pd.concat([self.history_, pd.DataFrame.from_records(records)],
                                   ignore_index=True)
         self.symmetry_ = self._current_symmetry()
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and rank == 0:
             self.symmetry_.save(self.checkpoint_path)
         return self
 
@@ -329,19 +334,29 @@ class MetaSymmetryLearner(BaseEstimator):
     def _meta_train(self, train, valid, sampler, start):
         model, optimizer = self.model_, self._optimizer
         batch_size = min(self.meta_batch_size, train.n_tasks)
+        group, rank, world = _distributed_context()
+        if batch_size < world:
+            raise ValueError(f"a meta-batch of {batch_size} tasks cannot be split across "
+                             f"{world} processes; raise meta_batch_size to at least {world}")
+        shard = torch.arange(batch_size).tensor_split(world)[rank].to(self._device)
         shuffle = self.support_split == "random"
         kwargs = dict(loss=self._loss, inner_steps=self.inner_steps,
-                      first_order=self.first_order)
+                      first_order=self.first_order, n_total_tasks=batch_size,
+                      process_group=group)
         valid_batch = None
         if valid is not None:  # one fixed, seeded split: comparable across steps
             valid_batch = valid.split(self.n_support, sampler, shuffle=shuffle)
         records = []
-        progress = _progress(self.n_meta_steps, self.verbose)
+        progress = _progress(self.n_meta_steps, self.verbose if rank == 0 else 0)
         try:
             for i in range(self.n_meta_steps):
                 index = torch.randint(train.n_tasks, (batch_size,), generator=sampler)
                 batch = train.split(self.n_support, sampler, index=index.to(self._device),
                                     shuffle=shuffle)
+                if group is not None:
+                    # every process draws the whole meta-batch (same RNG stream as one
+                    # process) and keeps its own shard of it
+                    batch = batch.select(shard)
                 loss_value = float(meta_step(model, optimizer, batch, **kwargs))
                 if not np.isfinite(loss_value):
                     # meta_step skipped the update: the last finite state is kept
@@ -351,13 +366,13 @@ class MetaSymmetryLearner(BaseEstimator):
                         RuntimeWarning, stacklevel=3)
                     records.append(self._record(start + i, float("nan"), None, diverged=True))
                     break
-                optimizer.step()
                 valid_loss = None
                 if valid_batch is not None and ((i + 1) % self.validation_interval == 0
                                                 or i + 1 == self.n_meta_steps):
                     valid_loss = self._evaluate_losses(valid_batch).mean().item()
                 records.append(self._record(start + i, loss_value, valid_loss))
-                if self.checkpoint_path is not None and (i + 1) % self.checkpoint_interval == 0:
+                if (self.checkpoint_path is not None and rank == 0
+                        and (i + 1) % self.checkpoint_interval == 0):
                     self._current_symmetry().save(self.checkpoint_path)
                 if progress is not None:
                     progress.update(1)
@@ -462,6 +477,14 @@ class MetaSymmetryLearner(BaseEstimator):
         self.__dict__.update(state)
         if "model_" in state:
             self._device = next(self.model_.parameters()).device
+
+
+def _distributed_context():
+    """(process group, rank, world size) when torch.distributed is initialized."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return (torch.distributed.group.WORLD, torch.distributed.get_rank(),
+                torch.distributed.get_world_size())
+    return None, 0, 1
 
 
 def _progress(total, verbose):

@@ -148,29 +148,47 @@ def make_meta_optimizer(model: MetaModel, meta_lr=1e-3):
 
 
 def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inner_steps=1,
-              first_order=False):
+              first_order=False, n_total_tasks=None, process_group=None):
     """One outer step on the mean query loss over the meta-batch; returns that loss.
 
     The mean (not the official code's sum) keeps the meta-gradient's scale
     independent of ``meta_batch_size``; Adam is invariant to a constant gradient
     scale, so this changes nothing but the ``eps`` regime.
 
+    Data parallel (``torch.distributed``): every process passes its own shard of the
+    meta-batch, ``n_total_tasks`` the size of the whole meta-batch, and the
+    ``process_group``; the loss and the meta-gradients are summed across processes in
+    one all-reduce, so every process takes the identical step on the mean over the
+    whole meta-batch and the replicas stay in sync.
+
     If the loss or any meta-gradient is non-finite the step is skipped, so the
     parameters and the optimizer state stay at their last finite values, and the
     returned loss is NaN (or the non-finite loss).
     """
     optimizer.zero_grad(set_to_none=True)
-    meta_loss = task_losses(model, batch, loss=loss, inner_steps=inner_steps,
-                            first_order=first_order).mean()
+    losses = task_losses(model, batch, loss=loss, inner_steps=inner_steps,
+                         first_order=first_order)
+    meta_loss = losses.sum() / (n_total_tasks or batch.n_tasks)
     meta_loss.backward()
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
-             if p.grad is not None]
-    grad_norm = torch.nn.utils.get_total_norm(grads)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        if p.grad is None:  # every process must contribute the same tensors
+            p.grad = torch.zeros_like(p)
+    meta_loss = meta_loss.detach()
+    if process_group is not None:
+        flat = torch.cat([meta_loss.reshape(1), *(p.grad.reshape(-1) for p in params)])
+        torch.distributed.all_reduce(flat, group=process_group)
+        meta_loss = flat[0]
+        offset = 1
+        for p in params:
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
     if not bool(torch.isfinite(meta_loss) & torch.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
-        return torch.where(torch.isfinite(meta_loss), torch.nan, meta_loss.detach())
+        return torch.where(torch.isfinite(meta_loss), torch.nan, meta_loss)
     optimizer.step()
-    return meta_loss.detach()
+    return meta_loss
 
 
 def adapted_outputs(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1,
