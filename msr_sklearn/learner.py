@@ -21,6 +21,7 @@ from .meta import (
     meta_step,
 )
 from .nn.network import ACTIVATIONS, LAYER_KINDS, build_network
+from .streams import as_task_stream
 from .symmetry import LearnedSymmetry
 from .tasks import check_tasks, mean_confidence_interval
 
@@ -258,6 +259,10 @@ class MetaSymmetryLearner(BaseEstimator):
         return tasks.to(self._device)
 
     @property
+    def _shuffle_support(self):
+        return self.support_split == "random"
+
+    @property
     def _loss(self):
         return _LOSS_OF[self.objective_]
 
@@ -268,7 +273,10 @@ class MetaSymmetryLearner(BaseEstimator):
         Parameters
         ----------
         X : list of (X_i, y_i), or array-like (n_tasks, n_samples, n_features), or
-            array-like / DataFrame (n_rows, n_features) with ``groups``
+            array-like / DataFrame (n_rows, n_features) with ``groups``, or a task source
+            (a :class:`~msr_sklearn.streams.TaskStream`, a callable
+            ``(n_tasks, random_state) -> tasks`` or an iterator of ``(X_i, y_i)``) from
+            which every meta-step draws ``meta_batch_size`` fresh tasks
         y : None, array-like (n_tasks, n_samples[, n_outputs]) or (n_rows[, n_outputs])
         groups : array-like (n_rows,), optional
             Task id of each row, for long-format input.
@@ -283,7 +291,7 @@ class MetaSymmetryLearner(BaseEstimator):
         validate_parameters(self)
         self._device = check_device(self.device)
         resume = self.warm_start and hasattr(self, "model_")
-        tasks = self._check_tasks(X, y, groups, fitted=resume)
+        stream = as_task_stream(X) if y is None and groups is None else None
         group, rank, world = _distributed_context()
         seed = _seed_from(self.random_state)
         if group is not None:  # every process must draw the same meta-batches
@@ -292,6 +300,15 @@ class MetaSymmetryLearner(BaseEstimator):
             seed = shared[0]
         # local generators only: fit never touches numpy's or torch's global RNG
         sampler = torch.Generator().manual_seed(seed + (len(self.history_) if resume else 0))
+        if stream is None:
+            tasks = self._check_tasks(X, y, groups, fitted=resume)
+        else:
+            if self.validation_fraction > 0:
+                raise ValueError("validation_fraction needs a finite list of tasks; with a task "
+                                 "stream pass validation_tasks= instead")
+            # a first draw fixes the feature count, outputs and objective
+            tasks = self._check_tasks(stream.draw(self.meta_batch_size, seed), None, None,
+                                      fitted=resume)
         if not resume:
             self.objective_ = tasks.objective
             self.n_outputs_ = tasks.n_outputs
@@ -304,8 +321,16 @@ class MetaSymmetryLearner(BaseEstimator):
             self.model_ = MetaModel(network, self.inner_lr, self.learn_inner_lr).to(self._device)
             self._optimizer = make_meta_optimizer(self.model_, self.meta_lr)
             self.history_ = pd.DataFrame()
-        train, valid = self._split_validation(tasks, validation_tasks, sampler)
-        records = self._meta_train(train, valid, sampler, start=len(self.history_))
+        if stream is None:
+            train, valid = self._split_validation(tasks, validation_tasks, sampler)
+            batch_size = min(self.meta_batch_size, train.n_tasks)
+            draw = self._sample_from(train, batch_size, sampler)
+        else:
+            valid = None if validation_tasks is None else self._check_tasks(
+                validation_tasks, None, None, fitted=True)
+            batch_size = self.meta_batch_size
+            draw = self._draw_from(stream, batch_size, sampler)
+        records = self._meta_train(draw, batch_size, valid, sampler, start=len(self.history_))
         self.history_ = pd.concat([self.history_, pd.DataFrame.from_records(records)],
                                   ignore_index=True)
         self.symmetry_ = self._current_symmetry()
@@ -331,28 +356,40 @@ class MetaSymmetryLearner(BaseEstimator):
         perm = torch.randperm(tasks.n_tasks, generator=generator)
         return tasks.subset(perm[n_valid:]), tasks.subset(perm[:n_valid])
 
-    def _meta_train(self, train, valid, sampler, start):
+    def _sample_from(self, tasks, batch_size, sampler):
+        """Meta-batches of ``batch_size`` tasks drawn from a finite task set."""
+        def draw():
+            index = torch.randint(tasks.n_tasks, (batch_size,), generator=sampler)
+            return tasks.split(self.n_support, sampler, index=index.to(self._device),
+                               shuffle=self._shuffle_support)
+        return draw
+
+    def _draw_from(self, stream, batch_size, sampler):
+        """Meta-batches of ``batch_size`` fresh tasks from a stream (only one held)."""
+        def draw():
+            seed = int(torch.randint(2**31 - 1, (1,), generator=sampler))
+            tasks = self._check_tasks(stream.draw(batch_size, seed), None, None, fitted=True)
+            return tasks.split(self.n_support, sampler, shuffle=self._shuffle_support)
+        return draw
+
+    def _meta_train(self, draw, batch_size, valid, sampler, start):
         model, optimizer = self.model_, self._optimizer
-        batch_size = min(self.meta_batch_size, train.n_tasks)
         group, rank, world = _distributed_context()
         if batch_size < world:
             raise ValueError(f"a meta-batch of {batch_size} tasks cannot be split across "
                              f"{world} processes; raise meta_batch_size to at least {world}")
         shard = torch.arange(batch_size).tensor_split(world)[rank].to(self._device)
-        shuffle = self.support_split == "random"
         kwargs = dict(loss=self._loss, inner_steps=self.inner_steps,
                       first_order=self.first_order, n_total_tasks=batch_size,
                       process_group=group)
         valid_batch = None
         if valid is not None:  # one fixed, seeded split: comparable across steps
-            valid_batch = valid.split(self.n_support, sampler, shuffle=shuffle)
+            valid_batch = valid.split(self.n_support, sampler, shuffle=self._shuffle_support)
         records = []
         progress = _progress(self.n_meta_steps, self.verbose if rank == 0 else 0)
         try:
             for i in range(self.n_meta_steps):
-                index = torch.randint(train.n_tasks, (batch_size,), generator=sampler)
-                batch = train.split(self.n_support, sampler, index=index.to(self._device),
-                                    shuffle=shuffle)
+                batch = draw()
                 if group is not None:
                     # every process draws the whole meta-batch (same RNG stream as one
                     # process) and keeps its own shard of it
@@ -404,7 +441,7 @@ class MetaSymmetryLearner(BaseEstimator):
         check_is_fitted(self, "model_")
         tasks = self._check_tasks(X, y, groups, fitted=True)
         generator = torch.Generator().manual_seed(_seed_from(self.random_state) + 1)
-        batch = tasks.split(self.n_support, generator, shuffle=self.support_split == "random")
+        batch = tasks.split(self.n_support, generator, shuffle=self._shuffle_support)
         outputs = adapted_outputs(self.model_, batch, loss=self._loss,
                                   inner_steps=self.inner_steps)
         return tasks, batch, outputs
