@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import stats
+from scipy.sparse import issparse
 from sklearn.utils.multiclass import type_of_target
 
 from .meta import TaskBatch
@@ -104,6 +105,9 @@ def _is_3d(a):
 
 def _as_task_list(X, y=None, groups=None):
     """Normalize the accepted input forms to (list of (X_i, y_i), feature names)."""
+    if issparse(X):
+        raise TypeError("sparse input is not supported: the network needs dense features; "
+                        "convert with X.toarray()")
     feature_names = None
     if y is None and groups is None:
         if isinstance(X, tuple) and len(X) == 2 and _is_3d(X[0]):
@@ -252,7 +256,11 @@ def _regression_target(y, i):
 
 
 def _numeric_array(a, what, ndim):
+    if issparse(a):
+        raise TypeError(f"{what} is sparse, which is not supported; convert with .toarray()")
     a = np.asarray(a.to_numpy() if hasattr(a, "to_numpy") else a)
+    if a.dtype.kind == "c":
+        raise ValueError(f"{what}: complex data not supported")
     if a.ndim != ndim:
         raise ValueError(f"{what} must be {ndim}-D (n_samples, n_features); got shape {a.shape}"
                          + (" — reshape a single feature with X.reshape(-1, 1)"
