@@ -290,3 +290,25 @@ def test_no_warnings_in_a_normal_fit(small_tasks):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         MetaSymmetryLearner(**SMALL).fit(*small_tasks)
+
+
+def test_make_estimator_reproduces_the_learners_adaptation(small_tasks):
+    from msr_sklearn import EquivariantClassifier, EquivariantRegressor
+
+    X, y = small_tasks
+    learner = MetaSymmetryLearner(**SMALL).fit(X[:30], y[:30])
+    reg = learner.make_estimator()
+    assert isinstance(reg, EquivariantRegressor) and reg.symmetry is learner.symmetry_
+    assert not hasattr(reg, "network_")  # unfitted
+    # adapting on a task's first rows predicts exactly what the learner's engine predicts
+    from msr_sklearn.meta import TaskBatch, adapted_outputs
+
+    Xt = torch.tensor(X[30:31], dtype=torch.float32)
+    yt = torch.tensor(y[30:31], dtype=torch.float32)
+    engine = adapted_outputs(learner.model_, TaskBatch(Xt[:, :2], yt[:, :2], Xt[:, 2:],
+                                                       yt[:, 2:]))[0].numpy()
+    np.testing.assert_allclose(reg.fit(X[30, :2], y[30, :2]).predict(X[30, 2:]), engine,
+                               rtol=1e-4, atol=1e-5)
+    clf_learner = MetaSymmetryLearner(**{**SMALL, "n_meta_steps": 2}).fit(
+        classification_tasks(n_tasks=6))
+    assert isinstance(clf_learner.make_estimator(inner_steps=3), EquivariantClassifier)
