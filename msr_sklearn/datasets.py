@@ -90,3 +90,140 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
     gens = np.einsum("pr,pis->ris", connectivity, band).reshape(-1, n_out * n_features)
     q, _ = np.linalg.qr(gens.T)
     return X, y, q
+
+
+def _check_task_arguments(noise, **integers):
+    """Positive integers and a non-negative noise level, with messages naming the culprit."""
+    for name, value in integers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0; got {noise!r}")
+
+
+def _lifting_filters(filters, group):
+    """(..., n_fields, k, k) filters -> (..., n_fields * |G|, k, k): every field under every
+    element of :func:`~msr_sklearn.groups.grid_transforms` (field-major channels)."""
+    from .groups import grid_transforms, transform_grid
+
+    copies = np.stack([transform_grid(filters, t) for t in grid_transforms(group)], axis=-3)
+    return copies.reshape(*filters.shape[:-3], -1, *filters.shape[-2:])
+
+
+def make_rotation_tasks(group="c4", n_tasks=1000, n_samples=20, image_size=9, kernel_size=3,
+                        n_fields=1, noise=0.0, return_subspace=False, random_state=None):
+    """2-D lifting convolutions: a task's filters under every 90° rotation (and flip).
+
+    Each task draws ``n_fields`` filters ``psi ~ N(0, I)`` of size
+    ``kernel_size × kernel_size``; its map is the valid, stride-1, bias-free
+    cross-correlation of a one-channel ``image_size × image_size`` image with the
+    ``C_out = n_fields * |G|`` filters ``g · psi_f``, ``g`` running over
+    :func:`~msr_sklearn.groups.grid_transforms` (``C4``: 4 rotations, ``D4``: also
+    the flipped ones). Rotations of a square grid are pixel permutations, so the
+    maps are exactly equivariant: rotating the image rotates each output map and
+    permutes the channels of each field (the ``"regular"`` output of
+    :func:`~msr_sklearn.groups.grid_group`). The exact analogue of the paper's
+    ``2d_rot8`` problems, which use 45° steerable filters.
+
+    Parameters
+    ----------
+    group : {"c4", "d4"}
+    n_tasks, n_samples, image_size, kernel_size, n_fields : int
+    noise : float
+        Standard deviation of Gaussian noise added to ``y``.
+    return_subspace : bool
+        Also return an orthonormal basis ``(C_out*kernel_size**2, n_fields*kernel_size**2)``
+        of the span of the filter tensors ``vec(W)`` over all tasks, in the layout
+        ``(C_out, 1, kh, kw)`` row-major of :class:`~msr_sklearn.nn.ConvFilterSharing`.
+    random_state : int, RandomState or None
+
+    Returns
+    -------
+    X : ndarray of shape (n_tasks, n_samples, image_size**2)
+        Images flattened row-major.
+    y : ndarray of shape (n_tasks, n_samples, C_out * H' * W')
+        Channel-major output maps, ``H' = W' = image_size - kernel_size + 1``.
+    subspace : ndarray, only if ``return_subspace``
+
+    Examples
+    --------
+    >>> from msr_sklearn.datasets import make_rotation_tasks
+    >>> X, y, U = make_rotation_tasks("d4", n_tasks=3, image_size=7, return_subspace=True,
+    ...                               random_state=0)
+    >>> X.shape, y.shape, U.shape          # 8 channels of 5x5; 72 filter weights -> 9
+    ((3, 20, 49), (3, 20, 200), (72, 9))
+    """
+    from .groups import grid_transforms
+
+    m = len(grid_transforms(group))  # validates group
+    _check_task_arguments(noise, n_tasks=n_tasks, n_samples=n_samples, image_size=image_size,
+                          kernel_size=kernel_size, n_fields=n_fields)
+    if kernel_size > image_size:
+        raise ValueError(f"kernel_size={kernel_size} exceeds image_size={image_size}")
+    rng = check_random_state(random_state)
+    k = kernel_size
+    filters = _lifting_filters(rng.standard_normal((n_tasks, n_fields, k, k)), group)
+    X = rng.standard_normal((n_tasks, n_samples, image_size, image_size))
+    windows = np.lib.stride_tricks.sliding_window_view(X, (k, k), axis=(-2, -1))
+    y = np.einsum("tnijab,tcab->tncij", windows, filters).reshape(n_tasks, n_samples, -1)
+    if noise:
+        y = y + noise * rng.standard_normal(y.shape)
+    X = X.reshape(n_tasks, n_samples, -1)
+    if not return_subspace:
+        return X, y
+    # one generating tensor per (field, pixel) of psi; their supports are disjoint
+    unit = np.eye(n_fields * k * k).reshape(-1, n_fields, k, k)
+    gens = _lifting_filters(unit, group).reshape(n_fields * k * k, -1).T
+    return X, y, gens / np.sqrt(m)
+
+
+def make_permutation_tasks(n_tasks=1000, n_samples=20, n_features=8, noise=0.0,
+                           return_subspace=False, random_state=None):
+    """Permutation-equivariant linear maps ``y = a x + b mean(x)`` (DeepSets layers).
+
+    Each task draws ``a ~ N(0, 1)`` and ``b ~ N(0, n_features)`` (so that both terms
+    contribute equally to the variance of ``y``); ``x ~ N(0, I)``. Every map commutes
+    with every permutation of the features: its weights ``a I + (b / n) 1 1^T`` lie in
+    the 2-dimensional ``S_n``-equivariant space.
+
+    Parameters
+    ----------
+    n_tasks, n_samples, n_features : int
+        ``n_features >= 2``.
+    noise : float
+        Standard deviation of Gaussian noise added to ``y``.
+    return_subspace : bool
+        Also return an orthonormal basis ``(n_features**2, 2)`` of ``span{I, 1 1^T}``
+        (row-major ``vec``).
+    random_state : int, RandomState or None
+
+    Returns
+    -------
+    X : ndarray of shape (n_tasks, n_samples, n_features)
+    y : ndarray of shape (n_tasks, n_samples, n_features)
+    subspace : ndarray, only if ``return_subspace``
+
+    Examples
+    --------
+    >>> from msr_sklearn.datasets import make_permutation_tasks
+    >>> X, y, U = make_permutation_tasks(n_tasks=4, n_features=5, return_subspace=True,
+    ...                                  random_state=0)
+    >>> X.shape, y.shape, U.shape
+    ((4, 20, 5), (4, 20, 5), (25, 2))
+    """
+    _check_task_arguments(noise, n_tasks=n_tasks, n_samples=n_samples, n_features=n_features)
+    if n_features < 2:
+        raise ValueError(f"n_features must be >= 2 for permutations to act; got {n_features}")
+    rng = check_random_state(random_state)
+    a = rng.standard_normal((n_tasks, 1, 1))
+    b = rng.standard_normal((n_tasks, 1, 1)) * np.sqrt(n_features)
+    X = rng.standard_normal((n_tasks, n_samples, n_features))
+    y = a * X + b * X.mean(axis=-1, keepdims=True)
+    if noise:
+        y = y + noise * rng.standard_normal(y.shape)
+    if not return_subspace:
+        return X, y
+    eye = np.eye(n_features).ravel()
+    ones = np.full(n_features * n_features, 1.0)
+    q, _ = np.linalg.qr(np.stack([eye, ones], axis=1))
+    return X, y, q

@@ -1,0 +1,406 @@
+"""Exact group sharings, equivariance diagnostics, the symmetry report, hardening, export."""
+
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import torch
+
+from msr_sklearn import LearnedSymmetry
+from msr_sklearn.datasets import translation_sharing
+from msr_sklearn.groups import (
+    FiniteGroup,
+    candidate_generators,
+    compare_subspaces,
+    cyclic_group,
+    dihedral_group,
+    equivariance_error,
+    export_layer,
+    grid_group,
+    grid_transforms,
+    harden_to_group,
+    partition_distance,
+    partition_sharing,
+    stacked_sharing,
+    symmetric_group,
+    symmetry_report,
+    tied_weight_partition,
+    transform_grid,
+)
+from msr_sklearn.nn import ConvFilterSharing, DenseSharing, SharedConv2d, SharedLinear
+
+# (group, dim U^G) -- the table of anchors.md §1.4
+KNOWN_DIMENSIONS = {
+    "C8 shift on R^8": (lambda: cyclic_group(8), 8),
+    "S8 on R^8": (lambda: symmetric_group(8), 2),
+    "D8 on the octagon": (lambda: dihedral_group(8), 5),
+    "C4 on 5x5 pixels": (lambda: grid_group(5, "c4"), 157),
+    "C4 trivial->regular, 3x3": (lambda: grid_group(3, "c4", out_rep="regular", out_size=1), 9),
+    "D4 trivial->regular, 3x3": (lambda: grid_group(3, "d4", out_rep="regular", out_size=1), 9),
+    "C4 regular->regular, 3x3": (
+        lambda: grid_group(3, "c4", in_rep="regular", out_rep="regular", out_size=1), 36),
+}
+
+
+def random_orthogonal(n, rng):
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def noisy_basis(basis, noise, rng):
+    """A learned-looking U: the basis in a random frame plus a perturbation.
+
+    ``noise`` is the typical norm of the perturbation of one (unit) column.
+    """
+    n, k = basis.shape
+    return basis @ random_orthogonal(k, rng) + noise * rng.standard_normal((n, k)) / np.sqrt(n)
+
+
+def symmetry_with_sharing(U, n_features, n_outputs):
+    """A LearnedSymmetry whose single dense layer has sharing U."""
+    sym = LearnedSymmetry.initial(n_features=n_features, n_outputs=n_outputs, layer="msr",
+                                  n_filters=U.shape[1], bias=False, random_state=0)
+    sym.state["layers.0.sharing.basis"] = np.asarray(U.T, dtype=np.float32)
+    return sym
+
+
+# --------------------------------------------------------------------------- U^G
+@pytest.mark.parametrize("case", list(KNOWN_DIMENSIONS))
+def test_exact_sharing_has_the_known_dimension_by_every_route(case):
+    make, expected = KNOWN_DIMENSIONS[case]
+    group = make()
+    dense = group.sharing_basis("nullspace")
+    orbits = group.sharing_basis("orbits")
+    assert dense.shape[1] == orbits.shape[1] == group.dimension() == expected
+    np.testing.assert_allclose(dense.T @ dense, np.eye(expected), atol=1e-10)
+    np.testing.assert_allclose(orbits.T @ orbits, np.eye(expected), atol=1e-12)
+    assert compare_subspaces(orbits, dense).max_angle < 1e-8
+    # every basis weight is equivariant under every generator
+    assert group.generator_residuals(dense).max() < 1e-10
+
+
+@pytest.mark.parametrize("make", [lambda: cyclic_group(8), lambda: grid_group(3, "d4")],
+                         ids=["C8", "D4 on 3x3"])
+def test_proposition1_stacked_permutations_span_the_null_space(make):
+    group = make()
+    stacked = stacked_sharing(group)
+    lifted = group.lifted()
+    assert stacked.shape == (group.order * group.n_in, group.n_in)
+    assert lifted.weight_shape == (group.order, group.n_in)
+    # D4 is not abelian: a wrong left/right convention in lifted() would fail here
+    assert compare_subspaces(stacked, lifted.sharing_basis("nullspace")).max_angle < 1e-8
+    assert lifted.dimension() == group.n_in
+
+
+def test_cyclic_regular_representation_is_the_shift():
+    group = cyclic_group(8)
+    angle = compare_subspaces(stacked_sharing(group), group.sharing_basis("nullspace")).max_angle
+    assert angle < 1e-8
+
+
+def test_group_orders_by_closure_and_schreier_sims_agree():
+    for group, order in [(cyclic_group(8), 8), (dihedral_group(8), 16), (symmetric_group(5), 120),
+                         (grid_group(4, "d4", out_rep="regular", out_size=2), 8),
+                         (candidate_generators(6), 720)]:
+        assert group.order == order
+        assert len(group.elements()) == order
+    assert symmetric_group(12).order == math.factorial(12)  # far beyond enumeration
+    with pytest.raises(ValueError, match="more than max_order=100"):
+        symmetric_group(6).elements(max_order=100)
+
+
+def test_elements_are_closed_under_products():
+    group = grid_group(3, "d4", out_rep="regular", out_size=2)
+    keys = {(a.tobytes(), b.tobytes()) for a, b in group.elements()}
+    for a_in, a_out in group.elements():
+        for g_in, g_out in group.generator_matrices():
+            assert ((a_in @ g_in).tobytes(), (a_out @ g_out).tobytes()) in keys
+
+
+def test_matrix_representation_uses_the_null_space():
+    rotation = np.array([[0.0, -1.0], [1.0, 0.0]])  # C4 on R^2
+    group = FiniteGroup([rotation], name="C4 on R2")
+    basis = group.sharing_basis()
+    assert not group.is_permutation and group.order == 4
+    assert basis.shape[1] == group.dimension() == 2  # a I + b J
+    assert compare_subspaces(basis, np.stack([np.eye(2).ravel(), rotation.ravel()], 1)
+                             ).max_angle < 1e-10
+    with pytest.raises(ValueError, match="needs a permutation group"):
+        group.sharing_basis("orbits")
+
+
+def test_grid_regular_field_matches_a_lifting_convolution():
+    """grid_group's regular channel convention is what a real lifting conv does."""
+    torch.manual_seed(0)
+    m = len(grid_transforms("d4"))
+    stack = np.vstack([np.eye(9)[transform_grid(np.arange(9).reshape(3, 3), t).ravel()]
+                       for t in grid_transforms("d4")])
+    sharing = ConvFilterSharing(n_fields=2, in_channels=1, kernel_size=3, n_copies=m,
+                                factor_filters=(2, 1, 9)).double()
+    with torch.no_grad():
+        sharing.factors[0].copy_(torch.eye(2))
+        sharing.factors[1].copy_(torch.eye(1))
+        sharing.factors[2].copy_(torch.as_tensor(stack))
+    conv = SharedConv2d((1, 7, 7), sharing, bias=False).double()
+    group = grid_group(7, "d4", out_rep="regular", out_size=5, n_out_fields=2)
+    assert equivariance_error(conv, group, random_state=0) < 1e-12
+    # channel-fixed outputs are wrong for the same conv
+    wrong = grid_group(7, "d4", out_rep="trivial", out_size=5, n_out_fields=2 * m)
+    assert equivariance_error(conv, wrong, random_state=0) > 0.5
+
+
+def test_bad_groups_are_refused_with_clear_messages():
+    with pytest.raises(ValueError, match="not a permutation"):
+        FiniteGroup([np.array([0, 0, 1])])
+    with pytest.raises(ValueError, match="every generator needs both images"):
+        FiniteGroup([np.arange(3)], [np.arange(3), np.arange(3)])
+    with pytest.raises(ValueError, match="singular"):
+        FiniteGroup([np.zeros((2, 2))])
+    with pytest.raises(ValueError, match="group must be one of"):
+        grid_group(3, "c8")
+    with pytest.raises(ValueError, match="no generator named 'spin'"):
+        dihedral_group(5).subgroup(["spin"])
+    with pytest.raises(ValueError, match="different shapes"):
+        FiniteGroup.concatenate([cyclic_group(4), cyclic_group(5)])
+
+
+# --------------------------------------------------------------------------- diagnostics
+def test_equivariance_error_of_exact_and_dense_layers():
+    rng = np.random.default_rng(0)
+    for group in (symmetric_group(6), grid_group(5, "c4"), dihedral_group(7)):
+        n_out, n_in = group.weight_shape
+        exact = export_layer(group.sharing_basis(), group.weight_shape,
+                             weight=rng.standard_normal(group.weight_shape))
+        assert exact.filters.dtype == torch.float32
+        assert equivariance_error(exact, group, random_state=0) <= 1e-6
+        dense = SharedLinear(DenseSharing((n_out, n_in), n_filters=n_out * n_in), bias=False)
+        assert equivariance_error(dense, group, random_state=0) > 0.1
+    # float64 modules get float64 inputs: the error drops to rounding level
+    group = symmetric_group(6)
+    exact64 = export_layer(group.sharing_basis(), (6, 6), weight=np.eye(6) + 1.0).double()
+    assert equivariance_error(exact64, group, random_state=0) < 1e-13
+
+
+def test_equivariance_error_takes_symmetries_estimators_and_generators():
+    group = cyclic_group(6)
+    exact = symmetry_with_sharing(group.sharing_basis(), 6, 6)
+    assert equivariance_error(exact, group, random_state=0) < 1e-6
+    generic = LearnedSymmetry.initial(n_features=6, n_outputs=6, layer="msr", n_filters=6,
+                                      bias=False, random_state=0)
+    assert equivariance_error(generic, group, random_state=0) > 0.1
+
+    class Fitted:  # duck-typed per-task estimator
+        network_ = exact.build_network()
+
+    with torch.no_grad():
+        Fitted.network_.layers[0].filters.normal_()
+    assert equivariance_error(Fitted(), group, elements="generators") < 1e-6
+    with pytest.raises(ValueError, match="acts on 7 outputs"):
+        equivariance_error(torch.nn.Linear(7, 6), FiniteGroup([np.arange(7)]))
+    with pytest.raises(TypeError, match="cannot test the equivariance"):
+        equivariance_error("model", group)
+    with pytest.raises(ValueError, match="elements must be"):
+        equivariance_error(Fitted(), group, elements="some")
+
+
+def test_compare_subspaces_measures_containment_excess_and_angles():
+    rng = np.random.default_rng(0)
+    theta = 0.3
+    a = np.zeros((5, 1)); a[0] = 1
+    b = np.zeros((5, 1)); b[0], b[1] = np.cos(theta), np.sin(theta)
+    c = compare_subspaces(b, a)
+    assert c.max_angle == pytest.approx(theta, abs=1e-12)
+    assert c.chordal_distance == pytest.approx(np.sin(theta), abs=1e-12)
+    assert c.excess == pytest.approx(np.sin(theta) ** 2, abs=1e-12)
+
+    UG = symmetric_group(5).sharing_basis()  # 2-dim
+    bigger = np.hstack([UG, rng.standard_normal((25, 3))])
+    c = compare_subspaces(bigger, UG)
+    assert c.containment_angle < 1e-12
+    assert c.excess == pytest.approx(3 / 5, abs=1e-12)  # 3 of 5 directions lie outside
+    smaller = compare_subspaces(UG[:, :1], UG)
+    assert smaller.containment_angle == pytest.approx(np.pi / 2)
+    assert smaller.excess < 1e-20
+    # tiny angles stay accurate (an arccos of cosines would give 0 or ~1e-8)
+    tiny = compare_subspaces(UG + 1e-10 * rng.standard_normal(UG.shape), UG)
+    assert 1e-12 < tiny.max_angle < 1e-9
+    A, B = rng.standard_normal((30, 4)), rng.standard_normal((30, 6))
+    np.testing.assert_allclose(compare_subspaces(A, B).principal_angles,
+                               scipy.linalg.subspace_angles(A, B), atol=1e-12)
+
+
+# --------------------------------------------------------------------------- report
+def test_report_recovers_the_generating_group():
+    rng = np.random.default_rng(0)
+    cases = [(cyclic_group(8), ["shift"], 8), (dihedral_group(8), ["shift", "reflection"], 16),
+             (symmetric_group(8), ["shift", "reflection", "transposition"], math.factorial(8)),
+             (grid_group(4, "c4"), ["rot90"], 4), (grid_group(4, "d4"), ["rot90", "flip"], 8)]
+    for group, passing, order in cases:
+        U = noisy_basis(group.sharing_basis(), 0.01, rng)
+        report = symmetry_report(U, weight_shape=group.weight_shape)
+        assert isinstance(report, pd.DataFrame)
+        assert report.index[report["passed"]].tolist() == passing, group
+        assert report.loc[passing, "score"].max() < 0.1
+        assert (report.loc[~report["passed"], "score"] > 0.5).all()
+        summary = report.attrs["summary"]
+        assert summary["order"] == order
+        assert summary["dim_group"] == summary["dim"] == group.sharing_basis().shape[1]
+        assert summary["containment_angle"] < 0.05
+    random = np.linalg.qr(rng.standard_normal((64, 8)))[0]
+    report = symmetry_report(random, weight_shape=(8, 8))
+    assert not report["passed"].any()
+    assert report["score"].min() > 0.5  # a transposition moves only 28 of the 64 weights
+    assert report.attrs["summary"]["order"] == 1
+
+
+def test_report_on_symmetries_and_explicit_candidates():
+    lift = grid_group(3, "c4", out_rep="regular", out_size=1)
+    pixels = lambda t: transform_grid(np.arange(9).reshape(3, 3), t).ravel()  # noqa: E731
+    wrong = FiniteGroup([pixels((0, 1))], [(-np.arange(4)) % 4], names=["flip"], name="wrong")
+    report = symmetry_report(lift.sharing_basis(), candidates=[lift, wrong], weight_shape=(4, 9))
+    assert report["passed"].tolist() == [True, False]
+    assert report.attrs["group"].order == 4
+    sym = symmetry_with_sharing(dihedral_group(6).sharing_basis(), 6, 6)
+    report = symmetry_report(sym, layer=0)
+    assert report.index[report["passed"]].tolist() == ["shift", "reflection"]
+    with pytest.raises(TypeError, match="needs weight_shape"):
+        symmetry_report(np.eye(36)[:, :3])
+    with pytest.raises(ValueError, match="act on weights of shape"):
+        symmetry_report(np.eye(36)[:, :3], candidates=cyclic_group(5), weight_shape=(6, 6))
+    with pytest.raises(ValueError, match="square layer"):
+        symmetry_report(np.eye(30)[:, :3], weight_shape=(5, 6))
+
+
+# --------------------------------------------------------------------------- hardening
+def test_hardening_to_the_group_gives_an_exact_layer_close_to_the_soft_one():
+    rng = np.random.default_rng(0)
+    n, eps = 6, 1e-3
+    group = symmetric_group(n)
+    soft_U = noisy_basis(group.sharing_basis(), eps, rng)
+    v = rng.standard_normal(2)
+    soft_W = (soft_U @ v).reshape(n, n)
+    soft = export_layer(soft_U, (n, n), weight=soft_W, bias=np.zeros(n))
+    report = symmetry_report(soft_U, weight_shape=(n, n))
+    hard_U = harden_to_group(soft_U, report)  # the report names the group
+    assert compare_subspaces(hard_U, group.sharing_basis()).max_angle < 1e-10
+    hard = export_layer(hard_U, (n, n), weight=soft_W, bias=np.zeros(n))
+    assert sum(p.numel() for p in hard.parameters()) == 2 + n  # dim U^G + bias
+    assert [name for name, _ in hard.named_parameters()] == ["filters", "bias"]
+    assert equivariance_error(soft, group, random_state=0) > 1e-4
+    assert equivariance_error(hard, group, random_state=0) <= 1e-6
+    x = torch.randn(64, n)
+    with torch.no_grad():
+        gap = (hard(x) - soft(x)).norm() / soft(x).norm()
+    assert gap < 10 * eps
+    # state_dict round trip into a fresh layer
+    fresh = export_layer(np.zeros_like(hard_U), (n, n), bias=np.ones(n))
+    fresh.load_state_dict(hard.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), hard(x))
+
+
+def test_hardening_a_learned_symmetry_keeps_k_directions():
+    group = cyclic_group(6)
+    rng = np.random.default_rng(1)
+    partial = noisy_basis(group.sharing_basis()[:, :3], 1e-3, rng)  # k = 3 < dim U^G = 6
+    hard = harden_to_group(symmetry_with_sharing(partial, 6, 6), group)
+    assert hard.shape == (36, 3)
+    assert compare_subspaces(hard, group.sharing_basis()).excess < 1e-20  # hard lies in U^G
+    assert compare_subspaces(hard, partial).max_angle < 1e-2
+
+
+@pytest.mark.parametrize("make", [lambda: cyclic_group(8), lambda: symmetric_group(6),
+                                  lambda: grid_group(5, "c4")], ids=["C8", "S6", "C4 5x5"])
+def test_partition_hardening_recovers_the_orbits(make):
+    group = make()
+    rng = np.random.default_rng(0)
+    soft = noisy_basis(group.sharing_basis(), 0.005, rng)
+    labels = tied_weight_partition(soft, random_state=0)
+    assert partition_distance(labels, group.weight_orbits()) == 0
+    if group.sharing_basis().shape[1] <= 8:
+        kmeans = tied_weight_partition(soft, n_groups=group.sharing_basis().shape[1],
+                                       random_state=0)
+        assert partition_distance(kmeans, group.weight_orbits()) == 0
+    assert compare_subspaces(partition_sharing(labels), group.sharing_basis()).max_angle < 1e-10
+
+
+def test_partition_hardening_ties_untouched_weights_to_zero():
+    band = translation_sharing(n_features=10, kernel_size=3)  # valid conv 10 -> 8
+    soft = noisy_basis(band, 1e-3, np.random.default_rng(0))
+    labels = tied_weight_partition(soft, random_state=0)
+    truth = np.where(band.any(axis=1), band.argmax(axis=1), -1)
+    assert (labels == -1).sum() == 80 - 3 * 8
+    assert partition_distance(labels, truth) == 0
+    assert partition_sharing(labels).shape == (80, 3)
+
+
+def test_partition_distance_counts_moved_weights():
+    assert partition_distance([0, 0, 1, 1, 2], [7, 7, 3, 3, 1]) == 0
+    assert partition_distance([0, 0, 0, 1], [0, 0, 1, 1]) == 1
+    assert partition_distance([0, 1, 2, 3], [0, 0, 0, 0]) == 3
+    with pytest.raises(ValueError, match="label 3 and 4 weights"):
+        partition_distance([0, 1, 2], [0, 1, 2, 3])
+
+
+def test_export_layer_builds_convolutions_and_checks_shapes():
+    lift = grid_group(3, "c4", out_rep="regular", out_size=1)
+    conv = export_layer(lift.sharing_basis(), (4, 1, 3, 3), weight=np.random.randn(4, 1, 3, 3),
+                        input_shape=(1, 7, 7))
+    assert sum(p.numel() for p in conv.parameters()) == 9
+    assert equivariance_error(conv, grid_group(7, "c4", out_rep="regular", out_size=5),
+                              random_state=0) <= 1e-6
+    with pytest.raises(ValueError, match="weight has shape"):
+        export_layer(np.eye(4), (2, 2), weight=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="pass input_shape"):
+        export_layer(np.eye(8), (2, 1, 2, 2))
+
+
+# --------------------------------------------------------------------------- plotting
+def test_plot_symmetry_matrix_writes_a_picture(tmp_path):
+    pytest.importorskip("matplotlib")
+    from msr_sklearn.plotting import plot_symmetry_matrix
+
+    group = cyclic_group(8)
+    soft = noisy_basis(group.sharing_basis(), 1e-2, np.random.default_rng(0))
+    path = tmp_path / "u.png"
+    figure = plot_symmetry_matrix(soft, (8, 8), reference=group.sharing_basis(),
+                                  max_columns=3, path=path)
+    assert path.stat().st_size > 1000
+    assert len(figure.axes) == 2 * (1 + 3)
+    sym = symmetry_with_sharing(soft, 8, 8)
+    assert len(plot_symmetry_matrix(sym, max_columns=2).axes) == 3
+    with pytest.raises(TypeError, match="needs weight_shape"):
+        plot_symmetry_matrix(soft)
+
+
+def test_plotting_without_matplotlib_says_how_to_install(monkeypatch):
+    from msr_sklearn.plotting import plot_symmetry_matrix
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot_symmetry_matrix(np.eye(4)[:, :2], (2, 2))
+
+
+# --------------------------------------------------------------------------- integration
+def test_meta_learned_sharing_on_permutation_tasks_is_reported_as_symmetric_group():
+    from msr_sklearn import MetaSymmetryLearner
+    from msr_sklearn.datasets import make_permutation_tasks
+
+    n = 6
+    X, y, truth = make_permutation_tasks(n_tasks=300, n_samples=10, n_features=n,
+                                         return_subspace=True, random_state=0)
+    learner = MetaSymmetryLearner(n_filters=2, bias=False, n_support=8, meta_lr=0.03,
+                                  n_meta_steps=200, random_state=0).fit(X, y)
+    report = symmetry_report(learner.symmetry_)
+    assert report["passed"].all(), report
+    assert report.attrs["summary"]["order"] == math.factorial(n)
+    assert report.attrs["summary"]["containment_angle"] < 0.15
+    assert compare_subspaces(learner.symmetry_.symmetry_matrix(0), truth).max_angle < 0.15
+    hard = export_layer(harden_to_group(learner.symmetry_, report), (n, n),
+                        weight=(learner.symmetry_.symmetry_matrix(0)
+                                @ learner.symmetry_.initial_filters(0)).reshape(n, n))
+    assert equivariance_error(hard, symmetric_group(n), random_state=0) <= 1e-6
