@@ -87,7 +87,7 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
         return X, y
     # vec(W) = sum_{r,s} B[r, s] * (C[:, r] placed on band s): rank*K generating vectors
     band = translation_sharing(n_features, kernel_size).reshape(n_out, n_features, kernel_size)
-    gens = np.einsum("pr,pis->ris", connectivity, band).reshape(-1, n_out * n_features)
+    gens = np.einsum("pr,pis->rspi", connectivity, band).reshape(-1, n_out * n_features)
     q, _ = np.linalg.qr(gens.T)
     return X, y, q
 

@@ -131,7 +131,7 @@ class _EquivariantEstimator(BaseEstimator):
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "inner_steps": [Interval(Integral, 0, None, closed="left"), None],
-        "inner_lr": [Interval(Real, 0, None, closed="left"), None],
+        "inner_lr": [Interval(Real, 0, None, closed="neither"), None],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "callbacks": [list, tuple, None],
@@ -256,7 +256,7 @@ class _EquivariantEstimator(BaseEstimator):
             warnings.warn(
                 f"{type(self).__name__}: adaptation diverged (non-finite parameters after "
                 f"{inner_steps} SGD steps); lower inner_lr or standardize the features "
-                "(e.g. StandardScaler in a Pipeline)", ConvergenceWarning, stacklevel=3)
+                "(e.g. StandardScaler in a Pipeline)", ConvergenceWarning, stacklevel=4)
         self.net_ = net
         self.inner_lrs_ = lrs
 
@@ -285,7 +285,7 @@ _COMMON_PARAMETERS = """\
         error along every direction of curvature at least ``L / 20`` by
         ``0.95**100 < 1%``, and a few-shot fit still takes only tens of milliseconds.
         ``0`` predicts with the initial parameters (a symmetry's ``v0``).
-    inner_lr : float >= 0 or None, default=None
+    inner_lr : float > 0 or None, default=None
         SGD learning rate of every inner tensor. ``None``: the symmetry's meta-learned
         rate per tensor (``symmetry.inner_lrs``). Without a symmetry, ``1 / L`` where
         ``L`` is the largest curvature of the loss of a linear model on the training

@@ -175,9 +175,6 @@ def test_permutation_tasks_reject_bad_arguments(kwargs, match):
         make_permutation_tasks(**kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="make_translation_tasks(return_subspace=True) builds its "
-                   "generators with einsum 'pr,pis->ris', which sums over the output positions "
-                   "('pr,pis->rspi' is meant); remove this marker once it is fixed")
 def test_translation_tasks_match_their_subspace():
     X, y, U = make_translation_tasks(n_tasks=3, n_samples=4, n_features=10, return_subspace=True,
                                      random_state=0)
