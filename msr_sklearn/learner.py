@@ -386,7 +386,7 @@ class MetaSymmetryLearner(BaseEstimator):
                     warnings.warn(
                         f"the meta-loss became non-finite at step {start + i}; training stopped "
                         "and the last finite state was kept (try a smaller meta_lr or inner_lr)",
-                        RuntimeWarning, stacklevel=3)
+                        RuntimeWarning, stacklevel=4)
                     records.append(self._record(start + i, float("nan"), None, diverged=True))
                     break
                 valid_loss = None
@@ -403,7 +403,7 @@ class MetaSymmetryLearner(BaseEstimator):
         except KeyboardInterrupt:
             # parameters change only inside optimizer.step, all at once: the state is usable
             warnings.warn(f"fit interrupted after {len(records)} meta-steps; the learner keeps "
-                          "the state reached so far", RuntimeWarning, stacklevel=3)
+                          "the state reached so far", RuntimeWarning, stacklevel=4)
         finally:
             if progress is not None:
                 progress.close()
