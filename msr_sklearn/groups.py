@@ -56,10 +56,12 @@ __all__ = [
     "cyclic_group",
     "dihedral_group",
     "equivariance_error",
+    "exact_lifting_sharing",
     "export_layer",
     "grid_group",
     "grid_transforms",
     "harden_to_group",
+    "lifting_filter_stack",
     "partition_distance",
     "partition_sharing",
     "stacked_sharing",
@@ -670,6 +672,51 @@ def transform_grid(a, transform):
 def _grid_permutation(size, transform):
     """The pixel permutation ``p`` with ``transform(x).ravel() == x.ravel()[p]``."""
     return transform_grid(np.arange(size * size).reshape(size, size), transform).ravel()
+
+
+def lifting_filter_stack(group="c4", kernel_size=3):
+    """The stacked pixel permutations ``[π(g_1); ...; π(g_m)]`` of a square filter.
+
+    Shape ``(m * kernel_size², kernel_size²)``, copies in :func:`grid_transforms` order:
+    Proposition 1's ``U^G`` for one filter, and the exact spatial factor ``S`` of an
+    MSR-Conv lifting convolution (:func:`exact_lifting_sharing`).
+
+    Examples
+    --------
+    >>> from msr_sklearn.groups import lifting_filter_stack
+    >>> lifting_filter_stack("d4", kernel_size=3).shape
+    (72, 9)
+    """
+    eye = np.eye(kernel_size * kernel_size)
+    return np.vstack([eye[_grid_permutation(kernel_size, t)] for t in grid_transforms(group)])
+
+
+def exact_lifting_sharing(group="c4", n_fields=1, in_channels=1, kernel_size=3):
+    """An MSR-Conv sharing set to an exact lifting group convolution.
+
+    A :class:`~msr_sklearn.nn.ConvFilterSharing` with identity field and channel factors
+    and the spatial factor :func:`lifting_filter_stack`: output channel
+    ``field * m + c`` holds the field's filter transformed by ``grid_transforms(group)[c]``.
+
+    Examples
+    --------
+    >>> from msr_sklearn.groups import exact_lifting_sharing
+    >>> exact_lifting_sharing("c4", n_fields=2).weight_shape
+    (8, 1, 3, 3)
+    """
+    import torch
+
+    from .nn import ConvFilterSharing
+
+    stack = lifting_filter_stack(group, kernel_size)
+    sharing = ConvFilterSharing(n_fields, in_channels, kernel_size, n_copies=len(stack) //
+                                kernel_size ** 2, factor_filters=(n_fields, in_channels,
+                                                                  kernel_size ** 2))
+    with torch.no_grad():
+        sharing.factors[0].copy_(torch.eye(n_fields))
+        sharing.factors[1].copy_(torch.eye(in_channels))
+        sharing.factors[2].copy_(torch.as_tensor(stack))
+    return sharing
 
 
 def _regular_channel_permutation(group, transform):

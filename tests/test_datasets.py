@@ -11,12 +11,12 @@ from msr_sklearn.datasets import (
 )
 from msr_sklearn.groups import (
     compare_subspaces,
+    exact_lifting_sharing,
     grid_group,
     grid_transforms,
     symmetric_group,
-    transform_grid,
 )
-from msr_sklearn.nn import ConvFilterSharing, FixedSharing, SharedConv2d
+from msr_sklearn.nn import FixedSharing, SharedConv2d
 
 
 def rotation_conv(group, n_fields, image_size, kernel_size, subspace):
@@ -49,7 +49,7 @@ def test_generators_are_deterministic_given_random_state():
     for make in (lambda rs: make_rotation_tasks("d4", n_tasks=2, n_samples=3, image_size=5,
                                                 random_state=rs),
                  lambda rs: make_permutation_tasks(n_tasks=2, n_samples=3, random_state=rs)):
-        (X1, y1), (X2, y2), (X3, y3) = make(0), make(0), make(1)
+        (X1, y1), (X2, y2), (_, y3) = make(0), make(0), make(1)
         np.testing.assert_array_equal(X1, X2)
         np.testing.assert_array_equal(y1, y2)
         assert not np.allclose(y1, y3)
@@ -81,16 +81,8 @@ def test_rotation_subspace_is_the_exact_lifting_sharing():
         lift = grid_group(3, group, out_rep="regular", out_size=1, n_out_fields=2)
         assert compare_subspaces(U, lift.sharing_basis()).max_angle < 1e-10
     # and what MSR-Conv expresses with identity field factors and stacked rotations
-    m = len(grid_transforms("c4"))
-    stack = np.vstack([np.eye(9)[transform_grid(np.arange(9).reshape(3, 3), t).ravel()]
-                       for t in grid_transforms("c4")])
-    sharing = ConvFilterSharing(n_fields=2, in_channels=1, kernel_size=3, n_copies=m,
-                                factor_filters=(2, 1, 9)).double()
     with torch.no_grad():
-        sharing.factors[0].copy_(torch.eye(2))
-        sharing.factors[1].copy_(torch.eye(1))
-        sharing.factors[2].copy_(torch.as_tensor(stack))
-        conv_u = sharing.matrix().numpy()
+        conv_u = exact_lifting_sharing("c4", n_fields=2).double().matrix().numpy()
     _, _, U = make_rotation_tasks("c4", n_tasks=1, image_size=5, n_fields=2,
                                   return_subspace=True, random_state=0)
     assert compare_subspaces(conv_u, U).max_angle < 1e-10

@@ -15,6 +15,7 @@ from msr_sklearn.groups import (
     FiniteGroup,
     candidate_generators,
     compare_subspaces,
+    exact_lifting_sharing,
     cyclic_group,
     dihedral_group,
     equivariance_error,
@@ -30,7 +31,7 @@ from msr_sklearn.groups import (
     tied_weight_partition,
     transform_grid,
 )
-from msr_sklearn.nn import ConvFilterSharing, DenseSharing, SharedConv2d, SharedLinear
+from msr_sklearn.nn import DenseSharing, SharedConv2d, SharedLinear
 
 # (group, dim U^G) -- the table of anchors.md §1.4
 KNOWN_DIMENSIONS = {
@@ -135,20 +136,12 @@ def test_matrix_representation_uses_the_null_space():
 def test_grid_regular_field_matches_a_lifting_convolution():
     """grid_group's regular channel convention is what a real lifting conv does."""
     torch.manual_seed(0)
-    m = len(grid_transforms("d4"))
-    stack = np.vstack([np.eye(9)[transform_grid(np.arange(9).reshape(3, 3), t).ravel()]
-                       for t in grid_transforms("d4")])
-    sharing = ConvFilterSharing(n_fields=2, in_channels=1, kernel_size=3, n_copies=m,
-                                factor_filters=(2, 1, 9)).double()
-    with torch.no_grad():
-        sharing.factors[0].copy_(torch.eye(2))
-        sharing.factors[1].copy_(torch.eye(1))
-        sharing.factors[2].copy_(torch.as_tensor(stack))
+    sharing = exact_lifting_sharing("d4", n_fields=2).double()
     conv = SharedConv2d((1, 7, 7), sharing, bias=False).double()
     group = grid_group(7, "d4", out_rep="regular", out_size=5, n_out_fields=2)
     assert equivariance_error(conv, group, random_state=0) < 1e-12
     # channel-fixed outputs are wrong for the same conv
-    wrong = grid_group(7, "d4", out_rep="trivial", out_size=5, n_out_fields=2 * m)
+    wrong = grid_group(7, "d4", out_rep="trivial", out_size=5, n_out_fields=2 * len(grid_transforms("d4")))
     assert equivariance_error(conv, wrong, random_state=0) > 0.5
 
 

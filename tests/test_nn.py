@@ -4,6 +4,7 @@ import torch
 from torch.nn import functional as F
 
 from msr_sklearn.datasets import translation_sharing
+from msr_sklearn.groups import exact_lifting_sharing
 from msr_sklearn.nn import (
     ConvFilterSharing,
     DenseSharing,
@@ -163,24 +164,9 @@ def test_batched_conv_equals_per_task_conv():
         torch.testing.assert_close(out[t], conv(x[t], filters=v[t], bias=b[t]))
 
 
-def rotation_stack(k):
-    """(4*k*k, k*k): the 4 rotations of a k×k filter, stacked (pixel permutations)."""
-    idx = torch.arange(k * k).reshape(k, k)
-    blocks = []
-    for r in range(4):
-        perm = torch.rot90(idx, r).reshape(-1)
-        blocks.append(torch.eye(k * k, dtype=torch.float64)[perm])
-    return torch.cat(blocks)
-
-
 def test_msr_conv_expresses_exact_rotated_copies():
     torch.manual_seed(0)
-    sharing = ConvFilterSharing(n_fields=2, in_channels=1, kernel_size=3, n_copies=4,
-                                factor_filters=(2, 1, 9)).double()
-    with torch.no_grad():
-        sharing.factors[0].copy_(torch.eye(2))
-        sharing.factors[1].copy_(torch.eye(1))
-        sharing.factors[2].copy_(rotation_stack(3))
+    sharing = exact_lifting_sharing("c4", n_fields=2).double()
     conv = SharedConv2d((1, 7, 7), sharing, bias=False).double()
     with torch.no_grad():
         conv.filters.normal_()
