@@ -1,0 +1,179 @@
+"""Small Sphinx helpers for the msr_sklearn documentation.
+
+* :class:`ExampleOrder` orders the gallery: the quickstart first, then the stories in
+  reading order; any other example follows, by file name.
+* :func:`reset_torch` runs before every gallery example: one CPU thread (the small
+  ops of the examples run fastest so) and a fixed torch seed.
+* Optional pages: the benchmark write-ups and the design note are written by others
+  and may not exist yet. The ``.. optional-pages::`` marker in ``index.rst`` becomes a
+  toctree of those that exist, so the build stays free of warnings either way.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+#: gallery scripts in reading order (file names); others follow alphabetically
+EXAMPLE_ORDER = (
+    "plot_quickstart.py",
+    "plot_meta_learning_dynamics.py",
+    "plot_save_load_symmetry.py",
+    "plot_model_selection.py",
+    "plot_long_format.py",
+    "plot_symmetry_report.py",
+    "plot_aug_digits.py",
+)
+
+#: documents written by others, shown under "Design and benchmarks" when present
+OPTIONAL_PAGES = (
+    ("design", "Design notes"),
+    ("reproduction", "Reproducing the paper"),
+    ("aug_digits", "Aug-Digits benchmark"),
+)
+
+_MARKER = ".. optional-pages::"
+
+
+class ExampleOrder:
+    """Sort key for sphinx-gallery's ``within_subsection_order``."""
+
+    def __init__(self, src_dir):
+        self.src_dir = src_dir
+
+    def __call__(self, filename):
+        name = Path(filename).name
+        if name in EXAMPLE_ORDER:
+            return (0, EXAMPLE_ORDER.index(name), name)
+        return (1, 0, name)
+
+    def __repr__(self):  # sphinx-gallery hashes the config through repr
+        return "ExampleOrder()"
+
+
+def reset_torch(gallery_conf, fname):
+    """Before every example: one torch thread and a fixed seed."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def existing_optional_pages(srcdir):
+    """The optional pages present in ``srcdir``, as ``(docname, title)``."""
+    srcdir = Path(srcdir)
+    return [(doc, title) for doc, title in OPTIONAL_PAGES
+            if any((srcdir / f"{doc}{ext}").is_file() for ext in (".md", ".rst"))]
+
+
+def _expand_optional_pages(app, docname, source):
+    if _MARKER not in source[0]:
+        return
+    pages = existing_optional_pages(app.srcdir)
+    if pages:
+        block = ".. toctree::\n   :maxdepth: 1\n   :caption: Design and benchmarks\n\n" + \
+            "".join(f"   {title} <{doc}>\n" for doc, title in pages)
+    else:
+        block = ""
+    source[0] = source[0].replace(_MARKER, block)
+
+
+def _always_reread_index(app, env, added, changed, removed):
+    # the optional pages may appear between two builds while index.rst is unchanged
+    return ["index"] if "index" in env.found_docs else []
+
+
+def _patch_autosummary_summaries():
+    """Never cut an autosummary one-line summary inside an inline literal.
+
+    Sphinx takes the text up to the first ``". "`` as the summary, so a docstring
+    opening with ``U = F_1 ⊗ ... ⊗ F_m`` would be cut inside the literal and the
+    table would render a broken line (a docutils warning). Extend such a summary to
+    the next sentence end outside any literal.
+    """
+    from sphinx.ext import autosummary
+
+    original = autosummary.extract_summary
+    if getattr(original, "_msr_patched", False):
+        return
+
+    def extract_summary(doc, settings):
+        summary = original(doc, settings)
+        if summary.count("``") % 2 == 0:
+            return summary
+        stanza = []
+        for line in doc:
+            if not line.strip():
+                if stanza:
+                    break
+                continue
+            stanza.append(line.strip())
+        sentences = autosummary.periods_re.split(" ".join(stanza))
+        for i in range(len(sentences)):
+            candidate = ". ".join(sentences[: i + 1]).rstrip(".") + "."
+            if candidate.count("``") % 2 == 0:
+                return candidate
+        return " ".join(stanza)
+
+    extract_summary._msr_patched = True
+    autosummary.extract_summary = extract_summary
+
+
+#: labels that inherited scikit-learn docstrings (``score``, ``set_*_request``...) refer
+#: to; without network access there is no intersphinx inventory, so they link here
+SKLEARN_URL = "https://scikit-learn.org/stable/"
+SKLEARN_LABELS = {
+    "accuracy_score": "modules/model_evaluation.html#accuracy-score",
+    "r2_score": "modules/model_evaluation.html#r2-score",
+    "metadata_routing": "metadata_routing.html",
+    "user_guide": "user_guide.html",
+    "glossary": "glossary.html",
+}
+
+
+def _resolve_sklearn_reference(app, env, node, contnode):
+    """Point references of scikit-learn's own docstrings at scikit-learn's site."""
+    from docutils import nodes
+
+    if node.get("refdomain") != "std" or node.get("reftype") not in ("ref", "term"):
+        return None
+    target = node.get("reftarget", "")
+    if node["reftype"] == "ref" and target in SKLEARN_LABELS:
+        uri = SKLEARN_URL + SKLEARN_LABELS[target]
+    elif node["reftype"] == "term" and "sklearn" in str(node.source or ""):
+        uri = SKLEARN_URL + "glossary.html#term-" + target.lower().replace(" ", "-")
+    else:
+        return None
+    reference = nodes.reference("", "", internal=False, refuri=uri)
+    reference += contnode
+    return reference
+
+
+#: a parameter line as numpydoc renders it: ``**name** : type`` (or an :obj: link)
+_PARAM_LINE = re.compile(r"^(\s+(?:\*\*[^*]+\*\*|:obj:`[^`]+`) : )(.+)$")
+#: a bare identifier ending in "_" (``n_features_in_``), which reST reads as a link
+_UNDERSCORE_NAME = re.compile(r"(?<![`\w])([A-Za-z_]\w*_)(?![\w`])")
+
+
+def _literal_underscore_names_in_types(app, what, name, obj, options, lines):
+    """``ndarray of shape (n_features_in_,)``: show ``n_features_in_`` as a literal.
+
+    In a numpydoc type a fitted-attribute name such as ``n_features_in_`` would be an
+    unknown reST hyperlink target (an error); it is code, so render it as code.
+    """
+    for i, line in enumerate(lines):
+        match = _PARAM_LINE.match(line)
+        if match and "`" not in match.group(2):
+            lines[i] = match.group(1) + _UNDERSCORE_NAME.sub(r"``\1``", match.group(2))
+
+
+def setup(app):
+    _patch_autosummary_summaries()
+    # after numpydoc (priority 500) has turned the sections into reST
+    app.connect("autodoc-process-docstring", _literal_underscore_names_in_types,
+                priority=600)
+    # after Sphinx's own resolvers: local labels (this site's) win
+    app.connect("missing-reference", _resolve_sklearn_reference, priority=900)
+    app.connect("source-read", _expand_optional_pages)
+    app.connect("env-get-outdated", _always_reread_index)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
