@@ -87,7 +87,6 @@ sphinx_gallery_conf = {
     "within_subsection_order": "msr_docs.ExampleOrder",
     "reset_modules": ("matplotlib", "msr_docs.reset_torch"),
     "doc_module": ("msr_sklearn",),
-    "reference_url": {"msr_sklearn": None},
     "backreferences_dir": "generated/backreferences",
     "remove_config_comments": True,
     "min_reported_time": 1,

@@ -59,7 +59,8 @@ learner = MetaSymmetryLearner(n_filters=2, bias=False, n_support=2, inner_steps=
                               meta_lr=1e-2, n_meta_steps=1000, random_state=0)
 learner.fit(train[features], train[targets], groups=train["site"])
 print("feature names:", list(learner.feature_names_in_))
-print(f"R² on 100 new sites: {learner.score(test[features], test[targets], groups=test['site']):.3f}")
+score = learner.score(test[features], test[targets], groups=test["site"])
+print(f"R² on 100 new sites: {score:.3f}")
 
 # %%
 # Cross-validation needs metadata routing
@@ -96,11 +97,11 @@ for site, rows in test.groupby("site"):
     X_site, y_site = rows[features], rows[targets]
     reg = learner.make_estimator().fit(X_site.iloc[:2], y_site.iloc[:2])
     ridge = Ridge(alpha=1.0).fit(X_site.iloc[:2], y_site.iloc[:2])
-    r2["MSR (learned U)"].append(r2_score(y_site.iloc[2:], reg.predict(X_site.iloc[2:])))
-    r2["ridge on the site alone"].append(
-        r2_score(y_site.iloc[2:], ridge.predict(X_site.iloc[2:])))
+    X_query, y_query = X_site.iloc[2:], y_site.iloc[2:]
+    r2["MSR (learned U)"].append(r2_score(y_query, reg.predict(X_query)))
+    r2["ridge on the site alone"].append(r2_score(y_query, ridge.predict(X_query)))
     if len(examples) < 4:
-        examples.append((site, y_site.iloc[2:].to_numpy(), reg.predict(X_site.iloc[2:])))
+        examples.append((site, y_query.to_numpy(), reg.predict(X_query)))
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 bins = np.linspace(-1, 1, 21)

@@ -61,8 +61,8 @@ for name, learner, color in [("MSR (k=3)", msr, "C0"), ("MAML", maml, "C1")]:
     axes[0].plot(hist["step"], hist["train_loss"].rolling(25, min_periods=1).mean(),
                  color=color, alpha=0.4, label=f"{name}: meta-batch (smoothed)")
     valid_rows = hist.dropna(subset=["valid_loss"])
-    axes[0].plot(valid_rows["step"], valid_rows["valid_loss"], "o-", ms=3, color=color,
-                 label=f"{name}: held-out tasks")
+    axes[0].plot(valid_rows["step"], valid_rows["valid_loss"], "o-", ms=3,
+                 color=color, label=f"{name}: held-out tasks")
 axes[0].set_yscale("log")
 axes[0].set_xlabel("meta-step")
 axes[0].set_ylabel("query MSE after adaptation")

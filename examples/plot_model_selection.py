@@ -68,8 +68,8 @@ fig, ax = plt.subplots(figsize=(5.5, 4))
 image = ax.imshow(mean, cmap="viridis", vmin=0, vmax=1)
 for i in range(mean.shape[0]):
     for j in range(mean.shape[1]):
-        ax.text(j, i, f"{mean[i, j]:.2f}\n±{std[i, j]:.2f}", ha="center", va="center",
-                color="w" if mean[i, j] < 0.6 else "k", fontsize=9)
+        ax.text(j, i, f"{mean[i, j]:.2f}\n±{std[i, j]:.2f}", ha="center",
+                va="center", color="w" if mean[i, j] < 0.6 else "k", fontsize=9)
 ax.set_xticks(range(mean.shape[1]), param_grid["n_filters"])
 ax.set_yticks(range(mean.shape[0]), param_grid["inner_lr"])
 ax.set_xlabel("n_filters (k)")

@@ -38,14 +38,16 @@ print("tasks:", X.shape, "->", y.shape)
 # step, learned inner learning rates, 1000 meta-steps. ``layer="msr"`` learns a dense
 # ``U`` with ``k = 3`` columns; ``layer="dense"`` fixes ``U`` to the identity, so all
 # 4760 weights are free (MAML).
-common = dict(bias=False, n_support=1, inner_steps=1, n_meta_steps=1000, random_state=0)
+common = dict(bias=False, n_support=1, inner_steps=1, n_meta_steps=1000,
+              random_state=0)
 msr = MetaSymmetryLearner(layer="msr", n_filters=3, **common).fit(X_train, y_train)
 maml = MetaSymmetryLearner(layer="dense", **common).fit(X_train, y_train)
 
 for name, learner in [("MSR (k=3)", msr), ("MAML", maml)]:
     _, summary = learner.evaluate(X_test, y_test, return_summary=True)
-    print(f"{name:10s} query MSE {summary.loc['mse', 'mean']:.3f} "
-          f"± {summary.loc['mse', 'ci95']:.3f}   R² {summary.loc['r2', 'mean']:.3f}")
+    mse, r2 = summary.loc["mse"], summary.loc["r2"]
+    print(f"{name:10s} query MSE {mse['mean']:.3f} ± {mse['ci95']:.3f}   "
+          f"R² {r2['mean']:.3f}")
 
 # %%
 # The learned ``U`` is a convolution
@@ -71,7 +73,7 @@ weight_use = np.linalg.norm(q, axis=1).reshape(68, 70)
 reg = msr.make_estimator().fit(X_test[0, :1], y_test[0, :1])
 W_adapted = reg.network_.layers[0].weight().detach().numpy()
 # the task's true filter, recovered exactly by least squares on all its rows
-windows = np.lib.stride_tricks.sliding_window_view(X_test[0], 3, axis=-1)  # (20, 68, 3)
+windows = np.lib.stride_tricks.sliding_window_view(X_test[0], 3, axis=-1)
 w_true = np.linalg.lstsq(windows.reshape(-1, 3), y_test[0].ravel(), rcond=None)[0]
 W_true = (band @ w_true).reshape(68, 70)
 

@@ -30,15 +30,17 @@ torch.set_num_threads(1)
 # Meta-train, save, load
 # ----------------------
 # 40-feature convolution tasks with 40 rows each; meta-training sees 20 rows per task.
-X, y = make_translation_tasks(n_tasks=1100, n_samples=40, n_features=40, random_state=0)
-learner = MetaSymmetryLearner(n_filters=3, bias=False, n_support=1, n_meta_steps=1000,
-                              random_state=0).fit(X[:1000, :20], y[:1000, :20])
+X, y = make_translation_tasks(n_tasks=1100, n_samples=40, n_features=40,
+                              random_state=0)
+learner = MetaSymmetryLearner(n_filters=3, bias=False, n_support=1,
+                              n_meta_steps=1000, random_state=0)
+learner.fit(X[:1000, :20], y[:1000, :20])
 
 with tempfile.TemporaryDirectory() as folder:
     path = Path(folder) / "translation.msr"
     learner.symmetry_.save(path)
     with zipfile.ZipFile(path) as archive:
-        print(f"{path.name}: {path.stat().st_size // 1024} KiB, {archive.namelist()}")
+        print(path.name, path.stat().st_size // 1024, "KiB:", archive.namelist())
     symmetry = LearnedSymmetry.load(path)
 print(symmetry)
 assert symmetry == learner.symmetry_
@@ -71,7 +73,8 @@ print("adapted filter values v:", reg.network_.layers[0].filters.detach().numpy(
 # * **ridge** — :class:`~sklearn.linear_model.Ridge`, a strong linear baseline.
 candidates = {
     "learned U, 1 step": lambda: EquivariantRegressor(symmetry=symmetry),
-    "learned U, 10 steps": lambda: EquivariantRegressor(symmetry=symmetry, inner_steps=10),
+    "learned U, 10 steps": lambda: EquivariantRegressor(symmetry=symmetry,
+                                                        inner_steps=10),
     "no symmetry (from scratch)": lambda: EquivariantRegressor(random_state=0),
     "ridge": lambda: Ridge(alpha=1.0),
 }
