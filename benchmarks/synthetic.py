@@ -163,14 +163,8 @@ def sum_over_tasks():
 
 
 def set_meta_lr(learner, lr):
-    """Change the meta-lr of a fitted learner for its next ``warm_start`` fit.
-
-    ``MetaSymmetryLearner`` keeps its Adam state across warm starts but not a new
-    ``meta_lr``, so the private optimizer is updated here (see docs/reproduction.md).
-    """
+    """Change the meta-lr of a fitted learner for its next ``warm_start`` fit."""
     learner.set_params(meta_lr=lr)
-    for group in learner._optimizer.param_groups:
-        group["lr"] = lr
 
 
 # --------------------------------------------------------------------------- runs

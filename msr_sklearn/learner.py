@@ -104,7 +104,9 @@ class MetaSymmetryLearner(BaseEstimator):
     validation_interval : int, default=100
         Meta-steps between validation losses.
     warm_start : bool, default=False
-        Continue meta-training from the fitted state on the next ``fit``.
+        Continue meta-training from the fitted state on the next ``fit`` (Adam's
+        state included). A ``meta_lr`` changed with ``set_params`` in between takes
+        effect, which is how to decay the meta learning rate.
     checkpoint_path : str, path or None, default=None
         If set, the current :class:`LearnedSymmetry` is saved there every
         ``checkpoint_interval`` meta-steps and at the end (atomically: a crash mid-save
@@ -307,6 +309,9 @@ class MetaSymmetryLearner(BaseEstimator):
             self.model_ = MetaModel(network, self.inner_lr, self.learn_inner_lr).to(self._device)
             self._optimizer = make_meta_optimizer(self.model_, self.meta_lr)
             self.history_ = pd.DataFrame()
+        else:  # a warm start keeps Adam's moments but takes the current meta_lr (decay)
+            for param_group in self._optimizer.param_groups:
+                param_group["lr"] = self.meta_lr
         if stream is None:
             train, valid = self._split_validation(tasks, validation_tasks, sampler)
             batch_size = min(self.meta_batch_size, train.n_tasks)

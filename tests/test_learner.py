@@ -202,6 +202,9 @@ def test_warm_start_continues_training(small_tasks):
     assert len(learner.history_) == 60
     assert list(learner.history_["step"]) == list(range(60))
     assert learner.symmetry_ != first
+    # a new meta_lr takes effect on the next warm start (meta-lr decay)
+    learner.set_params(meta_lr=1e-4).fit(X, y)
+    assert {g["lr"] for g in learner._optimizer.param_groups} == {1e-4}
 
 
 def test_divergence_stops_and_keeps_last_finite_state(small_tasks):
