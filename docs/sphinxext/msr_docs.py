@@ -4,9 +4,10 @@
   reading order; any other example follows, by file name.
 * :func:`reset_torch` runs before every gallery example: one CPU thread (the small
   ops of the examples run fastest so) and a fixed torch seed.
-* Optional pages: the benchmark write-ups and the design note are written by others
-  and may not exist yet. The ``.. optional-pages::`` marker in ``index.rst`` becomes a
-  toctree of those that exist, so the build stays free of warnings either way.
+* Optional pages: the design note and the benchmark write-ups (Markdown files in
+  ``docs/``) are written by others and come and go. The ``.. optional-pages::`` marker
+  in ``index.rst`` becomes a toctree of every ``docs/*.md`` that exists (the known ones
+  first), so the build stays free of warnings either way.
 """
 
 from __future__ import annotations
@@ -25,12 +26,9 @@ EXAMPLE_ORDER = (
     "plot_aug_digits.py",
 )
 
-#: documents written by others, shown under "Design and benchmarks" when present
-OPTIONAL_PAGES = (
-    ("design", "Design notes"),
-    ("reproduction", "Reproducing the paper"),
-    ("aug_digits", "Aug-Digits benchmark"),
-)
+#: write-ups by others, listed first in this order when present; any other
+#: ``docs/*.md`` follows, by name (titles come from the documents themselves)
+OPTIONAL_PAGES = ("design", "reproduction", "aug_digits")
 
 _MARKER = ".. optional-pages::"
 
@@ -60,21 +58,20 @@ def reset_torch(gallery_conf, fname):
 
 
 def existing_optional_pages(srcdir):
-    """The optional pages present in ``srcdir``, as ``(docname, title)``."""
-    srcdir = Path(srcdir)
-    return [(doc, title) for doc, title in OPTIONAL_PAGES
-            if any((srcdir / f"{doc}{ext}").is_file() for ext in (".md", ".rst"))]
+    """The Markdown pages in ``srcdir``, as docnames: the known ones first."""
+    present = sorted(p.stem for p in Path(srcdir).glob("*.md"))
+    return ([d for d in OPTIONAL_PAGES if d in present]
+            + [d for d in present if d not in OPTIONAL_PAGES])
 
 
 def _expand_optional_pages(app, docname, source):
     if _MARKER not in source[0]:
         return
     pages = existing_optional_pages(app.srcdir)
+    block = ""
     if pages:
-        block = ".. toctree::\n   :maxdepth: 1\n   :caption: Design and benchmarks\n\n" + \
-            "".join(f"   {title} <{doc}>\n" for doc, title in pages)
-    else:
-        block = ""
+        block = (".. toctree::\n   :maxdepth: 1\n   :caption: Design and benchmarks\n\n"
+                 + "".join(f"   {doc}\n" for doc in pages))
     source[0] = source[0].replace(_MARKER, block)
 
 
