@@ -4,13 +4,21 @@ Each generator returns tasks as a 3-D pair ``(X, y)`` of shapes
 ``(n_tasks, n_samples, n_features)`` and ``(n_tasks, n_samples, n_outputs)``, which
 :class:`~msr_sklearn.MetaSymmetryLearner` accepts directly; ``return_subspace=True``
 also returns an orthonormal basis of the sharing subspace the task weights are
-drawn from, to compare a learned ``U`` with.
+drawn from, to compare a learned ``U`` with. :func:`load_aug_digits_tasks` draws
+few-shot classification episodes from scikit-learn's 8×8 digits (clean support,
+augmented query).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.utils import check_random_state
+
+from ._digits import AUG_DIGITS_AUGMENTATIONS, aug_digits_split, load_aug_digits_tasks
+
+__all__ = ["AUG_DIGITS_AUGMENTATIONS", "aug_digits_split", "load_aug_digits_tasks",
+           "make_permutation_tasks", "make_rotation_tasks", "make_translation_tasks",
+           "translation_sharing"]
 
 
 def _softmax(a, axis):
