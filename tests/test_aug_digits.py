@@ -309,8 +309,6 @@ def test_filter_equivariance_is_zero_for_an_exact_lifting_and_large_otherwise(be
 
 
 def test_output_invariance_error_is_zero_for_an_invariant_network(bench):
-    import torch
-
     from msr_sklearn.meta import MetaModel
     from msr_sklearn.nn import build_network
 
