@@ -163,6 +163,12 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
     n_filters : int or sequence of int
         ``k`` per MSR layer (one value for all, or one per layer). Not used by the
         single-layer kinds (MSR-Conv's ``k`` is one ``kernel_size²`` filter per field).
+    activation : {"relu", "tanh", "logistic", "identity"}
+        Between layers (none after the last).
+    bias : bool
+        Per-layer biases (inner parameters, not reparameterized).
+    kernel_size : int
+        Taps per axis of the convolutional kinds.
     input_shape : tuple (C, H, W) or None
         Image shape for the 2-D kinds; ``None`` means one square channel.
     n_copies : int
@@ -178,6 +184,19 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
     pooling : {"none", "mean"}
         ``"mean"`` averages each front-end channel over its pixels.
     random_state : int, torch.Generator or None
+
+    Returns
+    -------
+    MetaNetwork
+
+    Examples
+    --------
+    >>> from msr_sklearn.nn import build_network
+    >>> net = build_network(70, 68, layer="msr", n_filters=3, bias=False, random_state=0)
+    >>> net.layers[0].sharing.matrix().shape
+    torch.Size([4760, 3])
+    >>> build_network(49, 8 * 25, layer="msr_conv2d", n_copies=4).layers[0].output_shape
+    (8, 5, 5)
     """
     if layer not in LAYER_KINDS:
         raise ValueError(f"layer must be one of {LAYER_KINDS}; got {layer!r}")

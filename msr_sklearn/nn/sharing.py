@@ -72,6 +72,25 @@ class DenseSharing(Sharing):
     basis vector of the sharing subspace. On CPU, ``v @ basis`` and its backward hit
     fast GEMM layouts, while ``v @ U.T`` with a contiguous ``U`` and ``k`` of a few
     columns runs several times slower.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        Shape of one weight, e.g. ``(n_out, n_in)``.
+    n_filters : int
+        ``k``, the number of free filter values.
+    generator : torch.Generator or None
+        Source of the random orthonormal initial ``U``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import DenseSharing
+    >>> sharing = DenseSharing((4, 5), n_filters=3)
+    >>> sharing.matrix().shape
+    torch.Size([20, 3])
+    >>> sharing.weight(torch.zeros(7, 3)).shape   # one weight per task
+    torch.Size([7, 4, 5])
     """
 
     def __init__(self, weight_shape, n_filters, generator=None):
@@ -98,6 +117,22 @@ class KroneckerSharing(Sharing):
     (``n = c k``) at ``c`` stacked identities (scaled to orthonormal columns), as the
     official MSR-Conv does for its square factors; ``"random"`` uses random
     orthonormal columns.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        Shape of one weight; one factor per axis.
+    factor_filters : tuple of int
+        Columns of each factor; ``k`` is their product.
+    init : {"random", "identity"}, default="random"
+    generator : torch.Generator or None
+
+    Examples
+    --------
+    >>> from msr_sklearn.nn import KroneckerSharing
+    >>> sharing = KroneckerSharing((784, 784), factor_filters=(4, 8))
+    >>> sharing.n_filters, sum(p.numel() for p in sharing.parameters())
+    (32, 9408)
 
     Factor ``F_j`` has shape ``(weight_shape[j], factor_filters[j])``, so a 784→784
     linear layer with ``k = 32`` stores ``784*4 + 784*8`` numbers instead of the
@@ -159,6 +194,16 @@ class FixedSharing(Sharing):
     weight_shape : tuple of int
     matrix : array-like of shape (n_weights, k) or None
         ``None`` means the identity, stored implicitly (``W = v.reshape(weight_shape)``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import FixedSharing
+    >>> band = FixedSharing((2, 3), torch.tensor([[1., 0], [0, 1], [0, 0],
+    ...                                           [0, 0], [1, 0], [0, 1]]))
+    >>> band.weight(torch.tensor([5., 7.]))   # a 2-tap convolution as W = U v
+    tensor([[5., 7., 0.],
+            [0., 5., 7.]])
     """
 
     learnable = False
