@@ -261,7 +261,9 @@ class _EquivariantEstimator(BaseEstimator):
         self.inner_lrs_ = lrs
 
     def _outputs(self, X):
-        """Network outputs for validated ``X`` (float32 ndarray), as a float64 tensor on CPU."""
+        """Network outputs for new ``X`` (checked against fit), as a float64 CPU tensor."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         device = torch.device(self.net_.device)  # skorch maps it to CPU when unpickled there
         with torch.no_grad():
             out = self.net_.module_(torch.tensor(X, dtype=torch.float32, device=device))
@@ -441,8 +443,6 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             1-D when ``fit`` was given a 1-D ``y``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
         out = self._outputs(X).numpy()
         return out[:, 0] if self._y_1d_ else out
 
@@ -558,8 +558,6 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
         logits = self._outputs(X)[:, : len(self.classes_)]
         return torch.softmax(logits, dim=-1).numpy()
 
