@@ -74,7 +74,7 @@ MLP = dict(hidden_layer_sizes=(64,))
 #: on validation episodes (``split="val"``, 1,000 meta-steps, seed 0); see
 #: docs/aug_digits.md for the tuning runs.
 METHODS = {
-    "MSR-Conv": (dict(MSR_CONV, meta_lr=3e-3), "learner", False),
+    "MSR-Conv": (dict(MSR_CONV, meta_lr=1e-2), "learner", False),
     "MSR-Conv, U frozen": (dict(MSR_CONV, meta_lr=1e-2), "frozen_u", False),
     "MAML-Conv": (dict(MAML_CONV, meta_lr=3e-3), "learner", False),
     "MAML-Conv + aug. support": (dict(MAML_CONV, meta_lr=3e-3), "learner", True),
