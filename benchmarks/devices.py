@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
+
+from _report import write_results
 
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.meta import MetaModel, TaskBatch, make_meta_optimizer, meta_step
 from msr_sklearn.nn import build_network
 from msr_sklearn.tasks import mean_confidence_interval
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def _sync(device):
@@ -102,10 +102,7 @@ def main(argv=None):
         lines += ["", "No CUDA device on this machine: the GPU rows are absent (the same code "
                   "path is tested on CPU; run this script on a GPU machine to fill them)."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "devices.md").write_text(text)
-    df.to_csv(RESULTS / "devices.csv", index=False)
+    write_results("devices", text, df)
 
 
 if __name__ == "__main__":

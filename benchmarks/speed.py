@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+from _report import write_results
 
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn._reference import reference_task_losses
@@ -30,7 +31,6 @@ from msr_sklearn.meta import MetaModel, TaskBatch, make_meta_optimizer, meta_ste
 from msr_sklearn.nn import build_network
 from msr_sklearn.tasks import mean_confidence_interval
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def loop_meta_step(model, optimizer, batch):
@@ -134,11 +134,8 @@ def main(argv=None):
         f"{', '.join(f'{r[1]:.3f}' for r in runs)}).",
     ]
     text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.md").write_text(text)
-    table.assign(ratio_vs_loop=[ratio, 1.0], whole_run_s=[run_mean, np.nan]).to_csv(
-        RESULTS / "speed.csv", index=False)
+    write_results("speed", text, table.assign(ratio_vs_loop=[ratio, 1.0],
+                                              whole_run_s=[run_mean, np.nan]))
 
 
 if __name__ == "__main__":

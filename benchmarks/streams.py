@@ -15,11 +15,10 @@ import json
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
+from _report import write_results
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 32
 
 
@@ -76,10 +75,7 @@ def main(argv=None):
         lines.append(f"\n{mode}: peak RSS at 50k / at 1k distinct tasks = "
                      f"**{s[(mode, 50000)] / s[(mode, 1000)]:.2f}×**")
     text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "streams.md").write_text(text)
-    df.to_csv(RESULTS / "streams.csv", index=False)
+    write_results("streams", text, df)
 
 
 if __name__ == "__main__":
