@@ -25,6 +25,15 @@ from .streams import as_task_stream
 from .symmetry import LearnedSymmetry
 from .tasks import check_tasks, mean_confidence_interval
 
+if torch.distributed.is_available():
+    # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments
+    # when first imported, and torch imports it lazily (through dynamo, at the first
+    # optimizer step). Imported after init_process_group, those defaults pin the default
+    # group: destroy_process_group() then cannot free it and gloo's threads are torn
+    # down at interpreter exit, which aborts the process (SIGABRT) now and then.
+    # Imported here, before any group exists, the defaults bind None.
+    import torch.distributed.nn.functional  # noqa: F401
+
 _LOSS_OF = {"regression": "mse", "classification": "cross_entropy"}
 
 

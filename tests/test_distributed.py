@@ -44,6 +44,11 @@ def _worker(rank, world, port, out_dir):
                 f.write(str(exc))
     finally:
         dist.destroy_process_group()
+    if os.path.isdir("/proc/self/task"):  # Linux: which threads outlive the group
+        names = [open(f"/proc/self/task/{t}/comm").read().strip()
+                 for t in os.listdir("/proc/self/task")]
+        with open(os.path.join(out_dir, f"threads{rank}.txt"), "w") as f:
+            f.write("\n".join(names))
 
 
 def test_two_processes_match_one(tmp_path):
@@ -61,5 +66,10 @@ def test_two_processes_match_one(tmp_path):
     assert not (tmp_path / "ckpt_rank1.msr").exists()
     for r in range(2):
         assert "raise meta_batch_size to at least 2" in (tmp_path / f"err{r}.txt").read_text()
+        # destroy_process_group() really freed the group: no gloo thread is left to be
+        # torn down at interpreter exit (which aborted the process now and then)
+        threads = tmp_path / f"threads{r}.txt"
+        if threads.exists():
+            assert "gloo" not in threads.read_text()
 
 
