@@ -30,7 +30,34 @@ def _softmax(a, axis):
 def translation_sharing(n_features=70, kernel_size=3):
     """The sharing ``U`` of a valid 1-D convolution: ``(n_out*n_in, kernel_size)``, 0/1.
 
-    Column ``s`` ties ``W[p, p + s]`` for every output position ``p``.
+    Column ``s`` ties ``W[p, p + s]`` for every output position ``p``, so
+    ``vec(W) = U w`` (row-major) is the ``n_out × n_features`` banded matrix of the
+    convolution with the ``kernel_size``-tap filter ``w``: the ground-truth sharing
+    of the rank-1 :func:`make_translation_tasks`.
+
+    Parameters
+    ----------
+    n_features : int, default=70
+        Input length ``n_in``.
+    kernel_size : int, default=3
+        Filter taps; there are ``n_out = n_features - kernel_size + 1`` outputs.
+
+    Returns
+    -------
+    U : ndarray of shape (n_out * n_features, kernel_size)
+        Entries 0 or 1; its columns are orthogonal, each with ``n_out`` ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from msr_sklearn.datasets import translation_sharing
+    >>> U = translation_sharing(n_features=4, kernel_size=2)
+    >>> U.shape
+    (12, 2)
+    >>> (U @ np.array([5., 7.])).reshape(3, 4)
+    array([[5., 7., 0., 0.],
+           [0., 5., 7., 0.],
+           [0., 0., 5., 7.]])
     """
     n_out = n_features - kernel_size + 1
     u = np.zeros((n_out, n_features, kernel_size))

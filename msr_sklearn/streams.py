@@ -71,6 +71,32 @@ def as_task_stream(tasks):
     iterator or generator (which has no length) becomes
     ``TaskStream.from_iterable(tasks)``. Lists, tuples and arrays are collections:
     ``None``.
+
+    Parameters
+    ----------
+    tasks : TaskStream, callable, iterator or collection
+        What :meth:`~msr_sklearn.MetaSymmetryLearner.fit` was given as ``X``: a stream; a sampler
+        ``(n_tasks, random_state) -> tasks``; an iterator yielding one ``(X, y)`` task
+        at a time; or a collection of tasks (a list of ``(X_i, y_i)``, 3-D arrays).
+
+    Returns
+    -------
+    stream : TaskStream or None
+        ``None`` when ``tasks`` is a collection, to be used as it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from msr_sklearn.streams import TaskStream, as_task_stream
+    >>> tasks = [(np.zeros((5, 3)), np.zeros(5)) for _ in range(4)]
+    >>> as_task_stream(tasks) is None                # a collection
+    True
+    >>> stream = as_task_stream(iter(tasks))         # an iterator: drawn in order
+    >>> isinstance(stream, TaskStream), len(stream.draw(3))
+    (True, 3)
+    >>> sampler = lambda n, rng: tasks[:n]           # a callable: wrapped as it is
+    >>> as_task_stream(sampler).sampler is sampler
+    True
     """
     if isinstance(tasks, TaskStream):
         return tasks

@@ -25,13 +25,35 @@ from .sharing import FixedSharing, KroneckerSharing, Sharing
 class MetaLayer(nn.Module):
     """Base class: a layer with a sharing, inner ``filters`` and an optional inner ``bias``.
 
+    ``filters`` (``v``, shape ``(sharing.n_filters,)``) and ``bias`` are the *inner*
+    parameters, listed in :attr:`inner_parameters`; their values on the module are the
+    meta-learned initial ones. The sharing's parameters (``U``) are *outer*.
+    ``forward(x, filters=None, bias=None)`` computes the layer with the given inner
+    values (with a leading task dimension for a meta-batch) or, when omitted, its own.
+    Subclasses implement ``_apply_weight`` and the ``in_features``, ``out_features``
+    and ``fan_in`` properties, and call :meth:`reset_parameters` once built (this
+    base class leaves ``filters`` and ``bias`` uninitialized).
+
     Parameters
     ----------
     sharing : Sharing
         Builds the weight from the filter values (outer parameters).
     n_outputs : int
         Output features (the bias size).
-    bias : bool
+    bias : bool, default=True
+        Whether the layer has an inner bias.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import DenseSharing, MetaLayer, SharedLinear
+    >>> layer = SharedLinear(DenseSharing((3, 4), n_filters=2))
+    >>> isinstance(layer, MetaLayer), MetaLayer.inner_parameters
+    (True, ('filters', 'bias'))
+    >>> [name for name, _ in layer.named_parameters()]   # inner first, then U (outer)
+    ['filters', 'bias', 'sharing.basis']
+    >>> layer.filters.shape, layer.weight().shape
+    (torch.Size([2]), torch.Size([3, 4]))
     """
 
     #: names of the parameters adapted in the inner loop; all others are outer
@@ -95,6 +117,18 @@ class SharedLinear(MetaLayer):
 
     With a :class:`~msr_sklearn.nn.DenseSharing` this is MSR-FC; with an identity
     :class:`~msr_sklearn.nn.FixedSharing` it is an ordinary linear layer (MAML).
+    Input ``(..., n, n_in)``, output ``(..., n, n_out)``. The filters ``v`` and the
+    bias are inner parameters; the sharing's ``U`` is outer.
+
+    Parameters
+    ----------
+    sharing : Sharing
+        With ``weight_shape == (n_out, n_in)``; ``k = sharing.n_filters`` filter values.
+    bias : bool, default=True
+        Whether to add an inner bias of shape ``(n_out,)`` (initialized to zero).
+    generator : torch.Generator or None, default=None
+        Source of the random initial filters ``v`` (see
+        :meth:`~MetaLayer.reset_parameters`); ``None`` uses torch's global generator.
 
     Examples
     --------
@@ -151,13 +185,37 @@ class SharedConv2d(MetaLayer):
     Translation equivariance comes from the convolution; ``U`` adds sharing across
     the filter tensor ``(C_out, C_in, kh, kw)`` on top (MSR-Conv).
 
+    The filters ``v`` (``sharing.n_filters`` values) and the per-channel bias are
+    inner parameters; the sharing's ``U`` is outer (none for an identity
+    :class:`~msr_sklearn.nn.FixedSharing`, i.e. a plain convolution). The output has
+    ``output_shape = (C_out, H - kh + 1, W - kw + 1)``.
+
     Parameters
     ----------
-    input_shape : tuple (C_in, H, W)
+    input_shape : tuple of int (C_in, H, W)
+        Shape of one input image; the flat input has ``C_in*H*W`` features.
     sharing : Sharing
-        With ``weight_shape == (C_out, C_in, kh, kw)``.
-    bias : bool
-        One bias per output channel.
+        With ``weight_shape == (C_out, C_in, kh, kw)``, e.g. a
+        :class:`~msr_sklearn.nn.ConvFilterSharing`; the kernel must fit the image.
+    bias : bool, default=True
+        One inner bias per output channel, shared by its pixels.
+    generator : torch.Generator or None, default=None
+        Source of the random initial filters ``v``; ``None`` uses torch's global
+        generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import ConvFilterSharing, SharedConv2d
+    >>> sharing = ConvFilterSharing(n_fields=2, in_channels=1, kernel_size=3, n_copies=4)
+    >>> conv = SharedConv2d((1, 5, 5), sharing)
+    >>> conv.output_shape, conv.filters.shape, conv.bias.shape
+    ((8, 3, 3), torch.Size([18]), torch.Size([8]))
+    >>> conv(torch.ones(2, 25)).shape               # 2 images of 5x5
+    torch.Size([2, 72])
+    >>> conv(torch.ones(3, 2, 25), filters=torch.zeros(3, 18),
+    ...      bias=torch.zeros(3, 8)).shape          # 3 tasks at once
+    torch.Size([3, 2, 72])
     """
 
     def __init__(self, input_shape, sharing: Sharing, bias: bool = True, generator=None):
@@ -221,6 +279,22 @@ class GlobalMeanPool(nn.Module):
 
     No parameters. After a convolution front-end it makes the features invariant to
     any permutation of pixels, such as a 90° rotation of a square image.
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels ``C``; the input's last axis must be a multiple of it,
+        laid out channel-major (``C`` blocks of ``H*W`` pixels).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import GlobalMeanPool
+    >>> pool = GlobalMeanPool(2)
+    >>> pool(torch.arange(8.).reshape(1, 8))      # channels [0, 1, 2, 3] and [4, 5, 6, 7]
+    tensor([[1.5000, 5.5000]])
+    >>> pool(torch.ones(7, 10, 2 * 9)).shape, pool.out_features
+    (torch.Size([7, 10, 2]), 2)
     """
 
     def __init__(self, channels):
@@ -243,6 +317,35 @@ class LocallyConnected1d(MetaLayer):
 
     Weight ``(C_out, C_in, L - K + 1, K)``, valid, stride 1, no padding; input
     ``(..., n, C_in*L)``, output ``(..., n, C_out*(L-K+1))``. The paper's MAML-LC.
+    The sharing is the identity (:class:`~msr_sklearn.nn.FixedSharing`, no outer
+    parameters): every weight is an inner filter value, so ``k = C_out*C_in*(L-K+1)*K``.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels ``C_in``.
+    out_channels : int
+        Output channels ``C_out``.
+    input_length : int
+        Input positions ``L`` per channel.
+    kernel_size : int, default=3
+        Taps ``K`` per filter; at most ``input_length``.
+    bias : bool, default=True
+        Whether to add an inner bias, one per output feature (``C_out*(L-K+1)``).
+    generator : torch.Generator or None, default=None
+        Source of the random initial filters; ``None`` uses torch's global generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import LocallyConnected1d
+    >>> layer = LocallyConnected1d(1, 1, input_length=6, kernel_size=3)
+    >>> layer.sharing.weight_shape, layer.filters.shape, layer.bias.shape
+    ((1, 1, 4, 3), torch.Size([12]), torch.Size([4]))
+    >>> layer(torch.ones(10, 6)).shape
+    torch.Size([10, 4])
+    >>> layer(torch.ones(7, 10, 6), filters=torch.zeros(7, 12)).shape   # 7 tasks
+    torch.Size([7, 10, 4])
     """
 
     def __init__(self, in_channels, out_channels, input_length, kernel_size=3, bias=True,
@@ -283,7 +386,42 @@ def conv1d(in_channels, out_channels, input_length, kernel_size=3, bias=True, ge
     """An ordinary 1-D convolution (valid, stride 1): the paper's MAML-Conv.
 
     It is a :class:`SharedConv2d` over inputs of height 1 with a ``(1, K)`` kernel and
-    the identity sharing, so the same code path serves both.
+    the identity sharing, so the same code path serves both. Input
+    ``(..., n, C_in*L)``, output ``(..., n, C_out*(L-K+1))``; the inner filters are
+    the ``C_out*C_in*K`` kernel weights, and there are no outer parameters.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels ``C_in``.
+    out_channels : int
+        Output channels ``C_out``.
+    input_length : int
+        Input positions ``L`` per channel.
+    kernel_size : int, default=3
+        Taps ``K``; at most ``input_length``.
+    bias : bool, default=True
+        Whether to add an inner bias, one per output channel.
+    generator : torch.Generator or None, default=None
+        Source of the random initial filters; ``None`` uses torch's global generator.
+
+    Returns
+    -------
+    SharedConv2d
+        With ``input_shape == (C_in, 1, L)`` and an identity
+        :class:`~msr_sklearn.nn.FixedSharing` of ``weight_shape (C_out, C_in, 1, K)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import conv1d
+    >>> conv = conv1d(1, 2, input_length=6, kernel_size=3)
+    >>> conv.output_shape, conv.filters.shape, conv.bias.shape
+    ((2, 1, 4), torch.Size([6]), torch.Size([2]))
+    >>> with torch.no_grad():                     # channel 0 reads x[p], channel 1 x[p+1]
+    ...     _ = conv.filters.copy_(torch.tensor([1., 0, 0, 0, 1, 0]))
+    ...     conv(torch.arange(6.).reshape(1, 6))
+    tensor([[0., 1., 2., 3., 1., 2., 3., 4.]])
     """
     sharing = FixedSharing((out_channels, in_channels, 1, kernel_size))
     return SharedConv2d((in_channels, 1, input_length), sharing, bias=bias, generator=generator)
@@ -301,6 +439,50 @@ class ConvFilterSharing(KroneckerSharing):
     A square per-axis factor cannot make the copies of one field exact transforms of
     each other; the tall ``S`` can: ``S = [π(g_1); ...; π(g_m)]`` (stacked pixel
     permutations) with ``A = B = I`` is an exact lifting group convolution.
+
+    The factors are outer parameters (meta-learned); the layer's ``k = k_a*k_b*k_s``
+    filter values are inner. Use it as the sharing of a :class:`SharedConv2d`.
+
+    Parameters
+    ----------
+    n_fields : int
+        Number of fields; ``C_out = n_fields * n_copies``.
+    in_channels : int
+        Input channels ``C_in``.
+    kernel_size : int or tuple of int (kh, kw)
+        Filter size; an int means a square ``kernel_size × kernel_size`` filter.
+    n_copies : int, default=1
+        Output channels per field, e.g. 4 for the copies of a filter under 90°
+        rotations.
+    factor_filters : tuple of int (k_a, k_b, k_s) or None, default=None
+        Columns of ``A``, ``B`` and ``S``. ``None`` means
+        ``(n_fields, in_channels, kh*kw)``: square ``A`` and ``B``, one latent value per
+        pixel of a filter.
+    init : {"identity", "random"}, default="identity"
+        ``"identity"`` starts ``A`` and ``B`` at the identity and ``S`` at
+        ``n_copies`` stacked identities (scaled to orthonormal columns), so the copies
+        of a field start equal; a factor whose rows are not a multiple of its columns
+        is drawn at random. ``"random"`` draws every factor with random orthonormal
+        columns.
+    generator : torch.Generator or None, default=None
+        Source of the random factors; ``None`` uses torch's global generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import ConvFilterSharing
+    >>> sharing = ConvFilterSharing(n_fields=2, in_channels=3, kernel_size=3, n_copies=4)
+    >>> sharing.weight_shape, sharing.n_filters
+    ((8, 3, 3, 3), 54)
+    >>> [tuple(f.shape) for f in sharing.factors]   # A, B, S
+    [(2, 2), (3, 3), (36, 9)]
+    >>> w = sharing.weight(torch.arange(54.))
+    >>> w.shape
+    torch.Size([8, 3, 3, 3])
+    >>> all(torch.allclose(w[0], w[c]) for c in range(4))   # the copies of field 0
+    True
+    >>> sharing.weight(torch.zeros(5, 54)).shape                # 5 tasks at once
+    torch.Size([5, 8, 3, 3, 3])
     """
 
     def __init__(self, n_fields, in_channels, kernel_size, n_copies=1, factor_filters=None,

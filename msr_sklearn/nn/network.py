@@ -40,6 +40,18 @@ class MetaNetwork(nn.Module):
     ``forward(x)`` uses the network's own parameters (the meta-learned initial ones);
     ``forward(x, inner)`` substitutes per-task inner parameters with a leading task
     dimension and expects ``x`` of shape ``(n_tasks, n_samples, n_features)``.
+    Every other parameter (the sharings' ``U``) is outer; see
+    :meth:`initial_inner_parameters` and :meth:`outer_parameters`.
+    :func:`build_network` builds the usual networks.
+
+    Parameters
+    ----------
+    layers : sequence of MetaLayer
+        The layers, in order, each taking the previous one's flat output; parameter-free
+        modules such as :class:`GlobalMeanPool` may sit between them.
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        Applied after every :class:`MetaLayer` but the last (not after the
+        parameter-free modules).
 
     Examples
     --------

@@ -32,8 +32,38 @@ def _orthonormal_columns(n_rows, n_cols, generator=None):
 class Sharing(nn.Module):
     """Base class: a map from filter values ``v`` (``k``) to a weight tensor.
 
-    Subclasses implement :meth:`weight` and :meth:`matrix`. ``weight_shape`` is the
-    shape of one weight (``(n_out, n_in)`` for a linear layer) and ``n_filters`` is k.
+    Subclasses implement :meth:`matrix` (and may override :meth:`weight` with a
+    faster product that never materializes ``U``). The sharing's own parameters, if
+    any, are *outer* parameters (meta-learned); the filter values ``v`` it is applied
+    to are the *inner* ones, held by the layer. The class attribute ``learnable``
+    says whether the outer loop may change the sharing (``False`` for a frozen ``U``).
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        Shape of one weight, e.g. ``(n_out, n_in)`` for a linear layer or
+        ``(C_out, C_in, kh, kw)`` for a convolution. ``n_weights`` is its product.
+    n_filters : int
+        ``k``, the number of free filter values (the columns of ``U``).
+
+    Examples
+    --------
+    A sharing that ties every weight to a single value:
+
+    >>> import torch
+    >>> from msr_sklearn.nn import Sharing
+    >>> class TieAll(Sharing):
+    ...     learnable = False
+    ...     def matrix(self):
+    ...         return torch.ones(self.n_weights, self.n_filters)
+    >>> tie = TieAll((2, 3), n_filters=1)
+    >>> tie.n_weights
+    6
+    >>> tie.weight(torch.tensor([2.]))
+    tensor([[2., 2., 2.],
+            [2., 2., 2.]])
+    >>> tie.weight(torch.zeros(5, 1)).shape   # leading (task) dimensions carry through
+    torch.Size([5, 2, 3])
     """
 
     #: whether the outer loop may change this sharing
