@@ -1293,8 +1293,7 @@ def equivariance_error(model, group, n_samples=32, elements="all", layer=0, n_dr
 
 
 # --------------------------------------------------------------------- report
-def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=None,
-                    max_order=MAX_ORDER):
+def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=None):
     """Which candidate symmetries a learned sharing has, and the group they generate.
 
     Each candidate generator ``g`` gets the score ``||(rho_out(g) ⊗ rho_in(g)^{-T} - I)
@@ -1319,10 +1318,6 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
         Required for an array ``U`` (whose rows are the row-major weights); ignored
         otherwise (the sharing knows its shape; conv filters count as
         ``(C_out, C_in * kh * kw)``).
-    max_order : int, default=MAX_ORDER
-        Currently unused: the order of the passing group is computed by Schreier-Sims
-        for permutation groups and by enumeration up to ``MAX_ORDER`` elements for
-        matrix groups.
 
     Returns
     -------
