@@ -18,8 +18,7 @@ episodes, the same inner steps, the same training episodes):
   episodes as everyone else.
 - ``MSR-Conv, U frozen``: the MSR-Conv network with every ``U`` kept at its initial
   value; only ``v0``, biases and inner learning rates are meta-learned. It isolates
-  what learning ``U`` adds. The learner has no switch for this, so it is trained here
-  with the engine (:mod:`msr_sklearn.meta`) in exactly the learner's loop.
+  what learning ``U`` adds (the learner's ``learn_symmetry=False``).
 - ``MSR-FC MLP`` / ``MAML MLP``: a 64→64→5 MLP with learned dense ``U`` per layer,
   or plain.
 - Two references without meta-training: 1-nearest-neighbour on pixels, and the same
@@ -52,8 +51,8 @@ from scipy.optimize import linear_sum_assignment
 
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn._digits import load_aug_digits_tasks
-from msr_sklearn.meta import MetaModel, adapt, adapted_outputs, make_meta_optimizer, meta_step
-from msr_sklearn.nn import SharedConv2d, SharedLinear, build_network
+from msr_sklearn.meta import adapt, adapted_outputs
+from msr_sklearn.nn import SharedConv2d, SharedLinear
 from msr_sklearn.tasks import check_tasks, mean_confidence_interval
 
 RESULTS = Path(__file__).parent / "results"
@@ -69,18 +68,17 @@ MSR_CONV = dict(CONV, conv_layer="msr_conv2d", n_copies=4, layer="msr", n_filter
 MAML_CONV = dict(CONV, conv_layer="conv2d", layer="dense")
 MLP = dict(hidden_layer_sizes=(64,))
 
-#: name -> (learner parameters, trainer, augment the training support?). Each
+#: name -> (learner parameters, augment the training support?). Each
 #: method's meta_lr is the best of {1e-3, 3e-3, 1e-2} (MSR-FC MLP: down to 1e-4)
 #: on validation episodes (``split="val"``, 1,000 meta-steps, seed 0); see
 #: docs/aug_digits.md for the tuning runs.
 METHODS = {
-    "MSR-Conv": (dict(MSR_CONV, meta_lr=1e-2), "learner", False),
-    "MSR-Conv, U frozen": (dict(MSR_CONV, meta_lr=1e-2), "frozen_u", False),
-    "MAML-Conv": (dict(MAML_CONV, meta_lr=3e-3), "learner", False),
-    "MAML-Conv + aug. support": (dict(MAML_CONV, meta_lr=3e-3), "learner", True),
-    "MSR-FC MLP": (dict(MLP, layer="msr", n_filters=(256, 40), meta_lr=3e-4), "learner",
-                   False),
-    "MAML MLP": (dict(MLP, layer="dense", meta_lr=3e-3), "learner", False),
+    "MSR-Conv": (dict(MSR_CONV, meta_lr=1e-2), False),
+    "MSR-Conv, U frozen": (dict(MSR_CONV, meta_lr=1e-2, learn_symmetry=False), False),
+    "MAML-Conv": (dict(MAML_CONV, meta_lr=3e-3), False),
+    "MAML-Conv + aug. support": (dict(MAML_CONV, meta_lr=3e-3), True),
+    "MSR-FC MLP": (dict(MLP, layer="msr", n_filters=(256, 40), meta_lr=3e-4), False),
+    "MAML MLP": (dict(MLP, layer="dense", meta_lr=3e-3), False),
 }
 
 #: D4 on a square grid as (quarter turns, flip): flip left-right, then rotate
@@ -93,70 +91,16 @@ def learner_params(params, n_meta_steps, random_state):
     return {**COMMON, **params, "n_meta_steps": n_meta_steps, "random_state": random_state}
 
 
-def _architecture(learner, n_features, n_outputs):
-    """The keyword arguments ``build_network`` gets from a learner's parameters."""
-    p = learner.get_params()
-    n_filters = p["n_filters"]
-    if not isinstance(n_filters, int):
-        n_filters = tuple(int(k) for k in n_filters)
-    return dict(n_features=n_features, n_outputs=n_outputs,
-                hidden_layer_sizes=tuple(p["hidden_layer_sizes"]), layer=p["layer"],
-                n_filters=n_filters, activation=p["activation"], bias=p["bias"],
-                kernel_size=p["kernel_size"], input_shape=p["input_shape"],
-                n_copies=p["n_copies"], conv_channels=tuple(p["conv_channels"]),
-                conv_layer=p["conv_layer"], pooling=p["pooling"])
-
-
-def fit_engine(params, tasks, freeze_u=True, losses=None):
-    """Meta-train as ``MetaSymmetryLearner(**params).fit(tasks)`` does, with the
-    engine, optionally keeping every sharing ``U`` at its initial value.
-
-    The same seeds, initial network, meta-batches and optimizer as the learner, so
-    with ``freeze_u=False`` the result equals the learner's ``model_`` (a test checks
-    this) and with ``freeze_u=True`` the only difference is that ``U`` is not learned.
-    Returns the :class:`~msr_sklearn.meta.MetaModel`; the meta-batch losses are
-    appended to ``losses`` if given.
-    """
-    learner = MetaSymmetryLearner(**params)
-    if learner.support_split != "first" or learner.validation_fraction:
-        raise ValueError("fit_engine mirrors support_split='first' without validation")
-    taskset = check_tasks(tasks, objective="classification", n_support=learner.n_support)
-    seed = int(learner.random_state)
-    network = build_network(random_state=torch.Generator().manual_seed(seed),
-                            **_architecture(learner, taskset.n_features, taskset.n_outputs))
-    model = MetaModel(network, learner.inner_lr, learner.learn_inner_lr)
-    if freeze_u:
-        for p in network.outer_parameters().values():
-            p.requires_grad_(False)
-    optimizer = make_meta_optimizer(model, learner.meta_lr)
-    sampler = torch.Generator().manual_seed(seed)
-    batch_size = min(learner.meta_batch_size, taskset.n_tasks)
-    for _ in range(learner.n_meta_steps):
-        index = torch.randint(taskset.n_tasks, (batch_size,), generator=sampler)
-        batch = taskset.split(learner.n_support, sampler, index=index, shuffle=False)
-        loss = meta_step(model, optimizer, batch, loss="cross_entropy",
-                         inner_steps=learner.inner_steps, first_order=learner.first_order)
-        if not torch.isfinite(loss):
-            raise FloatingPointError("the meta-loss became non-finite")
-        if losses is not None:
-            losses.append(float(loss))
-    return model
-
-
 def train(name, n_meta_steps, train_tasks, train_tasks_aug, random_state=0, **overrides):
     """(MetaModel, seconds of meta-training, meta-batch losses) of one method;
     ``overrides`` replace learner parameters (for tuning)."""
-    params, trainer, aug_support = METHODS[name]
+    params, aug_support = METHODS[name]
     params = {**learner_params(params, n_meta_steps, random_state), **overrides}
     tasks = train_tasks_aug if aug_support else train_tasks
     start = time.perf_counter()
-    if trainer == "frozen_u":
-        losses = []
-        model = fit_engine(params, tasks, freeze_u=True, losses=losses)
-    else:
-        learner = MetaSymmetryLearner(**params).fit(tasks)
-        model, losses = learner.model_, learner.history_.train_loss.tolist()
-    return model, time.perf_counter() - start, np.asarray(losses)
+    learner = MetaSymmetryLearner(**params).fit(tasks)
+    losses = learner.history_.train_loss.to_numpy()
+    return learner.model_, time.perf_counter() - start, losses
 
 
 # ------------------------------------------------------------------- evaluation
@@ -457,7 +401,7 @@ def write_report(results, settings, total_s, path_md, path_csv):
     summary = summarize(results)
     summary.to_csv(path_csv, index=False)
     seeds = ", ".join(str(s) for s in settings["seeds"])
-    lrs = "; ".join(f"{n} {p['meta_lr']:g}" for n, (p, _, _) in METHODS.items())
+    lrs = "; ".join(f"{n} {p['meta_lr']:g}" for n, (p, _) in METHODS.items())
     lines = [
         "# Aug-Digits: 5-way few-shot digits, clean support, D4-augmented queries",
         "",

@@ -101,6 +101,10 @@ class MetaSymmetryLearner(BaseEstimator):
     inner_lr : float, default=0.1
         Initial value of every inner learning rate.
     learn_inner_lr : bool, default=True
+    learn_symmetry : bool, default=True
+        ``False`` keeps every sharing ``U`` at its initial value (for ``layer="msr"``
+        random orthonormal columns) and meta-learns only ``v0``, the biases and the
+        inner learning rates: the control that shows what learning ``U`` adds.
     first_order : bool, default=False
         Drop second-order terms of the meta-gradient (faster, usually a bit worse).
     meta_lr : float, default=1e-3
@@ -115,7 +119,8 @@ class MetaSymmetryLearner(BaseEstimator):
     warm_start : bool, default=False
         Continue meta-training from the fitted state on the next ``fit`` (Adam's
         state included). A ``meta_lr`` changed with ``set_params`` in between takes
-        effect, which is how to decay the meta learning rate.
+        effect, which is how to decay the meta learning rate; a changed architecture,
+        ``learn_inner_lr`` or ``learn_symmetry`` is refused with a ``ValueError``.
     checkpoint_path : str, path or None, default=None
         If set, the current :class:`LearnedSymmetry` is saved there every
         ``checkpoint_interval`` meta-steps and at the end (atomically: a crash mid-save
@@ -176,6 +181,7 @@ class MetaSymmetryLearner(BaseEstimator):
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
         "learn_inner_lr": ["boolean"],
+        "learn_symmetry": ["boolean"],
         "first_order": ["boolean"],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -194,7 +200,7 @@ class MetaSymmetryLearner(BaseEstimator):
                  bias=True, kernel_size=3, input_shape=None, n_copies=1, conv_channels=(),
                  conv_layer="msr_conv2d", pooling="none", objective="auto", n_support=5,
                  support_split="random", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
-                 first_order=False, meta_lr=1e-3, meta_batch_size=32, n_meta_steps=1000,
+                 learn_symmetry=True, first_order=False, meta_lr=1e-3, meta_batch_size=32, n_meta_steps=1000,
                  validation_fraction=0.0, validation_interval=100, warm_start=False,
                  checkpoint_path=None, checkpoint_interval=100,
                  device="cpu", random_state=None, verbose=0):
@@ -215,6 +221,7 @@ class MetaSymmetryLearner(BaseEstimator):
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
         self.learn_inner_lr = learn_inner_lr
+        self.learn_symmetry = learn_symmetry
         self.first_order = first_order
         self.meta_lr = meta_lr
         self.meta_batch_size = meta_batch_size
@@ -229,6 +236,20 @@ class MetaSymmetryLearner(BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ helpers
+    def _model_settings(self):
+        """What the fitted network and its optimizer were built from."""
+        return {**self._architecture(self.n_features_in_, self.n_outputs_),
+                "learn_inner_lr": bool(self.learn_inner_lr),
+                "learn_symmetry": bool(self.learn_symmetry)}
+
+    def _check_unchanged_model(self):
+        built, now = self._built_with, self._model_settings()
+        changed = sorted(name for name in now if now[name] != built.get(name))
+        if changed:
+            raise ValueError(
+                f"warm_start continues the fitted network, but {', '.join(changed)} changed "
+                "since it was built; restore them, or set warm_start=False to start afresh")
+
     def _architecture(self, n_features, n_outputs):
         n_filters = self.n_filters
         if not isinstance(n_filters, Integral):
@@ -315,10 +336,15 @@ class MetaSymmetryLearner(BaseEstimator):
                 del self.feature_names_in_
             network = build_network(random_state=torch.Generator().manual_seed(seed),
                                     **self._architecture(tasks.n_features, tasks.n_outputs))
+            if not self.learn_symmetry:  # the outer loop never sees U
+                for param in network.outer_parameters().values():
+                    param.requires_grad_(False)
             self.model_ = MetaModel(network, self.inner_lr, self.learn_inner_lr).to(self._device)
             self._optimizer = make_meta_optimizer(self.model_, self.meta_lr)
+            self._built_with = self._model_settings()
             self.history_ = pd.DataFrame()
         else:  # a warm start keeps Adam's moments but takes the current meta_lr (decay)
+            self._check_unchanged_model()
             for param_group in self._optimizer.param_groups:
                 param_group["lr"] = self.meta_lr
         if stream is None:

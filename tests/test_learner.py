@@ -207,6 +207,43 @@ def test_warm_start_continues_training(small_tasks):
     assert {g["lr"] for g in learner._optimizer.param_groups} == {1e-4}
 
 
+@pytest.mark.parametrize("change", [{"hidden_layer_sizes": (4,)}, {"n_filters": 2},
+                                    {"learn_symmetry": False}, {"learn_inner_lr": False}])
+def test_warm_start_refuses_a_changed_network(small_tasks, change):
+    X, y = small_tasks
+    learner = MetaSymmetryLearner(**SMALL, warm_start=True).fit(X, y)
+    before = learner.symmetry_
+    (name,) = change
+    with pytest.raises(ValueError, match=f"warm_start continues the fitted network, but {name}"):
+        learner.set_params(**change).fit(X, y)
+    assert learner.symmetry_ == before and len(learner.history_) == SMALL["n_meta_steps"]
+    # restored, the warm start goes on
+    learner.set_params(**{name: MetaSymmetryLearner(**SMALL).get_params()[name]}).fit(X, y)
+    assert len(learner.history_) == 2 * SMALL["n_meta_steps"]
+
+
+@pytest.mark.parametrize("layer", ["msr", "msr_kron"])
+def test_learn_symmetry_false_keeps_u_and_meta_learns_the_rest(small_tasks, layer):
+    X, y = small_tasks
+    params = dict(SMALL, layer=layer, hidden_layer_sizes=(6,), meta_lr=1e-2)
+    start = MetaSymmetryLearner(**{**params, "n_meta_steps": 1}, learn_symmetry=False)
+    start = start.fit(X, y)
+    frozen = MetaSymmetryLearner(**params, learn_symmetry=False).fit(X, y)
+    learned = MetaSymmetryLearner(**params).fit(X, y)
+    outer = {"network." + name for name in frozen.model_.network.outer_parameters()}
+    assert outer and all(".sharing." in name for name in outer)
+    for name, value in frozen.model_.state_dict().items():
+        kept = torch.equal(value, start.model_.state_dict()[name])
+        assert kept == (name in outer), name  # only U is kept
+        if name in outer:  # with the same seed, learning moves it
+            assert not torch.equal(value, learned.model_.state_dict()[name])
+    for layer_index in range(2):  # the saved symmetry is the initial one
+        np.testing.assert_array_equal(frozen.symmetry_.symmetry_matrix(layer_index),
+                                      start.symmetry_.symmetry_matrix(layer_index))
+    # learning U is what the translation tasks reward
+    assert learned.score(X, y) > frozen.score(X, y)
+
+
 def test_divergence_stops_and_keeps_last_finite_state(small_tasks):
     X, y = small_tasks
     learner = MetaSymmetryLearner(**{**SMALL, "n_meta_steps": 200}, meta_lr=1e6, inner_lr=50.0)
