@@ -21,18 +21,56 @@ from sklearn.utils.multiclass import type_of_target
 
 from .meta import TaskBatch
 
+__all__ = ["TaskSet", "check_tasks", "mean_confidence_interval", "resolve_objective"]
+
 
 @dataclass
 class TaskSet:
     """Validated tasks, padded into tensors.
 
+    Usually built by :func:`check_tasks`. Task ``t`` occupies rows ``:sizes[t]`` of
+    ``X[t]`` and ``y[t]``; the rows after them are zero padding.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n_tasks, n_max, n_features)
+        The inputs, ``n_max`` the size of the largest task.
+    y : Tensor of shape (n_tasks, n_max, n_outputs) or (n_tasks, n_max)
+        Float targets (regression) or int64 class indices (classification).
+    sizes : int64 Tensor of shape (n_tasks,)
+        The real rows per task.
+    objective : {"regression", "classification"}
+        The kind of targets.
+    n_outputs : int
+        Network outputs: regression outputs, or classes (ways).
+    feature_names : ndarray of str or None, default=None
+        The column names of pandas input, if all are strings.
+    classes : list of ndarray or None, default=None
+        Classification: per task, the sorted original labels (index ``j`` encodes
+        ``classes[t][j]``).
+
     Attributes
     ----------
-    X : Tensor (n_tasks, n_max, n_features)
-    y : Tensor (n_tasks, n_max, n_outputs) float, or (n_tasks, n_max) int64 class indices
-    sizes : Tensor (n_tasks,) real rows per task
-    classes : list of ndarray or None
-        Per task, the sorted original labels (index ``j`` encodes ``classes[t][j]``).
+    n_tasks : int
+        The number of tasks.
+    n_features : int
+        The number of features.
+    ragged : bool
+        Whether tasks differ in size (then queries are padded and masked).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from msr_sklearn.tasks import check_tasks
+    >>> rng = np.random.default_rng(0)
+    >>> tasks = [(rng.normal(size=(n, 3)), rng.normal(size=n)) for n in (5, 6, 8)]
+    >>> task_set = check_tasks(tasks, n_support=2)
+    >>> task_set.X.shape, task_set.y.shape, task_set.sizes
+    (torch.Size([3, 8, 3]), torch.Size([3, 8, 1]), tensor([5, 6, 8]))
+    >>> task_set.objective, task_set.n_outputs, task_set.ragged
+    ('regression', 1, True)
+    >>> task_set.subset([2, 0]).sizes
+    tensor([8, 5])
     """
 
     X: torch.Tensor
@@ -46,17 +84,21 @@ class TaskSet:
 
     @property
     def n_tasks(self):
+        """The number of tasks."""
         return self.X.shape[0]
 
     @property
     def n_features(self):
+        """The number of features."""
         return self.X.shape[2]
 
     def to(self, device):
+        """Move ``X``, ``y`` and ``sizes`` to ``device`` in place; returns ``self``."""
         self.X, self.y, self.sizes = self.X.to(device), self.y.to(device), self.sizes.to(device)
         return self
 
     def subset(self, index):
+        """A new :class:`TaskSet` of the tasks at ``index`` (integer indices)."""
         index = torch.as_tensor(index, dtype=torch.long)
         classes = None if self.classes is None else [self.classes[i] for i in index.tolist()]
         idx = index.to(self.X.device)
@@ -73,8 +115,38 @@ class TaskSet:
     def split(self, n_support, generator=None, index=None, shuffle=True):
         """A :class:`~msr_sklearn.meta.TaskBatch` of tasks ``index`` (default all).
 
-        ``shuffle``: draw each task's support rows at random (from ``generator``);
-        otherwise the first ``n_support`` rows are the support.
+        Each task's first ``n_support`` (shuffled) rows are the support and the other
+        ``n_max - n_support`` rows the query. For ragged tasks the padding rows sort
+        last and ``query_mask`` marks the real query rows; otherwise it is ``None``.
+
+        Parameters
+        ----------
+        n_support : int
+            Support rows per task.
+        generator : torch.Generator or None, default=None
+            A CPU generator for the shuffle; ``None``: torch's global one.
+        index : int64 Tensor of shape (n,) or None, default=None
+            The tasks to draw, on the task set's device; ``None``: all of them.
+        shuffle : bool, default=True
+            Draw each task's support rows at random; otherwise the first
+            ``n_support`` rows are the support.
+
+        Returns
+        -------
+        TaskBatch
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import torch
+        >>> from msr_sklearn.tasks import check_tasks
+        >>> rng = np.random.default_rng(0)
+        >>> tasks = [(rng.normal(size=(n, 3)), rng.normal(size=n)) for n in (5, 8)]
+        >>> batch = check_tasks(tasks).split(2, generator=torch.Generator().manual_seed(0))
+        >>> batch.x_support.shape, batch.x_query.shape
+        (torch.Size([2, 2, 3]), torch.Size([2, 6, 3]))
+        >>> batch.query_mask.sum(dim=1)  # real query rows: 5 - 2 and 8 - 2
+        tensor([3, 6])
         """
         device = self.X.device
         n_max = self.X.shape[1]
@@ -159,7 +231,32 @@ def _feature_names(X):
 
 
 def resolve_objective(objective, ys):
-    """``"auto"``: classification when targets are not floating point, else regression."""
+    """``"auto"``: classification when targets are not floating point, else regression.
+
+    Parameters
+    ----------
+    objective : {"auto", "regression", "classification"}
+        The requested objective; anything but ``"auto"`` is returned as is.
+    ys : iterable of array-like
+        Every task's targets.
+
+    Returns
+    -------
+    str
+        ``"regression"`` if every task's targets are floating point, else
+        ``"classification"`` (for ``"auto"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from msr_sklearn.tasks import resolve_objective
+    >>> resolve_objective("auto", [np.array([0.5, 1.0])])
+    'regression'
+    >>> resolve_objective("auto", [np.array([0.5, 1.0]), np.array(["a", "b"])])
+    'classification'
+    >>> resolve_objective("regression", [np.array([0, 1])])
+    'regression'
+    """
     if objective != "auto":
         return objective
     kinds = {np.asarray(y).dtype.kind for y in ys}
@@ -170,16 +267,61 @@ def check_tasks(X, y=None, groups=None, *, objective="auto", n_support=1, n_outp
                 n_features=None, dtype=torch.float32):
     """Validate tasks in any accepted form and pad them into a :class:`TaskSet`.
 
+    Features become floats of ``dtype`` and must be finite. Regression targets become
+    ``(n, n_outputs)`` floats; classification labels are encoded per task as indices
+    into that task's sorted labels (``TaskSet.classes``).
+
     Parameters
     ----------
-    objective : {"auto", "regression", "classification"}
-    n_support : int
+    X : list of (X_i, y_i) pairs, array-like of shape (n_tasks, n, n_features), \
+or array-like of shape (n_samples, n_features)
+        The tasks: a list of ``(X_i, y_i)`` (without ``y`` and ``groups``), 3-D
+        features (with ``y``; the pair ``(X, y)`` may also come as ``X``), or long
+        format (with ``y`` and ``groups``). Numpy, pandas or nested lists; not sparse.
+    y : array-like of shape (n_tasks, n) or (n_tasks, n, n_outputs), or (n_samples,) \
+or (n_samples, n_outputs), default=None
+        Targets, for 3-D or long-format ``X``.
+    groups : array-like of shape (n_samples,), default=None
+        Long format: the task id of every row; tasks keep the order of first
+        appearance.
+    objective : {"auto", "regression", "classification"}, default="auto"
+        ``"auto"``: see :func:`resolve_objective`.
+    n_support : int, default=1
         Every task needs at least ``n_support + 1`` rows (one query row).
-    n_outputs : int or None
+    n_outputs : int or None, default=None
         If given (a fitted learner), tasks must match it: regression outputs, or at most
         this many classes per task.
-    n_features : int or None
+    n_features : int or None, default=None
         If given, every task must have this many features.
+    dtype : torch.dtype, default=torch.float32
+        The dtype of ``X`` and of regression targets.
+
+    Returns
+    -------
+    TaskSet
+
+    Raises
+    ------
+    ValueError
+        If the tasks are empty, inconsistent, too small, not finite, or (classification)
+        a task has a single class.
+    TypeError
+        If the input is sparse or of no accepted form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from msr_sklearn.tasks import check_tasks
+    >>> X = np.arange(24.0).reshape(12, 2)
+    >>> y = np.array(["a", "b", "a", "b", "x", "y", "x", "y", "z", "x", "y", "z"])
+    >>> task_set = check_tasks(X, y, groups=np.repeat([10, 20], [4, 8]))
+    >>> task_set.objective, task_set.n_outputs, task_set.sizes
+    ('classification', 3, tensor([4, 8]))
+    >>> task_set.classes[1]
+    array(['x', 'y', 'z'], dtype='<U1')
+    >>> task_set.y
+    tensor([[0, 1, 0, 1, 0, 0, 0, 0],
+            [0, 1, 0, 1, 2, 0, 1, 2]])
     """
     tasks, feature_names = _as_task_list(X, y, groups)
     if len(tasks) == 0:
@@ -301,7 +443,30 @@ def _check_finite(padded, what):
 
 
 def mean_confidence_interval(values, confidence=0.95):
-    """Mean and Student-t half-width of the ``confidence`` interval of the mean."""
+    """Mean and Student-t half-width of the ``confidence`` interval of the mean.
+
+    Parameters
+    ----------
+    values : array-like of shape (n,)
+        The sample, e.g. per-task test losses.
+    confidence : float, default=0.95
+        The coverage of the two-sided interval.
+
+    Returns
+    -------
+    mean : float
+    half_width : float
+        ``mean ± half_width`` is the interval; NaN for fewer than 2 values.
+
+    Examples
+    --------
+    >>> from msr_sklearn.tasks import mean_confidence_interval
+    >>> mean, half_width = mean_confidence_interval([1.0, 2.0, 3.0, 4.0])
+    >>> mean, round(half_width, 4)
+    (2.5, 2.0543)
+    >>> mean_confidence_interval([2.0])
+    (2.0, nan)
+    """
     values = np.asarray(values, dtype=float)
     mean = float(values.mean())
     if len(values) < 2:
