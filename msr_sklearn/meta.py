@@ -116,7 +116,8 @@ def mse_loss(pred, target, mask=None):
     >>> target = torch.arange(6.0).reshape(2, 3, 1)
     >>> mse_loss(torch.zeros(2, 3, 1), target)
     tensor([ 1.6667, 16.6667])
-    >>> mse_loss(torch.zeros(2, 3, 1), target, torch.tensor([[1, 1, 0], [1, 0, 0]]))
+    >>> mask = torch.tensor([[True, True, False], [True, False, False]])
+    >>> mse_loss(torch.zeros(2, 3, 1), target, mask)
     tensor([0.5000, 9.0000])
     """
     return _mean_over_samples(((pred - target) ** 2).mean(-1), mask)
