@@ -56,6 +56,7 @@ __all__ = [
     "cyclic_group",
     "dihedral_group",
     "equivariance_error",
+    "exact_group_conv_sharing",
     "exact_lifting_sharing",
     "export_layer",
     "grid_group",
@@ -838,6 +839,60 @@ def exact_lifting_sharing(group="c4", n_fields=1, in_channels=1, kernel_size=3):
         sharing.factors[0].copy_(torch.eye(n_fields))
         sharing.factors[1].copy_(torch.eye(in_channels))
         sharing.factors[2].copy_(torch.as_tensor(stack))
+    return sharing
+
+
+def exact_group_conv_sharing(group="c4", n_fields=1, in_fields=1, kernel_size=3):
+    """An MSR-Conv sharing set to an exact group convolution between regular fields.
+
+    The layer after a lifting layer (:func:`exact_lifting_sharing`): its input is
+    ``in_fields`` regular fields of ``m`` channels (``m = 4`` for C4, ``8`` for D4), and
+    each of its ``n_fields`` output fields is regular too. A
+    :class:`~msr_sklearn.nn.ConvFilterSharing` with ``in_copies=m``, identity field
+    factors and the spatial factor ``S`` an orthonormal basis of the equivariant filter
+    blocks of one field pair (``dim = m * kernel_size²``, from :func:`grid_group`).
+    Stacking it after a lifting layer keeps the whole front-end exactly equivariant.
+
+    Parameters
+    ----------
+    group : {"c4", "d4"}, default="c4"
+        The grid group, see :func:`grid_transforms`.
+    n_fields : int, default=1
+        Output fields (``n_fields * m`` output channels).
+    in_fields : int, default=1
+        Input fields (``in_fields * m`` input channels, in the order a lifting or
+        group convolution layer produces them).
+    kernel_size : int, default=3
+        The side of the square filters.
+
+    Returns
+    -------
+    ConvFilterSharing
+        With ``weight_shape == (n_fields * m, in_fields * m, kernel_size, kernel_size)``
+        and ``n_fields * in_fields * m * kernel_size**2`` free filter values.
+
+    Examples
+    --------
+    >>> from msr_sklearn.groups import exact_group_conv_sharing
+    >>> sharing = exact_group_conv_sharing("c4", n_fields=2, in_fields=3)
+    >>> sharing.weight_shape, sharing.n_filters
+    ((8, 12, 3, 3), 216)
+    """
+    import torch
+
+    from .nn import ConvFilterSharing
+
+    _check_positive("n_fields", n_fields)
+    _check_positive("in_fields", in_fields)
+    m = len(grid_transforms(group))
+    basis = grid_group(kernel_size, group, in_rep="regular", out_rep="regular",
+                       out_size=1).sharing_basis()
+    sharing = ConvFilterSharing(n_fields, in_fields * m, kernel_size, n_copies=m, in_copies=m,
+                                factor_filters=(n_fields, in_fields, basis.shape[1]))
+    with torch.no_grad():
+        sharing.factors[0].copy_(torch.eye(n_fields))
+        sharing.factors[1].copy_(torch.eye(in_fields))
+        sharing.factors[2].copy_(torch.as_tensor(basis))
     return sharing
 
 

@@ -88,6 +88,11 @@ class MetaSymmetryLearner(BaseEstimator):
         Front-end convolutions with a learned filter sharing (MSR-Conv) or plain ones.
     pooling : {"none", "mean"}, default="none"
         ``"mean"``: average each front-end channel over its pixels.
+    couple_copies : bool, default=False
+        MSR-Conv front-end: front-end layers after the first read their input in fields
+        of ``n_copies`` channels, so their learned sharing can tie each input copy to
+        each output copy, as a group convolution between regular fields does (out of
+        reach with ``False``, where each input channel is its own field).
     objective : {"auto", "regression", "classification"}, default="auto"
         ``"auto"``: classification when targets are not floating point.
     n_support : int, default=5
@@ -175,6 +180,7 @@ class MetaSymmetryLearner(BaseEstimator):
         "conv_channels": ["array-like"],
         "conv_layer": [StrOptions({"msr_conv2d", "conv2d"})],
         "pooling": [StrOptions({"none", "mean"})],
+        "couple_copies": ["boolean"],
         "objective": [StrOptions({"auto", "regression", "classification"})],
         "n_support": [Interval(Integral, 1, None, closed="left")],
         "support_split": [StrOptions({"random", "first"})],
@@ -198,9 +204,10 @@ class MetaSymmetryLearner(BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(), activation="relu", layer="msr", n_filters=8,
                  bias=True, kernel_size=3, input_shape=None, n_copies=1, conv_channels=(),
-                 conv_layer="msr_conv2d", pooling="none", objective="auto", n_support=5,
-                 support_split="random", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
-                 learn_symmetry=True, first_order=False, meta_lr=1e-3, meta_batch_size=32, n_meta_steps=1000,
+                 conv_layer="msr_conv2d", pooling="none", couple_copies=False, objective="auto",
+                 n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
+                 learn_inner_lr=True, learn_symmetry=True, first_order=False, meta_lr=1e-3,
+                 meta_batch_size=32, n_meta_steps=1000,
                  validation_fraction=0.0, validation_interval=100, warm_start=False,
                  checkpoint_path=None, checkpoint_interval=100,
                  device="cpu", random_state=None, verbose=0):
@@ -215,6 +222,7 @@ class MetaSymmetryLearner(BaseEstimator):
         self.conv_channels = conv_channels
         self.conv_layer = conv_layer
         self.pooling = pooling
+        self.couple_copies = couple_copies
         self.objective = objective
         self.n_support = n_support
         self.support_split = support_split
@@ -262,7 +270,8 @@ class MetaSymmetryLearner(BaseEstimator):
                     int(s) for s in self.input_shape),
                 "n_copies": int(self.n_copies),
                 "conv_channels": tuple(int(c) for c in self.conv_channels),
-                "conv_layer": self.conv_layer, "pooling": self.pooling}
+                "conv_layer": self.conv_layer, "pooling": self.pooling,
+                "couple_copies": bool(self.couple_copies)}
 
     def _check_tasks(self, X, y, groups, fitted):
         kwargs = dict(objective=self.objective, n_support=self.n_support)

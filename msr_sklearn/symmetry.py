@@ -21,7 +21,9 @@ _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
 #: the settings that define a network; ``build_network`` takes exactly these
 ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
                      "activation", "bias", "kernel_size", "input_shape", "n_copies",
-                     "conv_channels", "conv_layer", "pooling")
+                     "conv_channels", "conv_layer", "pooling", "couple_copies")
+#: settings added after the first files were written, with the value those files meant
+OPTIONAL_ARCHITECTURE = {"couple_copies": False}
 OBJECTIVES = ("regression", "classification")
 
 
@@ -60,6 +62,7 @@ class LearnedSymmetry:
     """
 
     def __init__(self, architecture, state, inner_lrs, objective="regression", inner_steps=1):
+        architecture = {**OPTIONAL_ARCHITECTURE, **architecture}
         missing = set(ARCHITECTURE_KEYS) - set(architecture)
         if missing:
             raise ValueError(f"architecture is missing {sorted(missing)}")
@@ -79,7 +82,7 @@ class LearnedSymmetry:
         arch = {"hidden_layer_sizes": (), "layer": "msr", "n_filters": 8, "activation": "relu",
                 "bias": True, "kernel_size": 3, "input_shape": None, "n_copies": 1,
                 "conv_channels": (), "conv_layer": "msr_conv2d", "pooling": "none",
-                **architecture}
+                **OPTIONAL_ARCHITECTURE, **architecture}
         network = build_network(random_state=random_state, **arch)
         model = MetaModel(network, inner_lr=inner_lr)
         return cls.from_model(model, arch, objective=objective, inner_steps=inner_steps)

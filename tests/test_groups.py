@@ -15,6 +15,7 @@ from msr_sklearn.groups import (
     FiniteGroup,
     candidate_generators,
     compare_subspaces,
+    exact_group_conv_sharing,
     exact_lifting_sharing,
     cyclic_group,
     dihedral_group,
@@ -31,7 +32,7 @@ from msr_sklearn.groups import (
     tied_weight_partition,
     transform_grid,
 )
-from msr_sklearn.nn import DenseSharing, SharedConv2d, SharedLinear
+from msr_sklearn.nn import ConvFilterSharing, DenseSharing, SharedConv2d, SharedLinear
 
 # (group, dim U^G) -- the table of anchors.md §1.4
 KNOWN_DIMENSIONS = {
@@ -143,6 +144,27 @@ def test_grid_regular_field_matches_a_lifting_convolution():
     # channel-fixed outputs are wrong for the same conv
     wrong = grid_group(7, "d4", out_rep="trivial", out_size=5, n_out_fields=2 * len(grid_transforms("d4")))
     assert equivariance_error(conv, wrong, random_state=0) > 0.5
+
+
+@pytest.mark.parametrize("name", ["c4", "d4"])
+def test_exact_group_conv_between_regular_fields(name):
+    """A layer on regular input fields: exact with coupled copies, far off without."""
+    torch.manual_seed(0)
+    m = len(grid_transforms(name))
+    group = grid_group(7, name, in_rep="regular", out_rep="regular", out_size=5,
+                       n_out_fields=2)
+    sharing = exact_group_conv_sharing(name, n_fields=2, in_fields=1).double()
+    assert sharing.weight_shape == (2 * m, m, 3, 3) and sharing.n_filters == 2 * m * 9
+    conv = SharedConv2d((m, 7, 7), sharing, bias=False).double()
+    assert equivariance_error(conv, group, random_state=0) < 1e-12
+    # the same k with each input channel its own field (in_copies=1) is not equivariant
+    uncoupled = ConvFilterSharing(2, m, 3, n_copies=m, factor_filters=(2, m, 9),
+                                  init="random").double()
+    assert uncoupled.n_filters == sharing.n_filters
+    conv = SharedConv2d((m, 7, 7), uncoupled, bias=False).double()
+    assert equivariance_error(conv, group, random_state=0) > 0.5
+    with pytest.raises(ValueError, match="in_fields"):
+        exact_group_conv_sharing(name, in_fields=0)
 
 
 def test_bad_groups_are_refused_with_clear_messages():

@@ -4,7 +4,7 @@ import torch
 from torch.nn import functional as F
 
 from msr_sklearn.datasets import translation_sharing
-from msr_sklearn.groups import exact_lifting_sharing
+from msr_sklearn.groups import compare_subspaces, exact_lifting_sharing, grid_group
 from msr_sklearn.nn import (
     ConvFilterSharing,
     DenseSharing,
@@ -180,6 +180,58 @@ def test_msr_conv_expresses_exact_rotated_copies():
     expected = torch.rot90(torch.roll(out, 1, dims=2), 1, dims=(-2, -1))
     err = (out_rot - expected).norm() / out.norm()
     assert err < 1e-10
+
+
+def _regular_group_conv_factor(kernel_size=3):
+    """``S`` of a C4 group convolution between regular fields: output copy ``g`` sees
+    input copy ``h`` through ``rot90(w[(h - g) % 4], g)``; shape ``(4*4*k², 4*k²)``."""
+    n = 4 * kernel_size ** 2
+    latent = torch.eye(n, dtype=torch.float64).reshape(n, 4, kernel_size, kernel_size)
+    blocks = [[torch.rot90(latent[:, (h - g) % 4], g, dims=(-2, -1)) for h in range(4)]
+              for g in range(4)]
+    return torch.stack([torch.stack(row, 1) for row in blocks], 1).reshape(n, -1).T
+
+
+def test_coupled_copies_express_a_group_convolution_between_regular_fields():
+    torch.manual_seed(0)
+    lift = SharedConv2d((1, 9, 9), exact_lifting_sharing("c4", n_fields=1).double(),
+                        bias=False).double()
+    sharing = ConvFilterSharing(n_fields=2, in_channels=4, kernel_size=3, n_copies=4,
+                                in_copies=4).double()
+    assert [tuple(f.shape) for f in sharing.factors] == [(2, 2), (1, 1), (144, 36)]
+    with torch.no_grad():
+        sharing.factors[0].copy_(torch.eye(2))
+        sharing.factors[1].fill_(1.0)
+        sharing.factors[2].copy_(_regular_group_conv_factor())
+    conv = SharedConv2d(lift.output_shape, sharing, bias=False).double()
+    with torch.no_grad():
+        lift.filters.normal_()
+        conv.filters.normal_()
+
+    def net(x):
+        return conv(torch.relu(lift(x.reshape(3, -1)))).reshape(3, 2, 4, 5, 5)
+
+    # rotating the image rotates every map and cycles the copies of every field,
+    # through both layers
+    x = torch.randn(3, 1, 9, 9, dtype=torch.float64)
+    expected = torch.rot90(torch.roll(net(x), 1, dims=2), 1, dims=(-2, -1))
+    assert (net(torch.rot90(x, 1, dims=(-2, -1))) - expected).norm() / expected.norm() < 1e-10
+    # the same subspace as the group toolkit's exact sharing of such a layer
+    exact = grid_group(3, "c4", in_rep="regular", out_rep="regular", out_size=1)
+    comparison = compare_subspaces(_regular_group_conv_factor().numpy(),
+                                   exact.sharing_basis())
+    assert comparison.chordal_distance < 1e-8
+
+
+def test_couple_copies_reads_later_front_end_layers_in_fields_of_copies():
+    for couple in (False, True):
+        net = build_network(64, 5, layer="msr", conv_channels=(8, 8, 4), n_copies=4,
+                            input_shape=(1, 8, 8), pooling="mean", couple_copies=couple)
+        convs = [m for m in net.layers if isinstance(m, SharedConv2d)]
+        assert [c.sharing.in_copies for c in convs] == [1, 4 if couple else 1, 4 if couple else 1]
+        # the same number of free filter values either way (k = fields*in_fields*in_copies*9)
+        assert [c.sharing.n_filters for c in convs] == [18, 144, 72]
+        assert net(torch.randn(3, 64)).shape == (3, 5)
 
 
 def test_square_per_axis_factors_cannot_rotate_copies():

@@ -431,14 +431,20 @@ class ConvFilterSharing(KroneckerSharing):
     """MSR-Conv sharing: ``U = P (A ⊗ B ⊗ S)`` on a filter tensor with copies.
 
     The ``C_out = n_fields * n_copies`` output channels come in fields of
-    ``n_copies`` channels. ``A`` (``n_fields × k_a``) mixes fields, ``B``
-    (``C_in × k_b``) mixes input channels and the *non-square* spatial factor ``S``
-    (``n_copies*kh*kw × k_s``) maps ``k_s`` latent filter values to all copies of a
-    ``kh × kw`` filter at once. ``P`` only reorders axes to ``(C_out, C_in, kh, kw)``.
+    ``n_copies`` channels, and the ``C_in = in_fields * in_copies`` input channels in
+    fields of ``in_copies`` (the previous MSR-Conv layer's copies; 1 for an image).
+    ``A`` (``n_fields × k_a``) mixes output fields, ``B`` (``in_fields × k_b``) mixes
+    input fields, and the *non-square* factor ``S``
+    (``n_copies*in_copies*kh*kw × k_s``) maps ``k_s`` latent values to one field
+    pair's whole block of filters at once: every output copy, input copy and pixel.
+    ``P`` only reorders axes to ``(C_out, C_in, kh, kw)``.
 
     A square per-axis factor cannot make the copies of one field exact transforms of
     each other; the tall ``S`` can: ``S = [π(g_1); ...; π(g_m)]`` (stacked pixel
-    permutations) with ``A = B = I`` is an exact lifting group convolution.
+    permutations) with ``A = B = I`` is an exact lifting group convolution. With
+    ``in_copies = m`` as well, ``S`` couples the input copy with the output copy, which
+    a group convolution between regular fields needs (``W[(o, g), (i, h)] =
+    w[o, i](g⁻¹h, g⁻¹x)``); with ``in_copies=1`` such a layer is out of reach.
 
     The factors are outer parameters (meta-learned); the layer's ``k = k_a*k_b*k_s``
     filter values are inner. Use it as the sharing of a :class:`SharedConv2d`.
@@ -454,10 +460,12 @@ class ConvFilterSharing(KroneckerSharing):
     n_copies : int, default=1
         Output channels per field, e.g. 4 for the copies of a filter under 90°
         rotations.
+    in_copies : int, default=1
+        Input channels per input field; must divide ``in_channels``.
     factor_filters : tuple of int (k_a, k_b, k_s) or None, default=None
         Columns of ``A``, ``B`` and ``S``. ``None`` means
-        ``(n_fields, in_channels, kh*kw)``: square ``A`` and ``B``, one latent value per
-        pixel of a filter.
+        ``(n_fields, in_fields, in_copies*kh*kw)``: square ``A`` and ``B``, one latent
+        value per weight of one output copy's filter.
     init : {"identity", "random"}, default="identity"
         ``"identity"`` starts ``A`` and ``B`` at the identity and ``S`` at
         ``n_copies`` stacked identities (scaled to orthonormal columns), so the copies
@@ -483,33 +491,49 @@ class ConvFilterSharing(KroneckerSharing):
     True
     >>> sharing.weight(torch.zeros(5, 54)).shape                # 5 tasks at once
     torch.Size([5, 8, 3, 3, 3])
+
+    Fields of 4 copies on both sides (a layer after an MSR-Conv layer with
+    ``n_copies=4``): ``S`` maps one filter block to all 4 × 4 copy pairs.
+
+    >>> coupled = ConvFilterSharing(n_fields=2, in_channels=8, kernel_size=3, n_copies=4,
+    ...                             in_copies=4)
+    >>> [tuple(f.shape) for f in coupled.factors]
+    [(2, 2), (2, 2), (144, 36)]
+    >>> coupled.weight_shape, coupled.n_filters
+    ((8, 8, 3, 3), 144)
     """
 
-    def __init__(self, n_fields, in_channels, kernel_size, n_copies=1, factor_filters=None,
-                 init="identity", generator=None):
+    def __init__(self, n_fields, in_channels, kernel_size, n_copies=1, in_copies=1,
+                 factor_filters=None, init="identity", generator=None):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if in_copies < 1 or in_channels % in_copies:
+            raise ValueError(f"in_copies={in_copies} must divide in_channels={in_channels}")
+        in_fields = in_channels // in_copies
         if factor_filters is None:
-            factor_filters = (n_fields, in_channels, kh * kw)
-        self.n_fields, self.n_copies, self.kernel_shape = n_fields, n_copies, (kh, kw)
-        super().__init__((n_fields, in_channels, n_copies * kh * kw), factor_filters,
+            factor_filters = (n_fields, in_fields, in_copies * kh * kw)
+        self.n_fields, self.n_copies, self.in_copies = n_fields, n_copies, in_copies
+        self.kernel_shape = (kh, kw)
+        super().__init__((n_fields, in_fields, n_copies * in_copies * kh * kw), factor_filters,
                          init=init, generator=generator)
+        self.factor_shape = self.weight_shape
         self.weight_shape = (n_fields * n_copies, in_channels, kh, kw)
 
     def _to_filter_layout(self, w):
-        # (..., fields, C_in, copies*kh*kw) -> (..., fields*copies, C_in, kh, kw)
-        c_in = self.weight_shape[1]
-        w = w.reshape(*w.shape[:-3], self.n_fields, c_in, self.n_copies, *self.kernel_shape)
-        w = w.transpose(-4, -3)
-        return w.reshape(*w.shape[:-5], *self.weight_shape)
+        # (..., fields, in_fields, copies*in_copies*kh*kw)
+        #   -> (..., fields*copies, in_fields*in_copies, kh, kw)
+        w = w.reshape(*w.shape[:-1], self.n_copies, self.in_copies, *self.kernel_shape)
+        w = w.transpose(-5, -4)  # (fields, copies, in_fields, in_copies, kh, kw)
+        return w.reshape(*w.shape[:-6], *self.weight_shape)
 
     def weight(self, filters):
         return self._to_filter_layout(super().weight(filters))
 
     def matrix(self):
-        u = super().matrix()  # rows in (field, C_in, copy, pixel) order
+        u = super().matrix()  # rows in (field, in_field, copy, in_copy, pixel) order
         k = u.shape[1]
-        u = self._to_filter_layout(u.T.reshape(k, self.n_fields, self.weight_shape[1], -1))
+        u = self._to_filter_layout(u.T.reshape(k, *self.factor_shape))
         return u.reshape(k, -1).T
 
     def extra_repr(self):
-        return super().extra_repr() + f", n_fields={self.n_fields}, n_copies={self.n_copies}"
+        return (super().extra_repr() + f", n_fields={self.n_fields}, n_copies={self.n_copies}"
+                f", in_copies={self.in_copies}")

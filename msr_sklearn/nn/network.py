@@ -153,7 +153,7 @@ def _kron_factor_sizes(n_filters, n_out, n_in):
 def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_filters=8,
                   activation="relu", bias=True, kernel_size=3, input_shape=None, n_copies=1,
                   conv_channels=(), conv_layer="msr_conv2d", pooling="none",
-                  random_state=None):
+                  couple_copies=False, random_state=None):
     """Build a :class:`MetaNetwork` from sklearn-style settings.
 
     Parameters
@@ -195,6 +195,12 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         (MSR-Conv, ``n_copies`` channels per field) or plain ones (MAML).
     pooling : {"none", "mean"}
         ``"mean"`` averages each front-end channel over its pixels.
+    couple_copies : bool
+        MSR-Conv front-end: every layer after the first reads its input in fields of
+        ``n_copies`` channels, so its sharing can couple input and output copies (as a
+        group convolution between regular fields does; see
+        :class:`ConvFilterSharing`'s ``in_copies``). ``False``: each input channel is
+        a field of its own.
     random_state : int, torch.Generator or None
 
     Returns
@@ -221,7 +227,7 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
                                   n_copies, generator)
         return _small_output_init(MetaNetwork([net_layer], activation), generator)
     front = _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                            input_shape, n_copies, generator)
+                            input_shape, n_copies, couple_copies, generator)
     n_in = front[-1].out_features if front else int(n_features)
     sizes = [n_in, *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
     n_layers = len(sizes) - 1
@@ -237,7 +243,7 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
 
 
 def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                    input_shape, n_copies, generator):
+                    input_shape, n_copies, couple_copies, generator):
     if conv_layer not in ("msr_conv2d", "conv2d"):
         raise ValueError(f"conv_layer must be 'msr_conv2d' or 'conv2d'; got {conv_layer!r}")
     if pooling not in ("none", "mean"):
@@ -247,7 +253,7 @@ def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel
         return []
     shape = _image_shape(n_features, input_shape)
     modules = []
-    for c_out in conv_channels:
+    for i, c_out in enumerate(conv_channels):
         c_in, h, w = shape
         if kernel_size > min(h, w):
             raise ValueError(f"conv_channels={conv_channels} with kernel_size={kernel_size} "
@@ -258,8 +264,10 @@ def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel
             if c_out % n_copies:
                 raise ValueError(f"n_copies={n_copies} must divide every entry of "
                                  f"conv_channels={conv_channels}")
+            # the image's channels are plain fields; later inputs are the copies before
+            in_copies = n_copies if couple_copies and i > 0 else 1
             sharing = ConvFilterSharing(c_out // n_copies, c_in, kernel_size, n_copies=n_copies,
-                                        generator=generator)
+                                        in_copies=in_copies, generator=generator)
         conv = SharedConv2d(shape, sharing, bias=bias, generator=generator)
         modules.append(conv)
         shape = conv.output_shape
