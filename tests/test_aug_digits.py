@@ -254,6 +254,21 @@ def test_episode_accuracy_matches_the_learners_evaluate(bench):
                                learner.evaluate(test).accuracy.to_numpy())
 
 
+@pytest.mark.parametrize("extra", [{}, {"conv_channels": (8, 8), "couple_copies": True}])
+def test_equivariant_classifier_scores_every_episode_as_the_engine(bench, extra):
+    # the benchmark's tables come from the engine; a user learns each new episode with
+    # an EquivariantClassifier fit on its clean support: the same accuracies
+    from msr_sklearn import EquivariantClassifier, MetaSymmetryLearner
+
+    tasks = load_aug_digits_tasks(30, standardize=True, random_state=0)
+    test = load_aug_digits_tasks(12, split="test", standardize=True, random_state=1)
+    learner = MetaSymmetryLearner(**_small_params(bench, **extra)).fit(tasks)
+    assert isinstance(learner.make_estimator(), EquivariantClassifier)
+    via_estimator = bench.estimator_accuracy(learner, test, 5)
+    np.testing.assert_array_equal(via_estimator, bench.episode_accuracy(learner.model_, test, 5))
+    assert 0 < via_estimator.mean() < 1
+
+
 def test_filter_equivariance_is_zero_for_an_exact_lifting_and_large_otherwise(bench):
     import torch
 
