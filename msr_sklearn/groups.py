@@ -827,19 +827,10 @@ def exact_lifting_sharing(group="c4", n_fields=1, in_channels=1, kernel_size=3):
     >>> exact_lifting_sharing("c4", n_fields=2).weight_shape
     (8, 1, 3, 3)
     """
-    import torch
-
-    from .nn import ConvFilterSharing
-
     stack = lifting_filter_stack(group, kernel_size)
-    sharing = ConvFilterSharing(n_fields, in_channels, kernel_size, n_copies=len(stack) //
-                                kernel_size ** 2, factor_filters=(n_fields, in_channels,
-                                                                  kernel_size ** 2))
-    with torch.no_grad():
-        sharing.factors[0].copy_(torch.eye(n_fields))
-        sharing.factors[1].copy_(torch.eye(in_channels))
-        sharing.factors[2].copy_(torch.as_tensor(stack))
-    return sharing
+    return _conv_sharing_with_spatial_factor(stack, n_fields, in_channels, kernel_size,
+                                             n_copies=len(stack) // kernel_size ** 2,
+                                             in_copies=1)
 
 
 def exact_group_conv_sharing(group="c4", n_fields=1, in_fields=1, kernel_size=3):
@@ -878,21 +869,31 @@ def exact_group_conv_sharing(group="c4", n_fields=1, in_fields=1, kernel_size=3)
     >>> sharing.weight_shape, sharing.n_filters
     ((8, 12, 3, 3), 216)
     """
-    import torch
-
-    from .nn import ConvFilterSharing
-
     _check_positive("n_fields", n_fields)
     _check_positive("in_fields", in_fields)
     m = len(grid_transforms(group))
     basis = grid_group(kernel_size, group, in_rep="regular", out_rep="regular",
                        out_size=1).sharing_basis()
-    sharing = ConvFilterSharing(n_fields, in_fields * m, kernel_size, n_copies=m, in_copies=m,
-                                factor_filters=(n_fields, in_fields, basis.shape[1]))
+    return _conv_sharing_with_spatial_factor(basis, n_fields, in_fields * m, kernel_size,
+                                             n_copies=m, in_copies=m)
+
+
+def _conv_sharing_with_spatial_factor(spatial, n_fields, in_channels, kernel_size, n_copies,
+                                      in_copies):
+    """A ConvFilterSharing with identity field factors and ``S = spatial``: every field
+    pair gets the same block of filters, ``spatial`` applied to its own latent values."""
+    import torch
+
+    from .nn import ConvFilterSharing
+
+    in_fields = in_channels // in_copies
+    sharing = ConvFilterSharing(n_fields, in_channels, kernel_size, n_copies=n_copies,
+                                in_copies=in_copies,
+                                factor_filters=(n_fields, in_fields, spatial.shape[1]))
     with torch.no_grad():
         sharing.factors[0].copy_(torch.eye(n_fields))
         sharing.factors[1].copy_(torch.eye(in_fields))
-        sharing.factors[2].copy_(torch.as_tensor(basis))
+        sharing.factors[2].copy_(torch.as_tensor(spatial))
     return sharing
 
 
