@@ -90,7 +90,8 @@ def plot_symmetry_matrix(U, weight_shape=None, reference=None, *, layer=0, max_c
     >>> len(fig.axes)
     8
     """
-    from .groups import _orth, _sharing_of
+    from .groups._inputs import _sharing_of
+    from .groups.subspaces import _orth
 
     U, shape = _sharing_of(U, layer, weight_shape, flatten=False)
     if shape is None:
