@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "sphinxext"))
 
 import msr_sklearn  # noqa: E402  (after sys.path / backend set-up)
+from msr_docs import existing_optional_pages  # noqa: E402  (docs/sphinxext)
 
 # -- project -------------------------------------------------------------------------
 project = "msr_sklearn"
@@ -49,7 +50,6 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints",
                     "auto_examples/*.md5", "sphinxext"]
 default_role = "literal"
-pygments_style = "sphinx"
 
 # -- autodoc / autosummary / numpydoc ------------------------------------------------
 autosummary_generate = True
@@ -58,6 +58,7 @@ autodoc_default_options = {"member-order": "groupwise"}
 autodoc_typehints = "none"  # the numpydoc "Parameters" sections say the types
 autodoc_inherit_docstrings = True
 add_module_names = False
+toc_object_entries_show_parents = "hide"  # "fit()" in a page's table of contents
 numpydoc_show_class_members = True
 numpydoc_class_members_toctree = False
 numpydoc_show_inherited_class_members = False
@@ -98,19 +99,47 @@ sphinx_gallery_conf = {
 }
 
 # -- html ----------------------------------------------------------------------------
-html_theme = "alabaster"
+# pydata-sphinx-theme: scikit-learn's own theme. Everything it loads (CSS, fonts, icons,
+# scripts) ships with it. No "edit this page", no GitHub icon links.
+html_theme = "pydata_sphinx_theme"
 html_title = f"msr_sklearn {release}"
+html_short_title = "msr_sklearn"
 html_static_path = ["_static"]
 html_css_files = ["msr.css"]
-html_theme_options = {
-    "description": "Meta-learning symmetries by reparameterization, the scikit-learn way",
-    "fixed_sidebar": True,
-    "page_width": "1100px",
-    "sidebar_width": "230px",
-    "show_relbars": True,
-}
-html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
 html_show_sourcelink = False
+html_context = {"default_mode": "auto"}  # light or dark, as the reader's system says
+html_theme_options = {
+    "logo": {"text": "msr_sklearn"},
+    # the header: the sections of the root toctree, the write-ups as one menu
+    # (docs/_templates/msr-navbar-nav.html, fed by docs/sphinxext/msr_docs.py)
+    "navbar_start": ["navbar-logo", "msr-version"],
+    "navbar_center": ["msr-navbar-nav"],
+    "navbar_end": ["theme-switcher"],
+    "navbar_persistent": ["search-button"],
+    "navbar_align": "left",
+    "icon_links": [],
+    "use_edit_page_button": False,
+    "show_toc_level": 2,
+    "navigation_depth": 3,
+    "show_prev_next": True,
+    "secondary_sidebar_items": {
+        "**": ["page-toc", "sg_download_links"],
+        "index": [],
+        "search": [],
+    },
+    "footer_start": ["copyright"],
+    "footer_center": [],
+    "footer_end": [],
+}
+# The left sidebar lists the current section; pages without one (the home page, the
+# installation, the glossary...) get the full width. A write-up lists its siblings.
+_WRITEUPS = existing_optional_pages(HERE)
+html_sidebars = {
+    "**": ["sidebar-nav-bs"],
+    **{doc: [] for doc in ("index", "install", "glossary", "changelog", "search",
+                           "genindex")},
+    **{doc: ["msr-section-nav"] for doc in _WRITEUPS},
+}
 
 # Examples print numbers with torch: keep them deterministic and cheap on 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

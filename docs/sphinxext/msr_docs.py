@@ -8,6 +8,10 @@
   ``docs/``) are written by others and come and go. The ``.. optional-pages::`` marker
   in ``index.rst`` becomes a toctree of every ``docs/*.md`` that exists (the known ones
   first), so the build stays free of warnings either way.
+* The header of the site (pydata-sphinx-theme): :func:`header_sections` turns the
+  toctrees of ``index.rst`` into the links of ``_templates/msr-navbar-nav.html``; the
+  write-ups are one menu there, and their own left sidebar
+  (``_templates/msr-section-nav.html``) lists them.
 """
 
 from __future__ import annotations
@@ -73,6 +77,55 @@ def _expand_optional_pages(app, docname, source):
         block = (".. toctree::\n   :maxdepth: 1\n   :caption: Design and benchmarks\n\n"
                  + "".join(f"   {doc}\n" for doc in pages))
     source[0] = source[0].replace(_MARKER, block)
+
+
+#: captioned toctrees of ``index.rst`` that are one menu of the header (caption: label)
+HEADER_MENUS = {"Design and benchmarks": "Write-ups"}
+
+
+def header_sections(env, root_doc, pagename, pathto):
+    """The top-level sections of the site, as the header template renders them.
+
+    One entry per page of the root document's toctrees, in order, except that the
+    pages of a toctree named in :data:`HEADER_MENUS` come as one entry with
+    ``children``. Each entry is a dict: ``title``, ``href``, ``active`` (the reader is
+    on that page or below it), ``current`` (on that very page) and ``children``.
+    """
+    from sphinx import addnodes
+
+    parents = {}
+    for parent, children in env.toctree_includes.items():
+        for child in children:
+            parents.setdefault(child, parent)
+    trail = [pagename]  # the page and its ancestors, up to the root
+    while trail[-1] in parents and parents[trail[-1]] not in trail:
+        trail.append(parents[trail[-1]])
+
+    def link(title, page):
+        if title is None:
+            title = env.titles[page].astext() if page in env.titles else page
+        return {"title": title, "href": pathto(page), "current": page == pagename,
+                "active": page in trail and page != root_doc, "children": []}
+
+    sections = []
+    root_toc = env.tocs.get(root_doc)
+    for toc in root_toc.findall(addnodes.toctree) if root_toc is not None else ():
+        links = [link(title, page) for title, page in toc["entries"]
+                 if page != "self" and page in env.found_docs]
+        label = HEADER_MENUS.get(toc.get("caption"))
+        if label and links:
+            sections.append({"title": label, "href": None, "current": False,
+                             "active": any(entry["active"] for entry in links),
+                             "children": links})
+        else:
+            sections.extend(links)
+    return sections
+
+
+def _add_header_sections(app, pagename, templatename, context, doctree):
+    if "pathto" in context:
+        context["msr_header_sections"] = header_sections(
+            app.env, app.config.root_doc, pagename, context["pathto"])
 
 
 def _always_reread_index(app, env, added, changed, removed):
@@ -173,4 +226,6 @@ def setup(app):
     app.connect("missing-reference", _resolve_sklearn_reference, priority=900)
     app.connect("source-read", _expand_optional_pages)
     app.connect("env-get-outdated", _always_reread_index)
+    # before the theme renders its templates (its own handlers run at priority 500)
+    app.connect("html-page-context", _add_header_sections, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
