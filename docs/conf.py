@@ -37,6 +37,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    # MathJax 3 copied into _static/mathjax, mathjax_path pointed at it (no CDN)
+    "sphinx-mathjax-offline",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
     "matplotlib.sphinxext.plot_directive",
@@ -91,6 +93,9 @@ sphinx_gallery_conf = {
     "backreferences_dir": "generated/backreferences",
     "remove_config_comments": True,
     "min_reported_time": 1,
+    # no sg_execution_times pages: they load jQuery and DataTables from CDNs (each
+    # example page still says its running time)
+    "write_computation_times": False,
     "show_memory": False,
     "download_all_examples": False,
     "image_scrapers": ("matplotlib",),
@@ -100,7 +105,8 @@ sphinx_gallery_conf = {
 
 # -- html ----------------------------------------------------------------------------
 # pydata-sphinx-theme: scikit-learn's own theme. Everything it loads (CSS, fonts, icons,
-# scripts) ships with it. No "edit this page", no GitHub icon links.
+# scripts) ships with it, and MathJax ships with sphinx-mathjax-offline: the built site
+# works without a network connection. No "edit this page", no GitHub icon links.
 html_theme = "pydata_sphinx_theme"
 html_title = f"msr_sklearn {release}"
 html_short_title = "msr_sklearn"
