@@ -1,7 +1,6 @@
 """Torch layers that reparameterize weights as ``vec(W) = U v``."""
 
 from .layers import (
-    ConvFilterSharing,
     GlobalMeanPool,
     LocallyConnected1d,
     MetaLayer,
@@ -10,7 +9,7 @@ from .layers import (
     conv1d,
 )
 from .network import ACTIVATIONS, LAYER_KINDS, MetaNetwork, build_network
-from .sharing import DenseSharing, FixedSharing, KroneckerSharing, Sharing
+from .sharing import ConvFilterSharing, DenseSharing, FixedSharing, KroneckerSharing, Sharing
 
 __all__ = [
     "ACTIVATIONS",

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from .layers import (
-    ConvFilterSharing,
     GlobalMeanPool,
     LocallyConnected1d,
     MetaLayer,
@@ -16,7 +15,7 @@ from .layers import (
     SharedLinear,
     conv1d,
 )
-from .sharing import DenseSharing, FixedSharing, KroneckerSharing
+from .sharing import ConvFilterSharing, DenseSharing, FixedSharing, KroneckerSharing
 
 ACTIVATIONS = {
     "identity": nn.Identity,

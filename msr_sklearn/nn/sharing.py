@@ -215,6 +215,118 @@ class KroneckerSharing(Sharing):
         return f"weight_shape={self.weight_shape}, factor_filters={self.factor_filters}"
 
 
+class ConvFilterSharing(KroneckerSharing):
+    """MSR-Conv sharing: ``U = P (A ⊗ B ⊗ S)`` on a filter tensor with copies.
+
+    The ``C_out = n_fields * n_copies`` output channels come in fields of
+    ``n_copies`` channels, and the ``C_in = in_fields * in_copies`` input channels in
+    fields of ``in_copies`` (the previous MSR-Conv layer's copies; 1 for an image).
+    ``A`` (``n_fields × k_a``) mixes output fields, ``B`` (``in_fields × k_b``) mixes
+    input fields, and the *non-square* factor ``S``
+    (``n_copies*in_copies*kh*kw × k_s``) maps ``k_s`` latent values to one field
+    pair's whole block of filters at once: every output copy, input copy and pixel.
+    ``P`` only reorders axes to ``(C_out, C_in, kh, kw)``.
+
+    A square per-axis factor cannot make the copies of one field exact transforms of
+    each other; the tall ``S`` can: ``S = [π(g_1); ...; π(g_m)]`` (stacked pixel
+    permutations) with ``A = B = I`` is an exact lifting group convolution. With
+    ``in_copies = m`` as well, ``S`` couples the input copy with the output copy, which
+    a group convolution between regular fields needs (``W[(o, g), (i, h)] =
+    w[o, i](g⁻¹h, g⁻¹x)``); with ``in_copies=1`` such a layer is out of reach.
+
+    The factors are outer parameters (meta-learned); the layer's ``k = k_a*k_b*k_s``
+    filter values are inner. Use it as the sharing of a :class:`SharedConv2d`.
+
+    Parameters
+    ----------
+    n_fields : int
+        Number of fields; ``C_out = n_fields * n_copies``.
+    in_channels : int
+        Input channels ``C_in``.
+    kernel_size : int or tuple of int (kh, kw)
+        Filter size; an int means a square ``kernel_size × kernel_size`` filter.
+    n_copies : int, default=1
+        Output channels per field, e.g. 4 for the copies of a filter under 90°
+        rotations.
+    in_copies : int, default=1
+        Input channels per input field; must divide ``in_channels``.
+    factor_filters : tuple of int (k_a, k_b, k_s) or None, default=None
+        Columns of ``A``, ``B`` and ``S``. ``None`` means
+        ``(n_fields, in_fields, in_copies*kh*kw)``: square ``A`` and ``B``, one latent
+        value per weight of one output copy's filter.
+    init : {"identity", "random"}, default="identity"
+        ``"identity"`` starts ``A`` and ``B`` at the identity and ``S`` at
+        ``n_copies`` stacked identities (scaled to orthonormal columns), so the copies
+        of a field start equal; a factor whose rows are not a multiple of its columns
+        is drawn at random. ``"random"`` draws every factor with random orthonormal
+        columns.
+    generator : torch.Generator or None, default=None
+        Source of the random factors; ``None`` uses torch's global generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.nn import ConvFilterSharing
+    >>> sharing = ConvFilterSharing(n_fields=2, in_channels=3, kernel_size=3, n_copies=4)
+    >>> sharing.weight_shape, sharing.n_filters
+    ((8, 3, 3, 3), 54)
+    >>> [tuple(f.shape) for f in sharing.factors]   # A, B, S
+    [(2, 2), (3, 3), (36, 9)]
+    >>> w = sharing.weight(torch.arange(54.))
+    >>> w.shape
+    torch.Size([8, 3, 3, 3])
+    >>> all(torch.allclose(w[0], w[c]) for c in range(4))   # the copies of field 0
+    True
+    >>> sharing.weight(torch.zeros(5, 54)).shape                # 5 tasks at once
+    torch.Size([5, 8, 3, 3, 3])
+
+    Fields of 4 copies on both sides (a layer after an MSR-Conv layer with
+    ``n_copies=4``): ``S`` maps one filter block to all 4 × 4 copy pairs.
+
+    >>> coupled = ConvFilterSharing(n_fields=2, in_channels=8, kernel_size=3, n_copies=4,
+    ...                             in_copies=4)
+    >>> [tuple(f.shape) for f in coupled.factors]
+    [(2, 2), (2, 2), (144, 36)]
+    >>> coupled.weight_shape, coupled.n_filters
+    ((8, 8, 3, 3), 144)
+    """
+
+    def __init__(self, n_fields, in_channels, kernel_size, n_copies=1, in_copies=1,
+                 factor_filters=None, init="identity", generator=None):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if in_copies < 1 or in_channels % in_copies:
+            raise ValueError(f"in_copies={in_copies} must divide in_channels={in_channels}")
+        in_fields = in_channels // in_copies
+        if factor_filters is None:
+            factor_filters = (n_fields, in_fields, in_copies * kh * kw)
+        self.n_fields, self.n_copies, self.in_copies = n_fields, n_copies, in_copies
+        self.kernel_shape = (kh, kw)
+        super().__init__((n_fields, in_fields, n_copies * in_copies * kh * kw), factor_filters,
+                         init=init, generator=generator)
+        self.factor_shape = self.weight_shape
+        self.weight_shape = (n_fields * n_copies, in_channels, kh, kw)
+
+    def _to_filter_layout(self, w):
+        # (..., fields, in_fields, copies*in_copies*kh*kw)
+        #   -> (..., fields*copies, in_fields*in_copies, kh, kw)
+        w = w.reshape(*w.shape[:-1], self.n_copies, self.in_copies, *self.kernel_shape)
+        w = w.transpose(-5, -4)  # (fields, copies, in_fields, in_copies, kh, kw)
+        return w.reshape(*w.shape[:-6], *self.weight_shape)
+
+    def weight(self, filters):
+        return self._to_filter_layout(super().weight(filters))
+
+    def matrix(self):
+        u = super().matrix()  # rows in (field, in_field, copy, in_copy, pixel) order
+        k = u.shape[1]
+        u = self._to_filter_layout(u.T.reshape(k, *self.factor_shape))
+        return u.reshape(k, -1).T
+
+    def extra_repr(self):
+        return (super().extra_repr() + f", n_fields={self.n_fields}, n_copies={self.n_copies}"
+                f", in_copies={self.in_copies}")
+
+
 class FixedSharing(Sharing):
     """A frozen ``U``: the identity (an ordinary layer, the MAML baseline) or a given matrix.
 
