@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -17,6 +18,10 @@ from .nn.network import SINGLE_LAYER_KINDS, build_network
 #: bumped when the file layout changes; ``load`` refuses other versions
 FORMAT_VERSION = 1
 _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
+_CHECKPOINT_NAME = "msr_sklearn.TrainingCheckpoint"
+_TRAINING = "training.json"
+#: how a training state marks its tensors and numpy arrays in JSON
+_TENSOR, _ARRAY = "__tensor__", "__array__"
 
 #: the settings that define a network; ``build_network`` takes exactly these
 ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
@@ -164,53 +169,178 @@ class LearnedSymmetry:
     def save(self, path):
         """Write to ``path`` (a zip of ``.npy`` arrays and JSON metadata; no pickle).
 
-        The file is written to a temporary name and moved into place, so an
-        interrupted save never leaves a truncated file where a good one was.
+        The file is written to a temporary name, flushed to disk and moved into
+        place, so an interrupted save never leaves a truncated file where a good one
+        was.
         """
-        path = Path(path)
+        _write_archive(path, self._members())
+
+    def _members(self):
+        """The file's members, name -> bytes."""
         meta = {"format": _FORMAT_NAME, "version": FORMAT_VERSION,
                 "architecture": self.architecture, "inner_lrs": self.inner_lrs,
                 "objective": self.objective, "inner_steps": self.inner_steps,
                 "arrays": sorted(self.state)}
-        tmp = path.with_name(path.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("meta.json", json.dumps(meta))
-            for name in meta["arrays"]:
-                buf = io.BytesIO()
-                np.save(buf, self.state[name], allow_pickle=False)
-                zf.writestr(f"arrays/{name}.npy", buf.getvalue())
-        os.replace(tmp, path)
+        members = {"meta.json": json.dumps(meta).encode()}
+        members.update({f"arrays/{name}.npy": _npy_bytes(self.state[name])
+                        for name in meta["arrays"]})
+        return members
 
     @classmethod
     def load(cls, path):
-        """Read a file written by :meth:`save`; never unpickles anything."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no LearnedSymmetry file at {str(path)!r}")
-        try:
-            with zipfile.ZipFile(path) as zf:
-                meta = json.loads(zf.read("meta.json"))
-                if meta.get("format") != _FORMAT_NAME:
-                    raise ValueError("it is not a LearnedSymmetry file")
-                if meta.get("version") != FORMAT_VERSION:
-                    raise ValueError(
-                        f"it has format version {meta.get('version')!r}; this msr_sklearn "
-                        f"reads version {FORMAT_VERSION}")
-                state = {}
-                for name in meta["arrays"]:
-                    with zf.open(f"arrays/{name}.npy") as f:
-                        state[name] = np.load(io.BytesIO(f.read()), allow_pickle=False)
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
-            raise ValueError(
-                f"cannot read a LearnedSymmetry from {str(path)!r}: the file is truncated, "
-                f"corrupted or of another kind ({type(exc).__name__}: {exc})") from exc
-        except ValueError as exc:
-            raise ValueError(f"cannot read a LearnedSymmetry from {str(path)!r}: {exc}") from exc
+        """Read a file written by :meth:`save` (or a training checkpoint); never unpickles."""
+        path = _existing(path)
+        with _reading(path, "LearnedSymmetry"), zipfile.ZipFile(path) as zf:
+            return cls._from_zip(zf)
+
+    @classmethod
+    def _from_zip(cls, zf):
+        meta = json.loads(zf.read("meta.json"))
+        if meta.get("format") != _FORMAT_NAME:
+            raise ValueError("it is not a LearnedSymmetry file")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"it has format version {meta.get('version')!r}; this msr_sklearn "
+                             f"reads version {FORMAT_VERSION}")
+        state = {name: _load_npy(zf, f"arrays/{name}.npy") for name in meta["arrays"]}
         arch = meta["architecture"]
         # JSON has lists where the architecture had tuples
         arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
         return cls(arch, state, meta["inner_lrs"], objective=meta["objective"],
                    inner_steps=meta["inner_steps"])
+
+
+# ------------------------------------------------------------ training checkpoints
+def write_checkpoint(path, symmetry, state):
+    """Write a training checkpoint: ``symmetry``'s file plus a training ``state``.
+
+    The file is a complete :class:`LearnedSymmetry` file (:meth:`LearnedSymmetry.load`
+    reads it) with two more kinds of members: ``training.json`` (the JSON part of
+    ``state``) and ``training/<i>.npy`` (its arrays and tensors). Written atomically,
+    as :meth:`LearnedSymmetry.save`.
+
+    Parameters
+    ----------
+    path : str or path
+        Where to write.
+    symmetry : LearnedSymmetry
+        The symmetry the file holds.
+    state : dict
+        Nested dicts (string keys) and lists of JSON values, numpy arrays and torch
+        tensors; :func:`read_checkpoint` returns it with tensors and arrays restored.
+    """
+    arrays = []
+    tree = _flatten(state, arrays)
+    members = symmetry._members()
+    members[_TRAINING] = json.dumps({"format": _CHECKPOINT_NAME, "version": FORMAT_VERSION,
+                                     "state": tree}).encode()
+    members.update({f"training/{i}.npy": _npy_bytes(a) for i, a in enumerate(arrays)})
+    _write_archive(path, members)
+
+
+def read_checkpoint(path):
+    """``(symmetry, state)`` from a file written by :func:`write_checkpoint`.
+
+    Raises ``FileNotFoundError`` when there is no file, and a ``ValueError`` when it is
+    damaged, of another kind, or a symmetry without a training state.
+    """
+    path = _existing(path, "training checkpoint")
+    with _reading(path, "training checkpoint"), zipfile.ZipFile(path) as zf:
+        symmetry = LearnedSymmetry._from_zip(zf)
+        if _TRAINING not in zf.namelist():
+            raise ValueError("it holds a LearnedSymmetry but no training state (it was "
+                             "written by LearnedSymmetry.save or an older msr_sklearn)")
+        head = json.loads(zf.read(_TRAINING))
+        if head.get("format") != _CHECKPOINT_NAME or head.get("version") != FORMAT_VERSION:
+            raise ValueError(f"its training state has format {head.get('format')!r} version "
+                             f"{head.get('version')!r}; this msr_sklearn reads "
+                             f"{_CHECKPOINT_NAME!r} version {FORMAT_VERSION}")
+        return symmetry, _unflatten(head["state"], lambda i: _load_npy(zf, f"training/{i}.npy"))
+
+
+def _flatten(tree, arrays):
+    """``tree`` as JSON values, its arrays and tensors appended to ``arrays``."""
+    if isinstance(tree, (np.ndarray, torch.Tensor)):
+        arrays.append(tree.detach().cpu().numpy() if isinstance(tree, torch.Tensor) else tree)
+        return {_TENSOR if isinstance(tree, torch.Tensor) else _ARRAY: len(arrays) - 1}
+    if isinstance(tree, dict):
+        if not all(isinstance(k, str) for k in tree):
+            raise TypeError(f"a checkpoint state needs string keys; got {sorted(map(repr, tree))}")
+        return {k: _flatten(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_flatten(v, arrays) for v in tree]
+    return tree.item() if isinstance(tree, np.generic) else tree
+
+
+def _unflatten(tree, load):
+    if isinstance(tree, dict):
+        if len(tree) == 1 and (_TENSOR in tree or _ARRAY in tree):
+            (kind, index), = tree.items()
+            array = load(int(index))
+            return torch.from_numpy(array) if kind == _TENSOR else array
+        return {k: _unflatten(v, load) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_unflatten(v, load) for v in tree]
+    return tree
+
+
+# ------------------------------------------------------------------ file helpers
+def _npy_bytes(array):
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load_npy(zf, name):
+    with zf.open(name) as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def _write_archive(path, members):
+    """Write a zip of ``members`` (name -> bytes) at ``path``, atomically and durably.
+
+    The zip goes to ``<path>.tmp``, is flushed and fsynced, then renamed over ``path``
+    (``os.replace``): a crash or a power cut at any moment leaves either the previous
+    file or the new one, never a partial file at ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for name, data in members.items():
+                    zf.writestr(name, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _existing(path, what="LearnedSymmetry"):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} file at {str(path)!r}")
+    return path
+
+
+@contextlib.contextmanager
+def _reading(path, what):
+    """Turn any failure to read the file at ``path`` into one clear ``ValueError``."""
+    try:
+        yield
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
+        raise ValueError(
+            f"cannot read a {what} from {str(path)!r}: the file is truncated, corrupted or "
+            f"of another kind ({type(exc).__name__}: {exc})") from exc
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot read a {what} from {str(path)!r}: {exc}") from exc
 
 
 def _plain(value):
