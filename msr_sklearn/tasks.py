@@ -11,6 +11,7 @@ is used; padding rows never enter a loss.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,8 @@ from sklearn.utils.multiclass import type_of_target
 
 from .meta import TaskBatch
 
-__all__ = ["TaskSet", "check_tasks", "mean_confidence_interval", "resolve_objective"]
+__all__ = ["MetaBatches", "TaskSet", "check_tasks", "mean_confidence_interval",
+           "resolve_objective"]
 
 
 @dataclass
@@ -105,12 +107,37 @@ class TaskSet:
         return TaskSet(self.X[idx], self.y[idx], self.sizes[idx], self.objective,
                        self.n_outputs, self.feature_names, classes)
 
+    def hold_out(self, fraction, generator=None):
+        """A random split into ``(rest, held_out, held-out indices)``, e.g. for validation.
+
+        ``round(fraction * n_tasks)`` tasks are held out, at least one on each side.
+        """
+        n_held = int(round(fraction * self.n_tasks))
+        if n_held < 1 or n_held >= self.n_tasks:
+            raise ValueError(f"validation_fraction={fraction} holds out {n_held} of "
+                             f"{self.n_tasks} tasks; need at least one task on each side")
+        perm = torch.randperm(self.n_tasks, generator=generator)
+        return self.subset(perm[n_held:]), self.subset(perm[:n_held]), perm[:n_held].tolist()
+
     @property
     def ragged(self):
         """Whether tasks differ in size (then queries are padded and masked)."""
         if self._ragged is None:
             self._ragged = bool((self.sizes != self.X.shape[1]).any())
         return self._ragged
+
+    def fingerprint(self):
+        """A hash of the tasks' contents: equal tasks give equal strings.
+
+        SHA-256 over the objective, the outputs, and the shapes, dtypes and bytes of
+        the padded ``X``, ``y`` and ``sizes``.
+        """
+        digest = hashlib.sha256(f"{self.objective}:{self.n_outputs}".encode())
+        for tensor in (self.X, self.y, self.sizes):
+            array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array)
+        return digest.hexdigest()
 
     def split(self, n_support, generator=None, index=None, shuffle=True):
         """A :class:`~msr_sklearn.meta.TaskBatch` of tasks ``index`` (default all).
@@ -168,6 +195,81 @@ class TaskSet:
         query_mask = None if valid is None else valid[:, n_support:]
         return TaskBatch(X[:, :n_support], y[:, :n_support], X[:, n_support:],
                          y[:, n_support:], query_mask)
+
+
+class MetaBatches:
+    """Meta-batches of tasks, drawn from a finite :class:`TaskSet` or from a task stream.
+
+    An endless iterator of :class:`~msr_sklearn.meta.TaskBatch`. Every random choice
+    comes from one ``generator``: from a task set, each batch draws ``batch_size``
+    task indices (with replacement) and then every task's support rows; from a
+    stream (:class:`~msr_sklearn.streams.TaskStream`), a seed for the stream's next
+    ``batch_size`` fresh tasks and then their support rows. Restoring the
+    generator's state (``generator.set_state``) therefore replays the same batches.
+
+    Parameters
+    ----------
+    tasks : TaskSet or TaskStream
+        Where the tasks come from.
+    batch_size : int
+        Tasks per meta-batch; capped at ``tasks.n_tasks`` for a task set.
+    n_support : int
+        Support rows per task.
+    generator : torch.Generator
+        The CPU generator of every draw.
+    shuffle : bool, default=True
+        Draw each task's support rows at random, else take its first rows (see
+        :meth:`TaskSet.split`).
+    check : callable or None, default=None
+        Turns what a stream draws into a :class:`TaskSet` (the learner checks the
+        tasks against the fitted network); ``None``: :func:`check_tasks`.
+
+    Attributes
+    ----------
+    batch_size : int
+        The tasks in every batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.streams import TaskStream
+    >>> from msr_sklearn.tasks import MetaBatches, check_tasks
+    >>> task_set = check_tasks(make_translation_tasks(n_tasks=5, n_features=6, random_state=0))
+    >>> batches = MetaBatches(task_set, 8, 2, torch.Generator().manual_seed(0))
+    >>> batches.batch_size, next(batches).x_support.shape
+    (5, torch.Size([5, 2, 6]))
+    >>> stream = TaskStream(lambda n, rng: make_translation_tasks(
+    ...     n_tasks=n, n_features=6, random_state=int(rng.integers(2**31))))
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> state = generator.get_state()
+    >>> first = next(MetaBatches(stream, 3, 2, generator))
+    >>> _ = generator.set_state(state)
+    >>> again = next(MetaBatches(stream, 3, 2, generator))
+    >>> torch.equal(first.y_query, again.y_query)  # the same fresh tasks again
+    True
+    """
+
+    def __init__(self, tasks, batch_size, n_support, generator, shuffle=True, check=None):
+        self.tasks, self.n_support, self.generator = tasks, n_support, generator
+        self.shuffle = shuffle
+        self.check = check or (lambda drawn: check_tasks(drawn, n_support=n_support))
+        self.finite = isinstance(tasks, TaskSet)
+        self.batch_size = min(batch_size, tasks.n_tasks) if self.finite else batch_size
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.finite:
+            tasks = self.tasks
+            index = torch.randint(tasks.n_tasks, (self.batch_size,), generator=self.generator)
+            index = index.to(tasks.X.device)
+        else:
+            seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+            tasks, index = self.check(self.tasks.draw(self.batch_size, seed)), None
+        return tasks.split(self.n_support, self.generator, index=index, shuffle=self.shuffle)
 
 
 def _is_3d(a):
