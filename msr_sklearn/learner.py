@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral, Real
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,37 +13,28 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import Interval, StrOptions, check_device, fit_context
-from .meta import (
-    LOSSES,
-    MetaModel,
-    adapted_outputs,
-    make_meta_optimizer,
-    meta_step,
-)
+from .meta import MetaModel, adapted_outputs, make_meta_optimizer
 from .nn.network import ACTIVATIONS, LAYER_KINDS, build_network
 from .streams import as_task_stream
-from .symmetry import LearnedSymmetry
-from .tasks import check_tasks, mean_confidence_interval
-
-if torch.distributed.is_available():
-    # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments
-    # when first imported, and torch imports it lazily (through dynamo, at the first
-    # optimizer step). Imported after init_process_group, those defaults pin the default
-    # group: destroy_process_group() then cannot free it and gloo's threads are torn
-    # down at interpreter exit, which aborts the process (SIGABRT) now and then.
-    # Imported here, before any group exists, the defaults bind None.
-    import torch.distributed.nn.functional  # noqa: F401
+from .symmetry import LearnedSymmetry, _plain
+from .tasks import MetaBatches, check_tasks, mean_confidence_interval
+from .callbacks import (
+    Checkpoint,
+    DivergenceStop,
+    EarlyStopping,
+    History,
+    ProgressBar,
+    Validation,
+    check_resume,
+    resume_state,
+)
+from .training import (SCHEDULES, Callback, Trainer, _distributed_context, seed_from,
+                       shared_seed)
 
 _LOSS_OF = {"regression": "mse", "classification": "cross_entropy"}
-
-
-def _seed_from(random_state):
-    """An int seed from an int, a RandomState or None (fresh entropy)."""
-    if random_state is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(0, 2**31 - 1))
-    return int(random_state)
+#: parameters that do not change what a fit computes: a resume may change them
+_NOT_SETTINGS = ("callbacks", "checkpoint_interval", "checkpoint_path", "device", "resume",
+                 "verbose", "warm_start")
 
 
 class MetaSymmetryLearner(BaseEstimator):
@@ -117,25 +108,53 @@ class MetaSymmetryLearner(BaseEstimator):
     meta_batch_size : int, default=32
         Tasks per meta-step (capped at the number of training tasks).
     n_meta_steps : int, default=1000
-    validation_fraction : float, default=0.0
-        Fraction of the tasks held out to report a validation loss in ``history_``.
+    meta_lr_schedule : {"constant", "cosine"}, default="constant"
+        The meta learning rate over a fit's ``n_meta_steps`` (a warm start runs it
+        again over its own steps): ``"cosine"`` warms up linearly over the first 5%
+        of the steps, then decays from ``meta_lr`` to ``meta_lr * 1e-2`` at the last
+        step (:func:`msr_sklearn.training.meta_lr_at`); ``history_["meta_lr"]``.
+    validation_fraction : float or None, default=None
+        Fraction of the tasks held out for a validation loss (in ``history_``);
+        ``None``: 0.1 with ``early_stopping``, else none. ``validation_tasks`` of
+        ``fit`` replace it.
     validation_interval : int, default=100
-        Meta-steps between validation losses.
+        Meta-steps between validation losses (and at the last step).
+    early_stopping : bool, default=False
+        Stop when ``n_iter_no_change`` validation losses in a row did not improve by
+        ``tol``, and keep the state with the best validation loss (as scikit-learn's
+        ``MLPRegressor``). A task stream needs ``validation_tasks``.
+    n_iter_no_change : int, default=10
+        Validation losses without an improvement that stop training.
+    tol : float, default=1e-4
+        The decrease of the validation loss that counts as an improvement.
     warm_start : bool, default=False
         Continue meta-training from the fitted state on the next ``fit`` (Adam's
         state included). A ``meta_lr`` changed with ``set_params`` in between takes
         effect, which is how to decay the meta learning rate; a changed architecture,
         ``learn_inner_lr`` or ``learn_symmetry`` is refused with a ``ValueError``.
     checkpoint_path : str, path or None, default=None
-        If set, the current :class:`LearnedSymmetry` is saved there every
-        ``checkpoint_interval`` meta-steps and at the end (atomically: a crash mid-save
-        leaves the previous checkpoint intact). Load it with ``LearnedSymmetry.load``.
+        If set, the whole training state (meta-parameters, Adam's state, step,
+        sampler state, history, settings, task fingerprints) is written there every
+        ``checkpoint_interval`` meta-steps and at the end, atomically: a crash at any
+        moment leaves the previous file intact. ``LearnedSymmetry.load`` reads the
+        current symmetry from it.
     checkpoint_interval : int, default=100
+    resume : bool, default=False
+        Continue from ``checkpoint_path`` if the file exists (else start afresh): a
+        run killed at any moment and started again with the same call ends as an
+        uninterrupted run (bit for bit on CPU). A checkpoint of other settings or
+        tasks, or a damaged one, is a ``ValueError`` and stays untouched; a finished
+        run's returns its final state. A warm start continues its own state instead.
+    callbacks : list of Callback or None, default=None
+        :class:`msr_sklearn.training.Callback` objects, called after the built-in
+        ones (history, divergence, validation, early stopping) at every hook of the
+        training loop; they can add columns to ``history_`` or stop training.
     device : str, default="cpu"
     random_state : int, RandomState or None, default=None
         Controls initialization, task sampling and support/query splits.
     verbose : int, default=0
-        ``> 0`` shows a progress bar with the current loss.
+        ``> 0`` shows a progress bar with the current loss (redrawn at most twice a
+        second).
 
     Attributes
     ----------
@@ -154,6 +173,13 @@ class MetaSymmetryLearner(BaseEstimator):
         Only for DataFrame input with string column names.
     model_ : MetaModel
         The torch meta-model (network and learned inner lrs).
+    n_iter_ : int
+        Meta-steps run, over all warm-started fits (the rows of ``history_``).
+    best_valid_loss_ : float or None
+        The lowest validation loss of the last fit; ``None`` without held-out tasks.
+    best_step_ : int or None
+        The step (``history_["step"]``) of ``best_valid_loss_``. With
+        ``early_stopping`` the learner holds the state after that step.
 
     Examples
     --------
@@ -192,11 +218,17 @@ class MetaSymmetryLearner(BaseEstimator):
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_meta_steps": [Interval(Integral, 1, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "meta_lr_schedule": [StrOptions(set(SCHEDULES))],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="left")],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
         "checkpoint_path": [None, str, os.PathLike],
         "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
+        "resume": ["boolean"],
+        "callbacks": [None, list],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -207,10 +239,11 @@ class MetaSymmetryLearner(BaseEstimator):
                  conv_layer="msr_conv2d", pooling="none", couple_copies=False, objective="auto",
                  n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
                  learn_inner_lr=True, learn_symmetry=True, first_order=False, meta_lr=1e-3,
-                 meta_batch_size=32, n_meta_steps=1000,
-                 validation_fraction=0.0, validation_interval=100, warm_start=False,
-                 checkpoint_path=None, checkpoint_interval=100,
-                 device="cpu", random_state=None, verbose=0):
+                 meta_batch_size=32, n_meta_steps=1000, meta_lr_schedule="constant",
+                 validation_fraction=None, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
+                 checkpoint_interval=100, resume=False, callbacks=None, device="cpu",
+                 random_state=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.layer = layer
@@ -234,11 +267,17 @@ class MetaSymmetryLearner(BaseEstimator):
         self.meta_lr = meta_lr
         self.meta_batch_size = meta_batch_size
         self.n_meta_steps = n_meta_steps
+        self.meta_lr_schedule = meta_lr_schedule
         self.validation_fraction = validation_fraction
         self.validation_interval = validation_interval
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.warm_start = warm_start
         self.checkpoint_path = checkpoint_path
         self.checkpoint_interval = checkpoint_interval
+        self.resume = resume
+        self.callbacks = callbacks
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -310,41 +349,95 @@ class MetaSymmetryLearner(BaseEstimator):
             Task id of each row, for long-format input.
         validation_tasks : tasks in any accepted form, optional
             Held-out tasks whose query loss is logged every ``validation_interval``
-            steps (instead of holding out ``validation_fraction`` of ``X``).
+            steps and drives ``early_stopping`` (instead of holding out
+            ``validation_fraction`` of ``X``).
 
         Returns
         -------
         self
         """
         self._device = check_device(self.device)
-        resume = self.warm_start and hasattr(self, "model_")
+        run = self._validate(X, y, groups, validation_tasks)
+        trainer = self._build_or_resume(run)
+        trainer.run()
+        return self._summarize(trainer)
+
+    def _validate(self, X, y, groups, validation_tasks):
+        """Check settings and tasks, read the checkpoint to resume, draw the held-out split.
+
+        The draws before training come from one sampler seeded by ``random_state``, in
+        a fixed order (held-out tasks, their support split); a resumed fit replays them
+        from the checkpoint's seed before restoring the sampler's state.
+        """
+        warm = self.warm_start and hasattr(self, "model_")
         stream = as_task_stream(X) if y is None and groups is None else None
-        group, rank, world = _distributed_context()
-        seed = _seed_from(self.random_state)
-        if group is not None:  # every process must draw the same meta-batches
-            shared = [seed]
-            torch.distributed.broadcast_object_list(shared, src=0, group=group)
-            seed = shared[0]
+        fraction = self._held_out_fraction(stream, validation_tasks)
+        if not all(isinstance(c, Callback) for c in self.callbacks or []):
+            raise TypeError("callbacks must be a list of msr_sklearn.training.Callback "
+                            f"objects; got {[type(c).__name__ for c in self.callbacks]}")
+        if self.resume and self.checkpoint_path is None:
+            raise ValueError("resume=True needs a checkpoint_path to resume from")
+        group, settings = _distributed_context()[0], self._settings()
+        saved = (resume_state(self.checkpoint_path, settings, group)
+                 if self.resume and not warm else None)  # a warm start has its own state
+        seed = saved["info"]["seed"] if saved else shared_seed(self.random_state, group)
+        fit_start = saved["info"]["fit_start"] if saved else len(self.history_) if warm else 0
         # local generators only: fit never touches numpy's or torch's global RNG
-        sampler = torch.Generator().manual_seed(seed + (len(self.history_) if resume else 0))
-        if stream is None:
-            tasks = self._check_tasks(X, y, groups, fitted=resume)
-        else:
-            if self.validation_fraction > 0:
-                raise ValueError("validation_fraction needs a finite list of tasks; with a task "
-                                 "stream pass validation_tasks= instead")
-            # a first draw fixes the feature count, outputs and objective
-            tasks = self._check_tasks(stream.draw(self.meta_batch_size, seed), None, None,
-                                      fitted=resume)
-        if not resume:
-            self.objective_ = tasks.objective
-            self.n_outputs_ = tasks.n_outputs
-            self.n_features_in_ = tasks.n_features
-            self.feature_names_in_ = tasks.feature_names
+        sampler = torch.Generator().manual_seed(seed + fit_start)
+        # a stream's first draw fixes the feature count, outputs and objective
+        tasks = self._check_tasks(*((X, y, groups) if stream is None else
+                                    (stream.draw(self.meta_batch_size, seed), None, None)),
+                                  fitted=warm)
+        if not warm:
+            self.objective_, self.n_outputs_ = tasks.objective, tasks.n_outputs
+            self.n_features_in_, self.feature_names_in_ = tasks.n_features, tasks.feature_names
             if self.feature_names_in_ is None:
                 del self.feature_names_in_
-            network = build_network(random_state=torch.Generator().manual_seed(seed),
-                                    **self._architecture(tasks.n_features, tasks.n_outputs))
+        train, valid, held_out = (tasks if stream is None else stream), None, None
+        if validation_tasks is not None:
+            valid = self._check_tasks(validation_tasks, None, None, fitted=True)
+        elif fraction > 0:
+            train, valid, held_out = tasks.hold_out(fraction, sampler)
+        # one fixed, seeded split: comparable across steps
+        valid_batch = None if valid is None else valid.split(
+            self.n_support, sampler, shuffle=self._shuffle_support)
+        info = None if self.checkpoint_path is None else {
+            "settings": settings, "seed": seed, "fit_start": fit_start,
+            "training tasks": tasks.fingerprint() if stream is None else repr(stream),
+            "validation tasks": [held_out, validation_tasks is not None and valid.fingerprint()]}
+        if saved:
+            check_resume(saved["info"], info, self.checkpoint_path,
+                         ("training tasks", "validation tasks"))
+        return SimpleNamespace(warm=warm, seed=seed, sampler=sampler, train=train,
+                               valid_batch=valid_batch, info=info, saved=saved, group=group)
+
+    def _held_out_fraction(self, stream, validation_tasks):
+        fraction, early = self.validation_fraction, self.early_stopping
+        if stream is not None and fraction:
+            raise ValueError("validation_fraction needs a finite list of tasks; with a task "
+                             "stream pass validation_tasks= instead")
+        if early and validation_tasks is None and (stream is not None or fraction == 0):
+            raise ValueError(
+                "early_stopping=True needs held-out tasks: " + (
+                    "with a task stream, pass fit(stream, validation_tasks=...)" if stream
+                    else "validation_fraction=0 holds none out; set validation_fraction > 0 "
+                         "(or None: 0.1), or pass fit(..., validation_tasks=...)"))
+        if stream is not None:
+            return 0.0
+        return (0.1 if early else 0.0) if fraction is None else fraction
+
+    def _settings(self):
+        """The parameters that shape the training trajectory, as plain values."""
+        params = self.get_params(deep=False)
+        if not isinstance(params["random_state"], Integral):
+            params["random_state"] = None  # a resumed fit takes the checkpoint's seed
+        return {k: _plain(v) for k, v in params.items() if k not in _NOT_SETTINGS}
+
+    def _build_or_resume(self, run):
+        """The meta-model (fresh, warm-started or resumed) and the loop that trains it."""
+        if not run.warm:
+            network = build_network(random_state=torch.Generator().manual_seed(run.seed),
+                                    **self._architecture(self.n_features_in_, self.n_outputs_))
             if not self.learn_symmetry:  # the outer loop never sees U
                 for param in network.outer_parameters().values():
                     param.requires_grad_(False)
@@ -352,25 +445,38 @@ class MetaSymmetryLearner(BaseEstimator):
             self._optimizer = make_meta_optimizer(self.model_, self.meta_lr)
             self._built_with = self._model_settings()
             self.history_ = pd.DataFrame()
-        else:  # a warm start keeps Adam's moments but takes the current meta_lr (decay)
+        else:  # a warm start keeps Adam's moments; the schedule sets the current meta_lr
             self._check_unchanged_model()
-            for param_group in self._optimizer.param_groups:
-                param_group["lr"] = self.meta_lr
-        if stream is None:
-            train, valid = self._split_validation(tasks, validation_tasks, sampler)
-            batch_size = min(self.meta_batch_size, train.n_tasks)
-            draw = self._sample_from(train, batch_size, sampler)
-        else:
-            valid = None if validation_tasks is None else self._check_tasks(
-                validation_tasks, None, None, fitted=True)
-            batch_size = self.meta_batch_size
-            draw = self._draw_from(stream, batch_size, sampler)
-        records = self._meta_train(draw, batch_size, valid, sampler, start=len(self.history_))
-        self.history_ = pd.concat([self.history_, pd.DataFrame.from_records(records)],
-                                  ignore_index=True)
+        batches = MetaBatches(run.train, self.meta_batch_size, self.n_support, run.sampler,
+                              shuffle=self._shuffle_support,
+                              check=lambda drawn: self._check_tasks(drawn, None, None, True))
+        callbacks = [History(), DivergenceStop()]
+        if run.valid_batch is not None:
+            callbacks.append(Validation(run.valid_batch, self.validation_interval))
+            if self.early_stopping:
+                callbacks.append(EarlyStopping(self.n_iter_no_change, self.tol))
+        callbacks += self.callbacks or []
+        if self.checkpoint_path is not None:
+            callbacks.append(Checkpoint(self.checkpoint_path, self._current_symmetry,
+                                        self.checkpoint_interval, run.info))
+        if self.verbose:
+            callbacks.append(ProgressBar())
+        trainer = Trainer(self.model_, self._optimizer, batches, self.n_meta_steps,
+                          self.meta_lr, self.meta_lr_schedule, callbacks,
+                          engine=dict(loss=self._loss, inner_steps=self.inner_steps,
+                                      first_order=self.first_order),
+                          history=self.history_.to_dict("records"), process_group=run.group)
+        if run.saved:
+            trainer.load_state_dict(run.saved["trainer"])
+        return trainer
+
+    def _summarize(self, trainer):
+        self.history_ = pd.DataFrame.from_records(trainer.history)
+        self.n_iter_ = len(self.history_)
+        valid = self.history_.iloc[trainer.fit_start:].get("valid_loss", pd.Series()).dropna()
+        self.best_valid_loss_ = float(valid.min()) if len(valid) else None
+        self.best_step_ = int(self.history_["step"][valid.idxmin()]) if len(valid) else None
         self.symmetry_ = self._current_symmetry()
-        if self.checkpoint_path is not None and rank == 0:
-            self.symmetry_.save(self.checkpoint_path)
         return self
 
     def _current_symmetry(self):
@@ -378,104 +484,11 @@ class MetaSymmetryLearner(BaseEstimator):
             self.model_, self._architecture(self.n_features_in_, self.n_outputs_),
             objective=self.objective_, inner_steps=self.inner_steps)
 
-    def _split_validation(self, tasks, validation_tasks, generator):
-        if validation_tasks is not None:
-            return tasks, self._check_tasks(validation_tasks, None, None, fitted=True)
-        if self.validation_fraction == 0:
-            return tasks, None
-        n_valid = int(round(self.validation_fraction * tasks.n_tasks))
-        if n_valid < 1 or n_valid >= tasks.n_tasks:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} holds out {n_valid} of "
-                f"{tasks.n_tasks} tasks; need at least one task on each side")
-        perm = torch.randperm(tasks.n_tasks, generator=generator)
-        return tasks.subset(perm[n_valid:]), tasks.subset(perm[:n_valid])
-
-    def _sample_from(self, tasks, batch_size, sampler):
-        """Meta-batches of ``batch_size`` tasks drawn from a finite task set."""
-        def draw():
-            index = torch.randint(tasks.n_tasks, (batch_size,), generator=sampler)
-            return tasks.split(self.n_support, sampler, index=index.to(self._device),
-                               shuffle=self._shuffle_support)
-        return draw
-
-    def _draw_from(self, stream, batch_size, sampler):
-        """Meta-batches of ``batch_size`` fresh tasks from a stream (only one held)."""
-        def draw():
-            seed = int(torch.randint(2**31 - 1, (1,), generator=sampler))
-            tasks = self._check_tasks(stream.draw(batch_size, seed), None, None, fitted=True)
-            return tasks.split(self.n_support, sampler, shuffle=self._shuffle_support)
-        return draw
-
-    def _meta_train(self, draw, batch_size, valid, sampler, start):
-        model, optimizer = self.model_, self._optimizer
-        group, rank, world = _distributed_context()
-        if batch_size < world:
-            raise ValueError(f"a meta-batch of {batch_size} tasks cannot be split across "
-                             f"{world} processes; raise meta_batch_size to at least {world}")
-        shard = torch.arange(batch_size).tensor_split(world)[rank].to(self._device)
-        kwargs = dict(loss=self._loss, inner_steps=self.inner_steps,
-                      first_order=self.first_order, n_total_tasks=batch_size,
-                      process_group=group)
-        valid_batch = None
-        if valid is not None:  # one fixed, seeded split: comparable across steps
-            valid_batch = valid.split(self.n_support, sampler, shuffle=self._shuffle_support)
-        records = []
-        progress = _progress(self.n_meta_steps, self.verbose if rank == 0 else 0)
-        try:
-            for i in range(self.n_meta_steps):
-                batch = draw()
-                if group is not None:
-                    # every process draws the whole meta-batch (same RNG stream as one
-                    # process) and keeps its own shard of it
-                    batch = batch.select(shard)
-                loss_value = float(meta_step(model, optimizer, batch, **kwargs))
-                if not np.isfinite(loss_value):
-                    # meta_step skipped the update: the last finite state is kept
-                    warnings.warn(
-                        f"the meta-loss became non-finite at step {start + i}; training stopped "
-                        "and the last finite state was kept (try a smaller meta_lr or inner_lr)",
-                        RuntimeWarning, stacklevel=4)
-                    records.append(self._record(start + i, float("nan"), None, diverged=True))
-                    break
-                valid_loss = None
-                if valid_batch is not None and ((i + 1) % self.validation_interval == 0
-                                                or i + 1 == self.n_meta_steps):
-                    valid_loss = self._evaluate_losses(valid_batch).mean().item()
-                records.append(self._record(start + i, loss_value, valid_loss))
-                if (self.checkpoint_path is not None and rank == 0
-                        and (i + 1) % self.checkpoint_interval == 0):
-                    self._current_symmetry().save(self.checkpoint_path)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{loss_value:.4g}")
-        except KeyboardInterrupt:
-            # parameters change only inside optimizer.step, all at once: the state is usable
-            warnings.warn(f"fit interrupted after {len(records)} meta-steps; the learner keeps "
-                          "the state reached so far", RuntimeWarning, stacklevel=4)
-        finally:
-            if progress is not None:
-                progress.close()
-        return records
-
-    def _record(self, step, loss, valid_loss, diverged=False):
-        lrs = self.model_.inner_lrs.detach().cpu().tolist()
-        row = {"step": step, "train_loss": loss,
-               "valid_loss": np.nan if valid_loss is None else valid_loss,
-               "diverged": diverged}
-        row.update({f"inner_lr[{n}]": lr for n, lr in zip(self.model_.inner_names, lrs)})
-        return row
-
     # ----------------------------------------------------------------- scoring
-    def _evaluate_losses(self, batch):
-        outputs = adapted_outputs(self.model_, batch, loss=self._loss,
-                                  inner_steps=self.inner_steps)
-        return LOSSES[self._loss](outputs, batch.y_query, batch.query_mask)
-
     def _adapted_query(self, X, y, groups):
         check_is_fitted(self, "model_")
         tasks = self._check_tasks(X, y, groups, fitted=True)
-        generator = torch.Generator().manual_seed(_seed_from(self.random_state) + 1)
+        generator = torch.Generator().manual_seed(seed_from(self.random_state) + 1)
         batch = tasks.split(self.n_support, generator, shuffle=self._shuffle_support)
         outputs = adapted_outputs(self.model_, batch, loss=self._loss,
                                   inner_steps=self.inner_steps)
@@ -549,24 +562,6 @@ class MetaSymmetryLearner(BaseEstimator):
         self.__dict__.update(state)
         if "model_" in state:
             self._device = next(self.model_.parameters()).device
-
-
-def _distributed_context():
-    """(process group, rank, world size) when torch.distributed is initialized."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return (torch.distributed.group.WORLD, torch.distributed.get_rank(),
-                torch.distributed.get_world_size())
-    return None, 0, 1
-
-
-def _progress(total, verbose):
-    if not verbose:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc="meta-training", unit="step")
 
 
 def _masked_mean(values, mask):

@@ -30,7 +30,8 @@ EXAMPLES = ROOT / "examples"
 #: the modules whose public names are checked (the user-facing API)
 CHECKED_MODULES = ("msr_sklearn", "msr_sklearn.nn", "msr_sklearn.datasets",
                    "msr_sklearn.groups", "msr_sklearn.plotting", "msr_sklearn.streams",
-                   "msr_sklearn.meta", "msr_sklearn.tasks")
+                   "msr_sklearn.meta", "msr_sklearn.tasks", "msr_sklearn.training",
+                   "msr_sklearn.callbacks")
 
 #: modules documented through the top-level namespace (or not API at all)
 NOT_IN_API_REFERENCE = {"msr_sklearn.learner", "msr_sklearn.estimators",

@@ -280,10 +280,10 @@ def test_a_nan_meta_loss_skips_the_update_and_the_learner_stays_usable(small_tas
 
 def test_keyboard_interrupt_leaves_a_usable_learner(small_tasks, monkeypatch):
     X, y = small_tasks
-    import msr_sklearn.learner as learner_module
+    import msr_sklearn.training as training_module
 
     calls = {"n": 0}
-    real_step = learner_module.meta_step
+    real_step = training_module.meta_step
 
     def interrupting_step(*args, **kwargs):
         calls["n"] += 1
@@ -291,7 +291,7 @@ def test_keyboard_interrupt_leaves_a_usable_learner(small_tasks, monkeypatch):
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(learner_module, "meta_step", interrupting_step)
+    monkeypatch.setattr(training_module, "meta_step", interrupting_step)
     learner = MetaSymmetryLearner(**SMALL)
     with pytest.warns(RuntimeWarning, match="interrupted after 5 meta-steps"):
         learner.fit(X, y)

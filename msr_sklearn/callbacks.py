@@ -1,0 +1,371 @@
+"""The built-in training callbacks: history, divergence, validation, early stopping,
+checkpoints and the progress bar (:mod:`msr_sklearn.training` runs them).
+
+:class:`~msr_sklearn.MetaSymmetryLearner` builds them from its parameters, in this
+order, then your ``callbacks``, then :class:`Checkpoint` and :class:`ProgressBar`:
+:class:`History`, :class:`DivergenceStop`, :class:`Validation` (with held-out tasks),
+:class:`EarlyStopping` (with ``early_stopping=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from .meta import evaluate_task_losses
+from .symmetry import _plain, read_checkpoint, write_checkpoint
+from .training import Callback
+
+__all__ = ["Checkpoint", "DivergenceStop", "EarlyStopping", "History", "ProgressBar",
+           "Validation", "check_resume", "resume_state"]
+
+
+class History(Callback):
+    """Append one row per meta-step to ``trainer.history``.
+
+    Columns: ``step``, ``train_loss``, ``valid_loss`` (NaN unless :class:`Validation`
+    fills it), ``diverged``, ``inner_lr[<name>]`` per inner learning rate, and
+    ``meta_lr`` (the scheduled rate of the step).
+
+    Examples
+    --------
+    >>> from msr_sklearn import MetaSymmetryLearner
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
+    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=3, random_state=0).fit(X, y)
+    >>> list(learner.history_.columns)  # doctest: +NORMALIZE_WHITESPACE
+    ['step', 'train_loss', 'valid_loss', 'diverged', 'inner_lr[0.filters]',
+     'inner_lr[0.bias]', 'meta_lr']
+    """
+
+    def on_step_end(self, trainer):
+        lrs = trainer.model.inner_lrs.detach().cpu().tolist()
+        row = {"step": trainer.step, "train_loss": trainer.loss, "valid_loss": np.nan,
+               "diverged": False}
+        row.update({f"inner_lr[{n}]": lr for n, lr in zip(trainer.model.inner_names, lrs)})
+        row["meta_lr"] = trainer.lr
+        trainer.history.append(row)
+
+
+class DivergenceStop(Callback):
+    """Stop, with a ``RuntimeWarning``, at the first non-finite meta-loss.
+
+    :func:`~msr_sklearn.meta.meta_step` skipped that update, so the last finite state
+    is kept; the step's row gets ``diverged=True`` and a NaN ``train_loss``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from msr_sklearn import MetaSymmetryLearner
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
+    >>> with warnings.catch_warnings(record=True):
+    ...     learner = MetaSymmetryLearner(n_filters=3, meta_lr=1e6, inner_lr=50.0,
+    ...                                   n_meta_steps=100, random_state=0).fit(X, y)
+    >>> bool(learner.history_["diverged"].iloc[-1]), len(learner.history_) < 100
+    (True, True)
+    """
+
+    def on_step_end(self, trainer):
+        if np.isfinite(trainer.loss):
+            return
+        warnings.warn(f"the meta-loss became non-finite at step {trainer.step}; training "
+                      "stopped and the last finite state was kept (try a smaller meta_lr or "
+                      "inner_lr)", RuntimeWarning, stacklevel=6)
+        if trainer.history and trainer.history[-1]["step"] == trainer.step:
+            trainer.history[-1].update(train_loss=float("nan"), diverged=True)
+        trainer.stop_training = True
+
+
+class Validation(Callback):
+    """Record the mean query loss of held-out tasks every ``interval`` steps.
+
+    Also at the fit's last step; never at a diverged step. Writes
+    ``trainer.history[-1]["valid_loss"]``, then calls every callback's
+    ``on_validation_end``.
+
+    Parameters
+    ----------
+    batch : TaskBatch
+        The held-out tasks, split once (so the losses are comparable across steps).
+    interval : int, default=100
+        Meta-steps between validation losses.
+
+    Examples
+    --------
+    >>> from msr_sklearn import MetaSymmetryLearner
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
+    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=25, validation_fraction=0.2,
+    ...                               validation_interval=10, random_state=0).fit(X, y)
+    >>> learner.history_.dropna(subset="valid_loss")["step"].tolist()
+    [9, 19, 24]
+    """
+
+    def __init__(self, batch, interval=100):
+        self.batch = batch
+        self.interval = interval
+
+    def on_step_end(self, trainer):
+        done = trainer.fit_step + 1
+        if not np.isfinite(trainer.loss) or (done % self.interval and done != trainer.n_steps):
+            return
+        losses = evaluate_task_losses(trainer.model, self.batch, loss=trainer.engine["loss"],
+                                      inner_steps=trainer.engine["inner_steps"])
+        trainer.history[-1]["valid_loss"] = losses.mean().item()
+        trainer.notify("on_validation_end")
+
+
+class EarlyStopping(Callback):
+    """Stop when the validation loss stops improving, and keep the best state.
+
+    As scikit-learn's ``MLPRegressor(early_stopping=True)``: a validation loss that is
+    not below the best one minus ``tol`` counts as no improvement, and
+    ``n_iter_no_change`` of them in a row stop training. At the end the model gets
+    the state (parameters and inner learning rates) that had the lowest validation
+    loss; Adam's state stays at the last step.
+
+    Parameters
+    ----------
+    n_iter_no_change : int, default=10
+        Validation losses in a row without improvement that stop training.
+    tol : float, default=1e-4
+        The improvement that counts.
+
+    Attributes
+    ----------
+    best_loss : float
+        The lowest validation loss so far.
+    best_step : int or None
+        The step that reached it.
+    wait : int
+        Validation losses since the last improvement by ``tol``.
+
+    Examples
+    --------
+    >>> from msr_sklearn import MetaSymmetryLearner
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
+    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=1000, early_stopping=True,
+    ...                               validation_fraction=0.2, validation_interval=5,
+    ...                               n_iter_no_change=2, tol=1.0, random_state=0).fit(X, y)
+    >>> len(learner.history_)  # a first check, then 2 that did not improve by 1.0
+    15
+    """
+
+    def __init__(self, n_iter_no_change=10, tol=1e-4):
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+
+    def initialize(self):
+        self.best_loss, self.best_step, self.wait, self.best_state = float("inf"), None, 0, None
+
+    def on_validation_end(self, trainer):
+        loss = trainer.history[-1]["valid_loss"]
+        self.wait = 0 if loss < self.best_loss - self.tol else self.wait + 1
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, trainer.step
+            self.best_state = {k: v.detach().clone() for k, v in
+                               trainer.model.state_dict().items()}
+        if self.wait >= self.n_iter_no_change:
+            trainer.stop_training = True
+
+    def on_train_end(self, trainer):
+        if self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+    def state_dict(self):  # no best yet: None (JSON has no infinity)
+        return {"best_loss": None if self.best_step is None else self.best_loss,
+                "best_step": self.best_step, "wait": self.wait, "best_state": self.best_state}
+
+    def load_state_dict(self, state):
+        self.best_step, self.wait, self.best_state = (state["best_step"], state["wait"],
+                                                      state["best_state"])
+        self.best_loss = float("inf") if self.best_step is None else state["best_loss"]
+
+
+class Checkpoint(Callback):
+    """Write the whole training state every ``interval`` steps and when training ends.
+
+    The file is a :class:`~msr_sklearn.LearnedSymmetry` file of the current model
+    plus :meth:`Trainer.state_dict() <msr_sklearn.training.Trainer.state_dict>` and
+    ``info`` (``msr_sklearn.symmetry.write_checkpoint``), written atomically by rank 0
+    only. A fit interrupted by ``KeyboardInterrupt`` leaves the last periodic
+    checkpoint.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    symmetry : callable
+        Returns the :class:`~msr_sklearn.LearnedSymmetry` of the current model.
+    interval : int, default=100
+        Meta-steps between checkpoints.
+    info : dict or None, default=None
+        JSON values that identify the run (settings, seed, task fingerprints), which a
+        resume compares (:func:`check_resume`).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.msr")
+    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=20, checkpoint_path=path,
+    ...                               checkpoint_interval=10, random_state=0).fit(X, y)
+    >>> LearnedSymmetry.load(path) == learner.symmetry_
+    True
+    >>> again = MetaSymmetryLearner(n_filters=3, n_meta_steps=20, checkpoint_path=path,
+    ...                             resume=True, random_state=0).fit(X, y)  # nothing left
+    >>> again.symmetry_ == learner.symmetry_
+    True
+    """
+
+    def __init__(self, path, symmetry, interval=100, info=None):
+        self.path, self.symmetry = path, symmetry
+        self.interval, self.info = interval, info
+
+    def on_step_end(self, trainer):
+        done = trainer.fit_step + 1  # the last step's state is written by on_train_end
+        if not trainer.stop_training and done % self.interval == 0 and done < trainer.n_steps:
+            self.write(trainer)
+
+    def on_train_end(self, trainer):
+        if not trainer.interrupted:
+            self.write(trainer)
+
+    def write(self, trainer):
+        """Write the trainer's state now (on rank 0)."""
+        if trainer.rank == 0:
+            write_checkpoint(self.path, self.symmetry(),
+                             {"info": self.info or {}, "trainer": trainer.state_dict()})
+
+
+def resume_state(path, settings, process_group=None):
+    """The training state in the checkpoint ``path``, or None when there is no file.
+
+    Every process reads the file; all of them raise the same ``ValueError`` when any
+    could not read it, or read another state, or when the checkpoint was written with
+    other ``settings`` (:func:`check_resume`).
+
+    Parameters
+    ----------
+    path : str or path
+        The checkpoint.
+    settings : dict
+        The run's settings, compared with the checkpoint's ``info["settings"]``.
+    process_group : ProcessGroup or None, default=None
+        The ``torch.distributed`` group; ``None``: one process.
+
+    Returns
+    -------
+    dict or None
+        ``{"info": ..., "trainer": Trainer.state_dict()}``.
+
+    Examples
+    --------
+    >>> from msr_sklearn.callbacks import resume_state
+    >>> resume_state("no-such-file.msr", {}) is None
+    True
+    """
+    try:
+        state = read_checkpoint(path)[1] if os.path.exists(path) else None
+        mine = None if state is None else [state["trainer"]["step"], state["info"]["seed"]]
+    except ValueError as exc:
+        state, mine = None, str(exc)
+    seen = [mine]
+    if process_group is not None:
+        seen = [None] * torch.distributed.get_world_size(process_group)
+        torch.distributed.all_gather_object(seen, mine, group=process_group)
+    errors = [s for s in seen if isinstance(s, str)]
+    if errors:
+        raise ValueError(f"{errors[0]}; delete the file, or set resume=False to start afresh "
+                         "(which overwrites it)")
+    if any(s != seen[0] for s in seen):
+        raise ValueError(f"the processes read different checkpoints at {str(path)!r}; every "
+                         "process must see the same checkpoint_path (a shared file system)")
+    if state is not None:
+        check_resume(state["info"], {"settings": settings}, path, ("settings",))
+    return state
+
+
+def check_resume(saved, info, path, keys):
+    """Raise a ``ValueError`` naming what differs between a checkpoint's and a run's info.
+
+    Parameters
+    ----------
+    saved : dict
+        The checkpoint's ``info``.
+    info : dict
+        The run's.
+    path : str or path
+        The checkpoint, for the message.
+    keys : sequence of str
+        What to compare: ``"settings"`` (a dict, compared setting by setting), or
+        any other key, compared as a whole (e.g. ``"training tasks"``, a fingerprint).
+
+    Examples
+    --------
+    >>> from msr_sklearn.callbacks import check_resume
+    >>> check_resume({"settings": {"n_filters": 3}}, {"settings": {"n_filters": 4}},
+    ...              "run.msr", ["settings"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the checkpoint 'run.msr' was written with n_filters=3, but the learner has n_filters=4; ...
+    """
+    where = f"the checkpoint {str(path)!r}"
+    hint = ("; fit with the same settings and tasks, use another checkpoint_path, or set "
+            "resume=False to start afresh (which overwrites it)")
+    for key in keys:
+        before, now = saved.get(key), info.get(key)
+        if key == "settings":
+            differ = [f"{name}={_plain(before.get(name))!r}, but the learner has "
+                      f"{name}={_plain(now.get(name))!r}" for name in sorted({*before, *now})
+                      if _plain(before.get(name)) != _plain(now.get(name))]
+            if differ:
+                raise ValueError(f"{where} was written with " + "; ".join(differ) + hint)
+        elif _plain(before) != _plain(now):
+            raise ValueError(f"the {key} differ from those {where} was written for" + hint)
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar with the current meta-loss, on rank 0.
+
+    It redraws at most every ``mininterval`` seconds (so a log file gets a few lines,
+    not one per step).
+
+    Parameters
+    ----------
+    mininterval : float, default=0.5
+        Seconds between redraws.
+
+    Examples
+    --------
+    >>> from msr_sklearn import MetaSymmetryLearner
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
+    >>> _ = MetaSymmetryLearner(n_filters=3, n_meta_steps=5, verbose=1).fit(X, y)
+    """
+
+    def __init__(self, mininterval=0.5):
+        self.mininterval = mininterval
+
+    def on_train_begin(self, trainer):
+        from tqdm.auto import tqdm
+
+        self.bar = None if trainer.rank else tqdm(
+            total=trainer.n_steps, initial=trainer.fit_step, desc="meta-training", unit="step",
+            mininterval=self.mininterval)
+
+    def on_step_end(self, trainer):
+        if getattr(self, "bar", None) is not None:
+            self.bar.set_postfix(loss=f"{trainer.loss:.4g}", refresh=False)
+            self.bar.update(1)
+
+    def on_train_end(self, trainer):
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
