@@ -5,20 +5,32 @@ the tests and in ``benchmarks/speed.py``: each task runs on its own, unbatched, 
 its own ``autograd.grad`` calls, as the official implementation does.
 """
 
+import copy
+
 import torch
 
 from .meta import LOSSES, MetaModel, TaskBatch
 
 
 def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1,
-                          first_order=False):
-    """Per-task query losses ``(T,)``, one Python iteration per task."""
+                          first_order=False, symmetry_gradient="first_order"):
+    """Per-task query losses ``(T,)``, one Python iteration per task.
+
+    ``symmetry_gradient="first_order"`` runs the support passes on a copy of the
+    network whose sharings are detached (a separate code path from the engine's).
+    """
     loss_fn = LOSSES[loss]
+    support_model = model
+    if symmetry_gradient == "first_order" and not first_order:
+        support_model = copy.deepcopy(model)
+        for name, p in support_model.network.outer_parameters().items():
+            p.requires_grad_(False)
     losses = []
     for t in range(batch.n_tasks):
         inner = dict(model.initial_inner_parameters())
         for _ in range(inner_steps):
-            support_loss = loss_fn(model(batch.x_support[t], inner), batch.y_support[t])
+            support_loss = loss_fn(support_model(batch.x_support[t], inner),
+                                   batch.y_support[t])
             grads = torch.autograd.grad(support_loss, tuple(inner.values()),
                                         create_graph=not first_order)
             inner = {name: p - model.inner_lrs[j] * g

@@ -18,13 +18,17 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from .nn.network import MetaNetwork
 
 __all__ = ["LOSSES", "MetaModel", "TaskBatch", "adapt", "adapted_outputs",
            "cross_entropy_loss", "evaluate_task_losses", "make_meta_optimizer", "meta_step",
-           "mse_loss", "task_losses"]
+           "mse_loss", "task_losses", "SYMMETRY_GRADIENTS"]
+
+#: how the meta-gradient reaches the sharings ``U`` (see :func:`adapt`)
+SYMMETRY_GRADIENTS = ("first_order", "second_order")
 
 
 class TaskBatch(NamedTuple):
@@ -229,7 +233,7 @@ class MetaModel(nn.Module):
 
 
 def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
-          first_order=False, track_meta_gradients=True):
+          first_order=False, symmetry_gradient="first_order", track_meta_gradients=True):
     """Run ``inner_steps`` SGD steps on every task's inner parameters at once.
 
     The initial inner parameters are copied once per task; each step takes one
@@ -254,6 +258,18 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     first_order : bool, default=False
         Treat the inner gradients as constants (first-order MAML): the result is
         still differentiable w.r.t. the meta-parameters, without second-order terms.
+    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
+        How the meta-gradient reaches the sharings ``U`` (with ``first_order=False``;
+        ``first_order=True`` makes every term first order). ``"first_order"``: the
+        support gradients are taken with ``U`` held constant, so ``U`` gets only the
+        direct term ``dL_query/dU`` at the adapted filters, while ``v0``, the biases
+        and the inner lrs keep their second-order terms. Its fixed point satisfies
+        ``U E[v' v'^T] = E[w v'^T]`` (``w`` the task's true weights, ``v'`` the adapted
+        filters), so ``span(U)`` lies inside the span of the task weights: the
+        symmetry. ``"second_order"`` (the paper's full MAML gradient) also
+        differentiates through the support gradients; with few support rows its
+        optimum tilts ``span(U)`` off the symmetry by a few degrees, trading
+        exactness for a slightly lower one-step query loss (``docs/convergence.md``).
     track_meta_gradients : bool, default=True
         Keep the graph from the result back to the meta-parameters (for
         :func:`task_losses`). ``False`` detaches the meta-parameters and every step
@@ -283,6 +299,9 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     True
     """
     loss_fn = LOSSES[loss]
+    if symmetry_gradient not in SYMMETRY_GRADIENTS:
+        raise ValueError(f"symmetry_gradient must be one of {SYMMETRY_GRADIENTS}; got "
+                         f"{symmetry_gradient!r}")
     n_tasks = x_support.shape[0]
     inner = {}
     for name, p in model.initial_inner_parameters().items():
@@ -292,9 +311,10 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
         inner[name] = p if p.requires_grad else p.requires_grad_()
     lrs = model.inner_lrs if track_meta_gradients else model.inner_lrs.detach()
     create_graph = track_meta_gradients and not first_order
+    support_network = _support_network(model, create_graph and symmetry_gradient == "first_order")
     with torch.enable_grad():
         for _ in range(inner_steps):
-            support_loss = loss_fn(model(x_support, inner), y_support).sum()
+            support_loss = loss_fn(support_network(x_support, inner), y_support).sum()
             grads = torch.autograd.grad(support_loss, tuple(inner.values()),
                                         create_graph=create_graph)
             inner = {name: p - lrs[j] * g
@@ -304,8 +324,20 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     return inner
 
 
+def _support_network(model, hold_sharings):
+    """The network for the inner loop's support passes, with the sharings held constant
+    (detached: no second-order path into ``U``) when ``hold_sharings``."""
+    if not hold_sharings:
+        return model
+    held = {name: p.detach() for name, p in model.network.outer_parameters().items()}
+
+    def network(x, inner):
+        return functional_call(model.network, held, (x, inner), strict=False)
+    return network
+
+
 def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1,
-                first_order=False):
+                first_order=False, symmetry_gradient="first_order"):
     """Every task's query loss after adaptation, differentiable in the meta-parameters.
 
     :func:`adapt` on the support set, then the loss of the adapted network on the
@@ -323,6 +355,8 @@ def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1
         Number of inner SGD steps.
     first_order : bool, default=False
         Drop the second-order terms of the meta-gradient (see :func:`adapt`).
+    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
+        How the meta-gradient reaches the sharings (see :func:`adapt`).
 
     Returns
     -------
@@ -348,7 +382,8 @@ def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1
     (torch.Size([4]), True)
     """
     inner = adapt(model, batch.x_support, batch.y_support, loss=loss,
-                  inner_steps=inner_steps, first_order=first_order)
+                  inner_steps=inner_steps, first_order=first_order,
+                  symmetry_gradient=symmetry_gradient)
     return LOSSES[loss](model(batch.x_query, inner), batch.y_query, batch.query_mask)
 
 
@@ -386,7 +421,8 @@ def make_meta_optimizer(model: MetaModel, meta_lr=1e-3):
 
 
 def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inner_steps=1,
-              first_order=False, n_total_tasks=None, process_group=None):
+              first_order=False, symmetry_gradient="first_order", n_total_tasks=None,
+              process_group=None):
     """One outer step on the mean query loss over the meta-batch; returns that loss.
 
     Computes :func:`task_losses`, backpropagates their mean into the meta-parameters
@@ -419,6 +455,8 @@ def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inne
         Number of inner SGD steps.
     first_order : bool, default=False
         Drop the second-order terms of the meta-gradient (see :func:`adapt`).
+    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
+        How the meta-gradient reaches the sharings (see :func:`adapt`).
     n_total_tasks : int or None, default=None
         Size of the whole meta-batch across processes; ``None``: ``batch.n_tasks``.
     process_group : ProcessGroup or None, default=None
@@ -449,7 +487,7 @@ def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inne
     """
     optimizer.zero_grad(set_to_none=True)
     losses = task_losses(model, batch, loss=loss, inner_steps=inner_steps,
-                         first_order=first_order)
+                         first_order=first_order, symmetry_gradient=symmetry_gradient)
     meta_loss = losses.sum() / (n_total_tasks or batch.n_tasks)
     meta_loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]

@@ -45,10 +45,13 @@ def grads_of(model, losses):
 @pytest.mark.parametrize("inner_steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("layer", ["msr", "msr_kron"])
-def test_vectorized_engine_equals_per_task_loop(loss, inner_steps, first_order, layer):
+@pytest.mark.parametrize("symmetry_gradient", ["first_order", "second_order"])
+def test_vectorized_engine_equals_per_task_loop(loss, inner_steps, first_order, layer,
+                                                symmetry_gradient):
     model = make_model(layer)
     batch = make_batch(loss)
-    kwargs = dict(loss=loss, inner_steps=inner_steps, first_order=first_order)
+    kwargs = dict(loss=loss, inner_steps=inner_steps, first_order=first_order,
+                  symmetry_gradient=symmetry_gradient)
     fast = task_losses(model, batch, **kwargs)
     slow = reference_task_losses(model, batch, **kwargs)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-7)
@@ -61,10 +64,36 @@ def test_vectorized_engine_equals_per_task_loop(loss, inner_steps, first_order, 
 def test_first_order_drops_second_order_terms():
     model = make_model()
     batch = make_batch("mse")
-    second = grads_of(model, task_losses(model, batch, inner_steps=2))
+    second = grads_of(model, task_losses(model, batch, inner_steps=2,
+                                         symmetry_gradient="second_order"))
     first = grads_of(model, task_losses(model, batch, inner_steps=2, first_order=True))
     # same query losses, different meta-gradients
     assert any((a - b).abs().max() > 1e-4 for a, b in zip(second, first))
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_first_order_symmetry_gradient_drops_only_the_sharings_second_order_terms(loss):
+    model = make_model()
+    batch = make_batch(loss)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    kwargs = dict(loss=loss, inner_steps=2)
+    mixed = grads_of(model, task_losses(model, batch, symmetry_gradient="first_order", **kwargs))
+    second = grads_of(model, task_losses(model, batch, symmetry_gradient="second_order",
+                                         **kwargs))
+    first = grads_of(model, task_losses(model, batch, first_order=True, **kwargs))
+    sharing = [i for i, n in enumerate(names) if "sharing" in n]
+    assert sharing and len(sharing) < len(names)
+    for i, name in enumerate(names):
+        # U: the first-order (direct) term only; v0, biases, inner lrs: all second-order terms
+        expected = first[i] if i in sharing else second[i]
+        torch.testing.assert_close(mixed[i], expected, rtol=1e-6, atol=1e-9, msg=name)
+    assert all((second[i] - first[i]).abs().max() > 1e-4 for i in sharing)
+
+
+def test_symmetry_gradient_is_validated():
+    model = make_model()
+    with pytest.raises(ValueError, match="symmetry_gradient must be one of"):
+        task_losses(model, make_batch("mse"), symmetry_gradient="exact")
 
 
 def test_query_mask_equals_unpadded_tasks():
@@ -116,13 +145,13 @@ def translation_batches(n_tasks, seed):
     return torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
 
 
-def train_and_score(layer, n_steps, seed=0):
+def train_and_score(layer, n_steps, seed=0, meta_lr=3e-3):
     """Meta-train on rank-1 translation tasks (1 support, 19 query), score held-out tasks."""
     X, y = translation_batches(2300, seed)
     Xtr, ytr, Xte, yte = X[:2000], y[:2000], X[2000:], y[2000:]
     model = MetaModel(build_network(70, 68, layer=layer, n_filters=3, bias=False,
                                     random_state=seed), inner_lr=0.1)
-    opt = make_meta_optimizer(model, 1e-3)
+    opt = make_meta_optimizer(model, meta_lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(n_steps):
         idx = torch.randint(0, 2000, (32,), generator=g)
