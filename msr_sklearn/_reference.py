@@ -13,7 +13,7 @@ from .meta import LOSSES, MetaModel, TaskBatch
 
 
 def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1,
-                          first_order=False, symmetry_gradient="first_order"):
+                          first_order=False, symmetry_gradient="second_order"):
     """Per-task query losses ``(T,)``, one Python iteration per task.
 
     ``symmetry_gradient="first_order"`` runs the support passes on a copy of the

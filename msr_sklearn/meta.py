@@ -22,6 +22,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from .nn.network import MetaNetwork
+from .optim import META_OPTIMIZERS, MetaAdam
 
 __all__ = ["LOSSES", "MetaModel", "TaskBatch", "adapt", "adapted_outputs",
            "cross_entropy_loss", "evaluate_task_losses", "make_meta_optimizer", "meta_step",
@@ -233,7 +234,7 @@ class MetaModel(nn.Module):
 
 
 def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
-          first_order=False, symmetry_gradient="first_order", track_meta_gradients=True):
+          first_order=False, symmetry_gradient="second_order", track_meta_gradients=True):
     """Run ``inner_steps`` SGD steps on every task's inner parameters at once.
 
     The initial inner parameters are copied once per task; each step takes one
@@ -258,7 +259,7 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     first_order : bool, default=False
         Treat the inner gradients as constants (first-order MAML): the result is
         still differentiable w.r.t. the meta-parameters, without second-order terms.
-    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
+    symmetry_gradient : {"first_order", "second_order"}, default="second_order"
         How the meta-gradient reaches the sharings ``U`` (with ``first_order=False``;
         ``first_order=True`` makes every term first order). ``"first_order"``: the
         support gradients are taken with ``U`` held constant, so ``U`` gets only the
@@ -270,6 +271,8 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
         differentiates through the support gradients; with few support rows its
         optimum tilts ``span(U)`` off the symmetry by a few degrees, trading
         exactness for a slightly lower one-step query loss (``docs/convergence.md``).
+        The engine's defaults are the paper's; :class:`~msr_sklearn.MetaSymmetryLearner`
+        defaults to ``"first_order"``.
     track_meta_gradients : bool, default=True
         Keep the graph from the result back to the meta-parameters (for
         :func:`task_losses`). ``False`` detaches the meta-parameters and every step
@@ -337,7 +340,7 @@ def _support_network(model, hold_sharings):
 
 
 def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1,
-                first_order=False, symmetry_gradient="first_order"):
+                first_order=False, symmetry_gradient="second_order"):
     """Every task's query loss after adaptation, differentiable in the meta-parameters.
 
     :func:`adapt` on the support set, then the loss of the adapted network on the
@@ -355,7 +358,7 @@ def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1
         Number of inner SGD steps.
     first_order : bool, default=False
         Drop the second-order terms of the meta-gradient (see :func:`adapt`).
-    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
+    symmetry_gradient : {"first_order", "second_order"}, default="second_order"
         How the meta-gradient reaches the sharings (see :func:`adapt`).
 
     Returns
@@ -387,11 +390,11 @@ def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1
     return LOSSES[loss](model(batch.x_query, inner), batch.y_query, batch.query_mask)
 
 
-def make_meta_optimizer(model: MetaModel, meta_lr=1e-3):
-    """Adam over every meta-parameter that is learned (U, v0, biases, inner lrs).
+def make_meta_optimizer(model: MetaModel, meta_lr=1e-3, meta_optimizer="adam"):
+    """The outer-loop optimizer over every learned meta-parameter (U, v0, biases, inner lrs).
 
-    Parameters with ``requires_grad=False`` (fixed inner learning rates) are left
-    out. The fused implementation is used on CPU and CUDA.
+    Parameters with ``requires_grad=False`` (fixed inner learning rates, a frozen
+    ``U``) are left out. The fused Adam kernel is used on CPU and CUDA.
 
     Parameters
     ----------
@@ -399,29 +402,47 @@ def make_meta_optimizer(model: MetaModel, meta_lr=1e-3):
         The model whose parameters the optimizer updates.
     meta_lr : float, default=1e-3
         The outer (meta) learning rate.
+    meta_optimizer : {"msr_adam", "adam"}, default="adam"
+        ``"adam"``: Adam on every parameter (the paper's code). ``"msr_adam"``: Adam
+        with one second moment per sharing tensor (:class:`msr_sklearn.optim.MetaAdam`),
+        so the entries of ``U`` that carry no signal move in proportion to their
+        gradient instead of by the full learning rate; the other meta-parameters get
+        plain Adam.
 
     Returns
     -------
-    torch.optim.Adam
+    msr_sklearn.optim.MetaAdam
+        A :class:`torch.optim.Adam` subclass; with ``"adam"`` every group is plain Adam.
 
     Examples
     --------
     >>> from msr_sklearn.meta import MetaModel, make_meta_optimizer
     >>> from msr_sklearn.nn import build_network
     >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
-    >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2)
-    >>> len(optimizer.param_groups[0]["params"])  # U, v0, bias, inner lrs
-    4
+    >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2, meta_optimizer="msr_adam")
+    >>> [(len(g["params"]), g["second_moment"]) for g in optimizer.param_groups]
+    [(1, 'tensor'), (3, 'element')]
+    >>> [len(g["params"]) for g in make_meta_optimizer(model).param_groups]  # plain Adam
+    [4]
     """
+    if meta_optimizer not in META_OPTIMIZERS:
+        raise ValueError(f"meta_optimizer must be one of {META_OPTIMIZERS}; got "
+                         f"{meta_optimizer!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device if params else torch.device("cpu")
     # the fused kernel cuts the step's dispatch overhead, which dominates for small U
     fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=meta_lr, fused=fused)
+    groups = [{"params": params}]
+    if meta_optimizer == "msr_adam":
+        sharing = {id(p) for p in model.network.outer_parameters().values()}
+        groups = [{"params": [p for p in params if id(p) in sharing], "second_moment": "tensor"},
+                  {"params": [p for p in params if id(p) not in sharing]}]
+        groups = [g for g in groups if g["params"]]
+    return MetaAdam(groups or params, lr=meta_lr, fused=fused)
 
 
 def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inner_steps=1,
-              first_order=False, symmetry_gradient="first_order", n_total_tasks=None,
+              first_order=False, symmetry_gradient="second_order", n_total_tasks=None,
               process_group=None):
     """One outer step on the mean query loss over the meta-batch; returns that loss.
 
@@ -455,7 +476,7 @@ def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inne
         Number of inner SGD steps.
     first_order : bool, default=False
         Drop the second-order terms of the meta-gradient (see :func:`adapt`).
-    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
+    symmetry_gradient : {"first_order", "second_order"}, default="second_order"
         How the meta-gradient reaches the sharings (see :func:`adapt`).
     n_total_tasks : int or None, default=None
         Size of the whole meta-batch across processes; ``None``: ``batch.n_tasks``.

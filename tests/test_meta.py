@@ -145,7 +145,7 @@ def translation_batches(n_tasks, seed):
     return torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
 
 
-def train_and_score(layer, n_steps, seed=0, meta_lr=3e-3):
+def train_and_score(layer, n_steps, seed=0, meta_lr=1e-3):
     """Meta-train on rank-1 translation tasks (1 support, 19 query), score held-out tasks."""
     X, y = translation_batches(2300, seed)
     Xtr, ytr, Xte, yte = X[:2000], y[:2000], X[2000:], y[2000:]

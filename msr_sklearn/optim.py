@@ -1,0 +1,111 @@
+"""The outer-loop optimizer: Adam, with one second moment per sharing tensor.
+
+Adam divides every coordinate's update by the root of its own running squared
+gradient, so every entry of ``U`` moves by about the learning rate at each step,
+whatever its gradient. Most entries of a sharing carry no signal (a 70 → 68 layer
+whose symmetry is a 3-tap convolution has 4,556 × 3 entries outside the band): their
+meta-gradient is sampling noise, and Adam turns that noise into steps as large as the
+signal's. That noise keeps ``span(U)`` a few degrees off the symmetry
+(``docs/convergence.md``). :class:`MetaAdam` normalizes each sharing tensor by one
+second moment for the whole tensor instead, so an entry moves in proportion to its
+own gradient, as in SGD with momentum; the scale-free step of Adam is kept per
+tensor. Every other meta-parameter (``v0``, biases, inner learning rates) gets the
+usual, fused Adam.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["MetaAdam", "META_OPTIMIZERS"]
+
+#: the ``meta_optimizer`` names :func:`msr_sklearn.meta.make_meta_optimizer` accepts
+META_OPTIMIZERS = ("msr_adam", "adam")
+
+
+class MetaAdam(torch.optim.Adam):
+    """Adam whose parameter groups may normalize a whole tensor by one second moment.
+
+    A group with ``second_moment="tensor"`` keeps, per tensor, the running mean
+    ``v`` of the *mean* squared gradient over the tensor's entries (a scalar) next to
+    the usual first moment, and updates ``p -= lr * m_hat / (sqrt(v_hat) + eps)``
+    with Adam's bias corrections; groups with ``second_moment="element"`` (the
+    default) are plain (fused, where available) :class:`torch.optim.Adam`. The
+    state is an ordinary optimizer state (``step``, ``exp_avg``, ``exp_avg_sq``), so
+    ``state_dict`` / ``load_state_dict`` and checkpoints work as for Adam.
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of dict
+        Parameters or parameter groups; a group may set ``second_moment``.
+    lr : float, default=1e-3
+        Learning rate.
+    betas : tuple of float, default=(0.9, 0.999)
+        Decay rates of the first and second moments.
+    eps : float, default=1e-8
+        Added to the root of the second moment.
+    fused : bool or None, default=None
+        Passed to :class:`torch.optim.Adam` for the element-wise groups.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.optim import MetaAdam
+    >>> signal, noise = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    >>> opt = MetaAdam([{"params": [signal]},
+    ...                 {"params": [noise], "second_moment": "tensor"}], lr=0.1)
+    >>> signal.grad, noise.grad = torch.tensor([1.0, 1e-3]), torch.tensor([1.0, 1e-3])
+    >>> opt.step()
+    >>> signal.detach()          # Adam: both entries move by the learning rate
+    tensor([-0.1000, -0.1000])
+    >>> noise.detach()           # one second moment: the small gradient moves little
+    tensor([-0.1414, -0.0001])
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, fused=fused)
+        for group in self.param_groups:
+            group.setdefault("second_moment", "element")
+            if group["second_moment"] not in ("element", "tensor"):
+                raise ValueError("second_moment must be 'element' or 'tensor'; got "
+                                 f"{group['second_moment']!r}")
+
+    def add_param_group(self, param_group):
+        param_group.setdefault("second_moment", "element")
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter with a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        # Adam skips parameters without a gradient: hold the tensor-wise ones aside
+        held = [(group, p, p.grad) for group in self.param_groups
+                if group["second_moment"] == "tensor" for p in group["params"]
+                if p.grad is not None]
+        for _, p, _ in held:
+            p.grad = None
+        try:
+            super().step()
+        finally:
+            for _, p, grad in held:
+                p.grad = grad
+        for group, p, grad in held:
+            self._tensor_step(group, p, grad)
+        return loss
+
+    def _tensor_step(self, group, p, grad):
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros((), dtype=p.dtype, device=p.device)
+        state["step"] += 1
+        t = float(state["step"])
+        state["exp_avg"].lerp_(grad, 1 - beta1)
+        state["exp_avg_sq"].lerp_(grad.square().mean(), 1 - beta2)
+        denom = (state["exp_avg_sq"] / (1 - beta2 ** t)).sqrt_().add_(group["eps"])
+        p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** t))
