@@ -20,7 +20,7 @@ from .symmetry import _plain, read_checkpoint, write_checkpoint
 from .training import Callback
 
 __all__ = ["Checkpoint", "DivergenceStop", "EarlyStopping", "History", "ProgressBar",
-           "Validation", "check_resume", "resume_state"]
+           "Validation", "resume_mismatch", "resume_state"]
 
 
 class History(Callback):
@@ -206,7 +206,7 @@ class Checkpoint(Callback):
         Meta-steps between checkpoints.
     info : dict or None, default=None
         JSON values that identify the run (settings, seed, task fingerprints), which a
-        resume compares (:func:`check_resume`).
+        resume compares (:func:`resume_mismatch`).
 
     Examples
     --------
@@ -250,7 +250,7 @@ def resume_state(path, settings, process_group=None):
 
     Every process reads the file; all of them raise the same ``ValueError`` when any
     could not read it, or read another state, or when the checkpoint was written with
-    other ``settings`` (:func:`check_resume`).
+    other ``settings`` (:func:`resume_mismatch`).
 
     Parameters
     ----------
@@ -274,27 +274,32 @@ def resume_state(path, settings, process_group=None):
     """
     try:
         state = read_checkpoint(path)[1] if os.path.exists(path) else None
-        mine = None if state is None else [state["trainer"]["step"], state["info"]["seed"]]
+        missing = [k for k in ("info", "trainer") if state is not None and k not in state]
+        if missing:
+            raise ValueError(f"cannot read a training checkpoint from {str(path)!r}: its "
+                             f"training state lacks {missing[0]!r}")
+        # every process compares its own settings, and all hear of any difference
+        mine = None if state is None else (
+            resume_mismatch(state["info"], {"settings": settings}, path, ("settings",))
+            or [state["trainer"]["step"], state["info"]["seed"]])
     except ValueError as exc:
-        state, mine = None, str(exc)
+        state, mine = None, (f"{exc}; delete the file, or set resume=False to start afresh "
+                             "(which overwrites it)")
     seen = [mine]
     if process_group is not None:
         seen = [None] * torch.distributed.get_world_size(process_group)
         torch.distributed.all_gather_object(seen, mine, group=process_group)
     errors = [s for s in seen if isinstance(s, str)]
     if errors:
-        raise ValueError(f"{errors[0]}; delete the file, or set resume=False to start afresh "
-                         "(which overwrites it)")
+        raise ValueError(errors[0])
     if any(s != seen[0] for s in seen):
         raise ValueError(f"the processes read different checkpoints at {str(path)!r}; every "
                          "process must see the same checkpoint_path (a shared file system)")
-    if state is not None:
-        check_resume(state["info"], {"settings": settings}, path, ("settings",))
     return state
 
 
-def check_resume(saved, info, path, keys):
-    """Raise a ``ValueError`` naming what differs between a checkpoint's and a run's info.
+def resume_mismatch(saved, info, path, keys):
+    """What differs between a checkpoint's ``info`` and a run's, as a message, or None.
 
     Parameters
     ----------
@@ -308,14 +313,17 @@ def check_resume(saved, info, path, keys):
         What to compare: ``"settings"`` (a dict, compared setting by setting), or
         any other key, compared as a whole (e.g. ``"training tasks"``, a fingerprint).
 
+    Returns
+    -------
+    str or None
+        A message for a ``ValueError`` that names what differs; ``None``: nothing does.
+
     Examples
     --------
-    >>> from msr_sklearn.callbacks import check_resume
-    >>> check_resume({"settings": {"n_filters": 3}}, {"settings": {"n_filters": 4}},
-    ...              "run.msr", ["settings"])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: the checkpoint 'run.msr' was written with n_filters=3, but the learner has n_filters=4; ...
+    >>> from msr_sklearn.callbacks import resume_mismatch
+    >>> print(resume_mismatch({"settings": {"n_filters": 3}}, {"settings": {"n_filters": 4}},
+    ...                       "run.msr", ["settings"]))  # doctest: +ELLIPSIS
+    the checkpoint 'run.msr' was written with n_filters=3, but the learner has n_filters=4; ...
     """
     where = f"the checkpoint {str(path)!r}"
     hint = ("; fit with the same settings and tasks, use another checkpoint_path, or set "
@@ -327,9 +335,10 @@ def check_resume(saved, info, path, keys):
                       f"{name}={_plain(now.get(name))!r}" for name in sorted({*before, *now})
                       if _plain(before.get(name)) != _plain(now.get(name))]
             if differ:
-                raise ValueError(f"{where} was written with " + "; ".join(differ) + hint)
+                return f"{where} was written with " + "; ".join(differ) + hint
         elif _plain(before) != _plain(now):
-            raise ValueError(f"the {key} differ from those {where} was written for" + hint)
+            return f"the {key} differ from those {where} was written for" + hint
+    return None
 
 
 class ProgressBar(Callback):

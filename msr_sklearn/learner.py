@@ -25,7 +25,7 @@ from .callbacks import (
     History,
     ProgressBar,
     Validation,
-    check_resume,
+    resume_mismatch,
     resume_state,
 )
 from .training import (SCHEDULES, Callback, Trainer, _distributed_context, seed_from,
@@ -404,10 +404,12 @@ class MetaSymmetryLearner(BaseEstimator):
         info = None if self.checkpoint_path is None else {
             "settings": settings, "seed": seed, "fit_start": fit_start,
             "training tasks": tasks.fingerprint() if stream is None else repr(stream),
-            "validation tasks": [held_out, validation_tasks is not None and valid.fingerprint()]}
-        if saved:
-            check_resume(saved["info"], info, self.checkpoint_path,
-                         ("training tasks", "validation tasks"))
+            "validation tasks": [held_out, None if validation_tasks is None
+                                 else valid.fingerprint()]}
+        problem = saved and resume_mismatch(saved["info"], info, self.checkpoint_path,
+                                            ("training tasks", "validation tasks"))
+        if problem:
+            raise ValueError(problem)
         return SimpleNamespace(warm=warm, seed=seed, sampler=sampler, train=train,
                                valid_batch=valid_batch, info=info, saved=saved, group=group)
 

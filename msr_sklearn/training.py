@@ -127,8 +127,8 @@ class Callback:
     >>> learner = MetaSymmetryLearner(n_filters=3, bias=False, n_support=1, meta_lr=1e-2,
     ...                               meta_batch_size=8, n_meta_steps=500,
     ...                               callbacks=[StopBelow(0.5)], random_state=0).fit(X, y)
-    >>> len(learner.history_), bool(learner.history_["train_loss"].iloc[-1] < 0.5)
-    (121, True)
+    >>> bool(len(learner.history_) < 500), bool(learner.history_["train_loss"].iloc[-1] < 0.5)
+    (True, True)
     >>> "v0_norm" in learner.history_
     True
     """
