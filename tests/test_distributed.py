@@ -1,4 +1,8 @@
-"""Data-parallel meta-training: 2 CPU processes (gloo, loopback) == 1 process."""
+"""Data-parallel meta-training: 2 CPU processes (gloo, loopback) == 1 process.
+
+Also a crash-safe resume under torch.distributed: rank 0 writes the checkpoint, every
+rank reads it, and the resumed 2-process run ends exactly as the uninterrupted one.
+"""
 
 import os
 import socket
@@ -10,6 +14,8 @@ import torch.multiprocessing as mp
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
+from msr_sklearn.symmetry import read_checkpoint
+from msr_sklearn.training import Callback
 
 PARAMS = dict(n_filters=3, bias=True, n_support=2, n_meta_steps=25, meta_batch_size=8,
               random_state=0)
@@ -23,6 +29,12 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Crash(Callback):
+    def on_step_end(self, trainer):
+        if trainer.step == 15:  # after the checkpoint of step 10, on every rank
+            raise RuntimeError("crash")
 
 
 def _worker(rank, world, port, out_dir):
@@ -42,6 +54,17 @@ def _worker(rank, world, port, out_dir):
         except ValueError as exc:
             with open(os.path.join(out_dir, f"err{rank}.txt"), "w") as f:
                 f.write(str(exc))
+        resume = {**PARAMS, "checkpoint_path": os.path.join(out_dir, "resume.msr"),
+                  "checkpoint_interval": 10, "resume": True}
+        try:
+            MetaSymmetryLearner(**resume, callbacks=[_Crash()]).fit(X, y)
+        except RuntimeError:
+            pass
+        step = read_checkpoint(resume["checkpoint_path"])[1]["trainer"]["step"]
+        with open(os.path.join(out_dir, f"resumed_from{rank}.txt"), "w") as f:
+            f.write(str(step))
+        learner = MetaSymmetryLearner(**resume).fit(X, y)  # the same call, started again
+        learner.symmetry_.save(os.path.join(out_dir, f"resumed_rank{rank}.msr"))
     finally:
         dist.destroy_process_group()
     if os.path.isdir("/proc/self/task"):  # Linux: which threads outlive the group
@@ -64,6 +87,11 @@ def test_two_processes_match_one(tmp_path):
     # only rank 0 writes checkpoints
     assert (tmp_path / "ckpt_rank0.msr").exists()
     assert not (tmp_path / "ckpt_rank1.msr").exists()
+    # both ranks resumed rank 0's checkpoint of step 10 and ended bit-identical to the
+    # uninterrupted 2-process run
+    for r in range(2):
+        assert (tmp_path / f"resumed_from{r}.txt").read_text() == "10"
+        assert LearnedSymmetry.load(tmp_path / f"resumed_rank{r}.msr") == ranks[r]
     for r in range(2):
         assert "raise meta_batch_size to at least 2" in (tmp_path / f"err{r}.txt").read_text()
         # destroy_process_group() really freed the group: no gloo thread is left to be
