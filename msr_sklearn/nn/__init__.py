@@ -8,11 +8,12 @@ from .layers import (
     SharedLinear,
     conv1d,
 )
-from .network import ACTIVATIONS, LAYER_KINDS, MetaNetwork, build_network
+from .network import ACTIVATIONS, CONV_LAYER_KINDS, LAYER_KINDS, MetaNetwork, build_network
 from .sharing import ConvFilterSharing, DenseSharing, FixedSharing, KroneckerSharing, Sharing
 
 __all__ = [
     "ACTIVATIONS",
+    "CONV_LAYER_KINDS",
     "LAYER_KINDS",
     "ConvFilterSharing",
     "DenseSharing",

@@ -29,11 +29,19 @@ class MetaLayer(nn.Module):
     ``filters`` (``v``, shape ``(sharing.n_filters,)``) and ``bias`` are the *inner*
     parameters, listed in :attr:`inner_parameters`; their values on the module are the
     meta-learned initial ones. The sharing's parameters (``U``) are *outer*.
-    ``forward(x, filters=None, bias=None)`` computes the layer with the given inner
-    values (with a leading task dimension for a meta-batch) or, when omitted, its own.
-    Subclasses implement ``_apply_weight`` and the ``in_features``, ``out_features``
-    and ``fan_in`` properties, and call :meth:`reset_parameters` once built (this
-    base class leaves ``filters`` and ``bias`` uninitialized).
+    ``forward(x, filters=None, bias=None, residual=None)`` computes the layer with the
+    given inner values (with a leading task dimension for a meta-batch) or, when
+    omitted, its own. Subclasses implement ``_apply_weight`` and the ``in_features``,
+    ``out_features`` and ``fan_in`` properties, and call :meth:`reset_parameters` once
+    built (this base class leaves ``filters`` and ``bias`` uninitialized).
+
+    **Soft symmetry** (``residual=True``): the weight is ``W = reshape(U v) + R`` with a
+    free inner ``residual`` ``R`` of the weight's shape beside the shared part. Its
+    value on the module is the meta-learned ``R0`` (initialized at 0); it is adapted
+    per task like ``v``, with its own meta-learned inner learning rate, so a rate
+    ``→ 0`` is the strict symmetry and a large one plain MAML. With ``pull=True`` the
+    layer also carries an outer ``log_pull``, and :meth:`inner_penalty` is
+    ``exp(log_pull) * ||R - R0||^2``, which the inner loop adds to the support loss.
 
     Parameters
     ----------
@@ -43,6 +51,11 @@ class MetaLayer(nn.Module):
         Output features (the bias size).
     bias : bool, default=True
         Whether the layer has an inner bias.
+    residual : bool, default=False
+        Add the free inner weight ``R`` (initialized at 0) to the shared one.
+    pull : bool, default=False
+        With ``residual``: an outer, meta-learned pull weight ``exp(log_pull)``
+        (initially 1) of the inner penalty ``||R - R0||^2``.
 
     Examples
     --------
@@ -50,22 +63,37 @@ class MetaLayer(nn.Module):
     >>> from msr_sklearn.nn import DenseSharing, MetaLayer, SharedLinear
     >>> layer = SharedLinear(DenseSharing((3, 4), n_filters=2))
     >>> isinstance(layer, MetaLayer), MetaLayer.inner_parameters
-    (True, ('filters', 'bias'))
+    (True, ('filters', 'bias', 'residual'))
     >>> [name for name, _ in layer.named_parameters()]   # inner first, then U (outer)
     ['filters', 'bias', 'sharing.basis']
     >>> layer.filters.shape, layer.weight().shape
     (torch.Size([2]), torch.Size([3, 4]))
+
+    A soft layer: a residual ``R`` beside ``U v``, pulled towards ``R0``:
+
+    >>> soft = SharedLinear(DenseSharing((3, 4), n_filters=2), residual=True, pull=True)
+    >>> [name for name, _ in soft.named_parameters()]
+    ['filters', 'bias', 'residual', 'log_pull', 'sharing.basis']
+    >>> soft.residual.shape, bool(soft.residual.abs().max() == 0)
+    (torch.Size([3, 4]), True)
+    >>> soft.inner_penalty(torch.ones(5, 3, 4))   # 5 tasks: exp(0) * 12 each
+    tensor([12., 12., 12., 12., 12.], grad_fn=<MulBackward0>)
     """
 
     #: names of the parameters adapted in the inner loop; all others are outer
-    inner_parameters = ("filters", "bias")
+    inner_parameters = ("filters", "bias", "residual")
 
-    def __init__(self, sharing: Sharing, n_outputs: int, bias: bool = True):
+    def __init__(self, sharing: Sharing, n_outputs: int, bias: bool = True,
+                 residual: bool = False, pull: bool = False):
         super().__init__()
+        if pull and not residual:
+            raise ValueError("pull=True needs residual=True: the pull acts on the residual R")
         self.sharing = sharing
         self.n_outputs = int(n_outputs)
         self.filters = nn.Parameter(torch.empty(sharing.n_filters))
         self.bias = nn.Parameter(torch.empty(self.n_outputs)) if bias else None
+        self.residual = nn.Parameter(torch.empty(sharing.weight_shape)) if residual else None
+        self.log_pull = nn.Parameter(torch.empty(())) if pull else None
 
     def reset_parameters(self, generator=None, filter_std=None):
         """Draw the initial filters ``v ~ N(0, filter_std^2)``; zero the bias.
@@ -82,8 +110,9 @@ class MetaLayer(nn.Module):
             filter_std = math.sqrt(self.sharing.n_weights / (self.fan_in * self.sharing.n_filters))
         with torch.no_grad():
             self.filters.copy_(torch.randn(self.sharing.n_filters, generator=generator) * filter_std)
-            if self.bias is not None:
-                self.bias.zero_()
+            for zeroed in (self.bias, self.residual, self.log_pull):  # R0 = 0, pull = exp(0)
+                if zeroed is not None:
+                    zeroed.zero_()
 
     @property
     def fan_in(self):
@@ -99,11 +128,25 @@ class MetaLayer(nn.Module):
         """Flat output size."""
         raise NotImplementedError
 
-    def weight(self, filters=None):
-        return self.sharing.weight(self.filters if filters is None else filters)
+    def weight(self, filters=None, residual=None):
+        """``reshape(U v) + R`` for the given (or the layer's own) inner values."""
+        weight = self.sharing.weight(self.filters if filters is None else filters)
+        if self.residual is None:
+            return weight
+        return weight + (self.residual if residual is None else residual)
 
-    def forward(self, x, filters=None, bias=None):
-        out = self._apply_weight(x, self.weight(filters))
+    def inner_penalty(self, residual, initial=None):
+        """``exp(log_pull) * ||residual - initial||^2`` per leading (task) index, or None.
+
+        ``initial`` defaults to the layer's own ``R0``; ``None`` without a pull.
+        """
+        if self.log_pull is None:
+            return None
+        diff = residual - (self.residual if initial is None else initial)
+        return self.log_pull.exp() * diff.pow(2).flatten(-len(self.sharing.weight_shape)).sum(-1)
+
+    def forward(self, x, filters=None, bias=None, residual=None):
+        out = self._apply_weight(x, self.weight(filters, residual))
         bias = self.bias if bias is None else bias
         if bias is not None:
             out = out + bias.unsqueeze(-2)
@@ -111,6 +154,11 @@ class MetaLayer(nn.Module):
 
     def _apply_weight(self, x, weight):
         raise NotImplementedError
+
+    def _soft_repr(self):
+        if self.residual is None:
+            return ""
+        return f", residual=True, pull={self.log_pull is not None}"
 
 
 class SharedLinear(MetaLayer):
@@ -130,6 +178,11 @@ class SharedLinear(MetaLayer):
     generator : torch.Generator or None, default=None
         Source of the random initial filters ``v`` (see
         :meth:`~MetaLayer.reset_parameters`); ``None`` uses torch's global generator.
+    residual : bool, default=False
+        Soft symmetry: ``W = reshape(U v) + R`` with a free inner ``R`` of shape
+        ``(n_out, n_in)`` starting at the meta-learned ``R0`` (see :class:`MetaLayer`).
+    pull : bool, default=False
+        With ``residual``: a meta-learned inner penalty ``exp(log_pull) ||R - R0||^2``.
 
     Examples
     --------
@@ -141,12 +194,16 @@ class SharedLinear(MetaLayer):
     >>> per_task = torch.zeros(7, 3)          # 7 tasks, each with its own filters
     >>> layer(torch.ones(7, 2, 5), filters=per_task).shape
     torch.Size([7, 2, 4])
+    >>> soft = SharedLinear(DenseSharing((4, 5), n_filters=3), residual=True)
+    >>> soft(torch.ones(7, 2, 5), filters=per_task, residual=torch.ones(7, 4, 5))[0, 0]
+    tensor([5., 5., 5., 5.], grad_fn=<SelectBackward0>)
     """
 
-    def __init__(self, sharing: Sharing, bias: bool = True, generator=None):
+    def __init__(self, sharing: Sharing, bias: bool = True, generator=None,
+                 residual: bool = False, pull: bool = False):
         if len(sharing.weight_shape) != 2:
             raise ValueError(f"a linear layer needs a 2-D weight; got {sharing.weight_shape}")
-        super().__init__(sharing, sharing.weight_shape[0], bias)
+        super().__init__(sharing, sharing.weight_shape[0], bias, residual=residual, pull=pull)
         self.reset_parameters(generator)
 
     @property
@@ -169,7 +226,7 @@ class SharedLinear(MetaLayer):
     def extra_repr(self):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}" + self._soft_repr()
         )
 
 
@@ -203,6 +260,11 @@ class SharedConv2d(MetaLayer):
     generator : torch.Generator or None, default=None
         Source of the random initial filters ``v``; ``None`` uses torch's global
         generator.
+    residual : bool, default=False
+        Soft symmetry: free per-copy filters ``R`` of shape ``(C_out, C_in, kh, kw)``
+        beside the shared ones, ``W = reshape(U v) + R`` (see :class:`MetaLayer`).
+    pull : bool, default=False
+        With ``residual``: a meta-learned inner penalty ``exp(log_pull) ||R - R0||^2``.
 
     Examples
     --------
@@ -217,9 +279,13 @@ class SharedConv2d(MetaLayer):
     >>> conv(torch.ones(3, 2, 25), filters=torch.zeros(3, 18),
     ...      bias=torch.zeros(3, 8)).shape          # 3 tasks at once
     torch.Size([3, 2, 72])
+    >>> soft = SharedConv2d((1, 5, 5), sharing, residual=True)
+    >>> soft.residual.shape                         # one free filter per copy
+    torch.Size([8, 1, 3, 3])
     """
 
-    def __init__(self, input_shape, sharing: Sharing, bias: bool = True, generator=None):
+    def __init__(self, input_shape, sharing: Sharing, bias: bool = True, generator=None,
+                 residual: bool = False, pull: bool = False):
         c_in, h, w = (int(s) for s in input_shape)
         if len(sharing.weight_shape) != 4 or sharing.weight_shape[1] != c_in:
             raise ValueError(
@@ -229,7 +295,7 @@ class SharedConv2d(MetaLayer):
         c_out, _, kh, kw = sharing.weight_shape
         if kh > h or kw > w:
             raise ValueError(f"kernel {(kh, kw)} is larger than the input {(h, w)}")
-        super().__init__(sharing, c_out, bias)
+        super().__init__(sharing, c_out, bias, residual=residual, pull=pull)
         self.input_shape = (c_in, h, w)
         self.output_shape = (c_out, h - kh + 1, w - kw + 1)
         self.reset_parameters(generator)
@@ -247,9 +313,9 @@ class SharedConv2d(MetaLayer):
     def out_features(self):
         return math.prod(self.output_shape)
 
-    def forward(self, x, filters=None, bias=None):
+    def forward(self, x, filters=None, bias=None, residual=None):
         # the bias is per channel, not per output feature
-        out = self._apply_weight(x, self.weight(filters))
+        out = self._apply_weight(x, self.weight(filters, residual))
         bias = self.bias if bias is None else bias
         if bias is not None:
             pixels = self.output_shape[1] * self.output_shape[2]
@@ -271,7 +337,7 @@ class SharedConv2d(MetaLayer):
     def extra_repr(self):
         return (
             f"input_shape={self.input_shape}, output_shape={self.output_shape}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}" + self._soft_repr()
         )
 
 

@@ -26,9 +26,14 @@ ACTIVATIONS = {
 
 #: the ``layer`` kinds :func:`build_network` understands
 LAYER_KINDS = ("msr", "msr_kron", "dense", "conv1d", "locally_connected1d", "conv2d",
-               "msr_conv2d")
+               "msr_conv2d", "msr_residual", "msr_kron_residual", "msr_conv2d_residual")
 #: kinds that build one fixed-shape layer mapping the input straight to the outputs
-SINGLE_LAYER_KINDS = ("conv1d", "locally_connected1d", "conv2d", "msr_conv2d")
+SINGLE_LAYER_KINDS = ("conv1d", "locally_connected1d", "conv2d", "msr_conv2d",
+                      "msr_conv2d_residual")
+#: the kinds of the convolutional front-end (``conv_layer``)
+CONV_LAYER_KINDS = ("msr_conv2d", "conv2d", "msr_conv2d_residual")
+#: the suffix of the soft-symmetry kinds: ``W = reshape(U v) + R``
+RESIDUAL_SUFFIX = "_residual"
 
 
 class MetaNetwork(nn.Module):
@@ -91,6 +96,33 @@ class MetaNetwork(nn.Module):
                     out[f"{i}.{name}"] = p
         return out
 
+    def inner_penalty(self, inner, initial=None):
+        """The layers' inner penalties ``sum_l exp(log_pull_l) ||R_l - R0_l||^2``, or None.
+
+        Parameters
+        ----------
+        inner : dict of str to Tensor
+            Inner parameters by name (``"0.residual"``...), with or without a leading
+            task dimension.
+        initial : dict of str to Tensor or None, default=None
+            The values the residuals are pulled towards; ``None``: the network's own
+            (the meta-learned ``R0``).
+
+        Returns
+        -------
+        Tensor of shape (T,) (or () without a task dimension), or None
+            ``None`` when no layer has a pull (``residual_pull=False``).
+        """
+        initial = self.initial_inner_parameters() if initial is None else initial
+        total = None
+        for i, layer in enumerate(self.layers):
+            name = f"{i}.residual"
+            if getattr(layer, "log_pull", None) is None or name not in inner:
+                continue
+            term = layer.inner_penalty(inner[name], initial[name])
+            total = term if total is None else total + term
+        return total
+
     def outer_parameters(self) -> dict[str, nn.Parameter]:
         """Parameters that only the outer loop changes (the sharings' ``U``)."""
         inner = {id(p) for p in self.initial_inner_parameters().values()}
@@ -121,6 +153,7 @@ class MetaNetwork(nn.Module):
 
 
 def _linear_sharing(kind, n_out, n_in, n_filters, generator):
+    kind = kind.removesuffix(RESIDUAL_SUFFIX)
     if kind == "msr":
         return DenseSharing((n_out, n_in), n_filters, generator=generator)
     if kind == "msr_kron":
@@ -152,7 +185,7 @@ def _kron_factor_sizes(n_filters, n_out, n_in):
 def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_filters=8,
                   activation="relu", bias=True, kernel_size=3, input_shape=None, n_copies=1,
                   conv_channels=(), conv_layer="msr_conv2d", pooling="none",
-                  couple_copies=False, random_state=None):
+                  couple_copies=False, residual_pull=False, random_state=None):
     """Build a :class:`MetaNetwork` from sklearn-style settings.
 
     Parameters
@@ -161,7 +194,7 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
     hidden_layer_sizes : tuple of int
         Widths of the hidden layers (``()``: a single layer).
     layer : {"msr", "msr_kron", "dense", "conv1d", "locally_connected1d", "conv2d", \
-"msr_conv2d"}
+"msr_conv2d", "msr_residual", "msr_kron_residual", "msr_conv2d_residual"}
         ``"msr"``: learned dense ``U``; ``"msr_kron"``: learned Kronecker ``U``;
         ``"dense"``: identity ``U`` (plain MAML). The others build one layer mapping
         the input straight to the outputs (no hidden layers): ``"conv1d"`` and
@@ -170,7 +203,9 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         convolution whose filter tensor is reparameterized by a learned
         :class:`ConvFilterSharing` (MSR-Conv). All are valid, stride 1, with
         ``kernel_size`` taps per axis; the 2-D ones read images of ``input_shape`` and
-        infer the output channels from ``n_outputs``.
+        infer the output channels from ``n_outputs``. A ``"_residual"`` kind is the
+        kind without the suffix plus a free inner weight ``R`` beside ``U v`` in
+        every layer (soft symmetry, ``W = reshape(U v) + R``; see :class:`MetaLayer`).
     n_filters : int or sequence of int
         ``k`` per MSR layer (one value for all, or one per layer). Not used by the
         single-layer kinds (MSR-Conv's ``k`` is one ``kernel_size²`` filter per field).
@@ -189,9 +224,10 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         A convolutional front-end before the dense layers: one valid ``kernel_size``
         convolution per entry, with that many output channels, on images of
         ``input_shape``.
-    conv_layer : {"msr_conv2d", "conv2d"}
+    conv_layer : {"msr_conv2d", "conv2d", "msr_conv2d_residual"}
         Front-end convolutions with a learned sharing of their filter tensors
-        (MSR-Conv, ``n_copies`` channels per field) or plain ones (MAML).
+        (MSR-Conv, ``n_copies`` channels per field), plain ones (MAML), or MSR-Conv
+        with free per-copy filters ``R`` beside the shared ones (soft symmetry).
     pooling : {"none", "mean"}
         ``"mean"`` averages each front-end channel over its pixels.
     couple_copies : bool
@@ -200,6 +236,10 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         group convolution between regular fields does; see
         :class:`ConvFilterSharing`'s ``in_copies``). ``False``: each input channel is
         a field of its own.
+    residual_pull : bool
+        Every residual layer adds a meta-learned pull ``exp(log_pull) ||R - R0||^2``
+        (initial weight 1) to the inner loop's support loss. Needs a ``"_residual"``
+        ``layer`` or ``conv_layer`` (with ``conv_channels``); else a ``ValueError``.
     random_state : int, torch.Generator or None
 
     Returns
@@ -214,37 +254,56 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
     torch.Size([4760, 3])
     >>> build_network(49, 8 * 25, layer="msr_conv2d", n_copies=4).layers[0].output_shape
     (8, 5, 5)
+    >>> soft = build_network(20, 18, layer="msr_residual", n_filters=3, residual_pull=True)
+    >>> sorted(soft.initial_inner_parameters())
+    ['0.bias', '0.filters', '0.residual']
     """
     if layer not in LAYER_KINDS:
         raise ValueError(f"layer must be one of {LAYER_KINDS}; got {layer!r}")
+    if conv_layer not in CONV_LAYER_KINDS:
+        raise ValueError(f"conv_layer must be one of {CONV_LAYER_KINDS}; got {conv_layer!r}")
+    soft = _soft_kinds(layer, conv_layer, conv_channels, residual_pull)
     generator = _as_generator(random_state)
     if layer in SINGLE_LAYER_KINDS:
         if tuple(hidden_layer_sizes) or tuple(conv_channels):
             raise ValueError(f"layer={layer!r} builds a single layer; hidden_layer_sizes and "
                              "conv_channels must be ()")
         net_layer = _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape,
-                                  n_copies, generator)
+                                  n_copies, generator, soft)
         return _small_output_init(MetaNetwork([net_layer], activation), generator)
     front = _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                            input_shape, n_copies, couple_copies, generator)
+                            input_shape, n_copies, couple_copies, generator, soft)
     n_in = front[-1].out_features if front else int(n_features)
     sizes = [n_in, *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
     n_layers = len(sizes) - 1
     ks = [int(n_filters)] * n_layers if _is_int(n_filters) else [int(k) for k in n_filters]
     if len(ks) != n_layers:
         raise ValueError(f"n_filters has {len(ks)} entries for {n_layers} layers")
+    linear_soft = soft if layer.endswith(RESIDUAL_SUFFIX) else {}
     layers = [
         SharedLinear(_linear_sharing(layer, n_out, n_in, k, generator), bias=bias,
-                     generator=generator)
+                     generator=generator, **linear_soft)
         for n_in, n_out, k in zip(sizes[:-1], sizes[1:], ks)
     ]
     return _small_output_init(MetaNetwork(front + layers, activation), generator)
 
 
+def _soft_kinds(layer, conv_layer, conv_channels, residual_pull):
+    """The layer keywords of a residual kind; ``residual_pull`` needs one to act on."""
+    residual = layer.endswith(RESIDUAL_SUFFIX) or (
+        conv_layer.endswith(RESIDUAL_SUFFIX) and bool(tuple(conv_channels))
+        and layer not in SINGLE_LAYER_KINDS)
+    if residual_pull and not residual:
+        raise ValueError(
+            f"residual_pull=True acts on residual layers, but layer={layer!r} with "
+            f"conv_layer={conv_layer!r} and conv_channels={tuple(conv_channels)} has none; "
+            "use layer='msr_residual', 'msr_kron_residual' or 'msr_conv2d_residual', or "
+            "conv_layer='msr_conv2d_residual' with conv_channels")
+    return {"residual": True, "pull": bool(residual_pull)}
+
+
 def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                    input_shape, n_copies, couple_copies, generator):
-    if conv_layer not in ("msr_conv2d", "conv2d"):
-        raise ValueError(f"conv_layer must be 'msr_conv2d' or 'conv2d'; got {conv_layer!r}")
+                    input_shape, n_copies, couple_copies, generator, soft):
     if pooling not in ("none", "mean"):
         raise ValueError(f"pooling must be 'none' or 'mean'; got {pooling!r}")
     conv_channels = tuple(int(c) for c in conv_channels)
@@ -267,7 +326,8 @@ def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel
             in_copies = n_copies if couple_copies and i > 0 else 1
             sharing = ConvFilterSharing(c_out // n_copies, c_in, kernel_size, n_copies=n_copies,
                                         in_copies=in_copies, generator=generator)
-        conv = SharedConv2d(shape, sharing, bias=bias, generator=generator)
+        conv = SharedConv2d(shape, sharing, bias=bias, generator=generator,
+                            **(soft if conv_layer.endswith(RESIDUAL_SUFFIX) else {}))
         modules.append(conv)
         shape = conv.output_shape
     if pooling == "mean":
@@ -276,7 +336,7 @@ def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel
 
 
 def _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape, n_copies,
-                  generator):
+                  generator, soft):
     if layer in ("conv1d", "locally_connected1d"):
         if n_outputs != n_features - kernel_size + 1:
             raise ValueError(
@@ -299,7 +359,8 @@ def _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape, 
             raise ValueError(f"n_copies={n_copies} must divide the {c_out} output channels")
         sharing = ConvFilterSharing(c_out // n_copies, c_in, kernel_size, n_copies=n_copies,
                                     generator=generator)
-    return SharedConv2d((c_in, h, w), sharing, bias=bias, generator=generator)
+    return SharedConv2d((c_in, h, w), sharing, bias=bias, generator=generator,
+                        **(soft if layer.endswith(RESIDUAL_SUFFIX) else {}))
 
 
 def _image_shape(n_features, input_shape):
