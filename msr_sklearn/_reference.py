@@ -18,6 +18,8 @@ def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inn
 
     ``symmetry_gradient="first_order"`` runs the support passes on a copy of the
     network whose sharings are detached (a separate code path from the engine's).
+    A residual pull is written out here, layer by layer, from the original model's
+    ``log_pull`` and ``R0`` (the copy's are frozen).
     """
     loss_fn = LOSSES[loss]
     support_model = model
@@ -31,6 +33,7 @@ def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inn
         for _ in range(inner_steps):
             support_loss = loss_fn(support_model(batch.x_support[t], inner),
                                    batch.y_support[t])
+            support_loss = support_loss + _pull(model, inner)
             grads = torch.autograd.grad(support_loss, tuple(inner.values()),
                                         create_graph=not first_order)
             inner = {name: p - model.inner_lrs[j] * g
@@ -38,3 +41,13 @@ def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inn
         mask = None if batch.query_mask is None else batch.query_mask[t]
         losses.append(loss_fn(model(batch.x_query[t], inner), batch.y_query[t], mask))
     return torch.stack(losses)
+
+
+def _pull(model, inner):
+    """``sum_l exp(log_pull_l) * sum((R_l - R0_l)^2)`` for one task (0 without pulls)."""
+    total = 0.0
+    for i, layer in enumerate(model.network.layers):
+        if getattr(layer, "log_pull", None) is not None:
+            total = total + torch.exp(layer.log_pull) * torch.sum(
+                (inner[f"{i}.residual"] - layer.residual) ** 2)
+    return total

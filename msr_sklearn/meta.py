@@ -240,7 +240,9 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     The initial inner parameters are copied once per task; each step takes one
     gradient of the summed per-task support losses (task ``t``'s loss depends only on
     its own copy) and updates ``p <- p - lr_p * grad``, with the model's inner learning
-    rates. Only the inner parameters change; the sharings ``U`` stay fixed. Gradients
+    rates. A network with residual pulls adds its inner penalty
+    ``sum_l exp(log_pull_l) ||R_l - R0_l||^2`` to each task's support loss
+    (:meth:`~msr_sklearn.nn.MetaNetwork.inner_penalty`). Only the inner parameters change; the sharings ``U`` stay fixed. Gradients
     are enabled inside, so this also works under :func:`torch.no_grad`.
 
     Parameters
@@ -317,8 +319,11 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     support_network = _support_network(model, create_graph and symmetry_gradient == "first_order")
     with torch.enable_grad():
         for _ in range(inner_steps):
-            support_loss = loss_fn(support_network(x_support, inner), y_support).sum()
-            grads = torch.autograd.grad(support_loss, tuple(inner.values()),
+            support_loss = loss_fn(support_network(x_support, inner), y_support)
+            pull = model.network.inner_penalty(inner)  # None without residual pulls
+            if pull is not None:
+                support_loss = support_loss + pull
+            grads = torch.autograd.grad(support_loss.sum(), tuple(inner.values()),
                                         create_graph=create_graph)
             inner = {name: p - lrs[j] * g
                      for j, ((name, p), g) in enumerate(zip(inner.items(), grads))}

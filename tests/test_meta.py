@@ -27,29 +27,47 @@ def make_batch(loss, n_tasks=5, n_support=3, n_query=4, n_features=6, n_outputs=
 
 
 def make_model(layer="msr", seed=0, **kwargs):
-    net = build_network(6, 3, hidden_layer_sizes=(5,), layer=layer, n_filters=4,
+    """A small network; ``layer="<kind>+pull"`` adds residual pulls, ``"conv_residual"``
+    is an MSR-Conv front-end with free per-copy filters (on 3x3 images: ``n_features=9``)."""
+    layer, _, pull = layer.partition("+")
+    if pull:
+        kwargs["residual_pull"] = True
+    if layer == "conv_residual":
+        kwargs.update(layer="msr", conv_channels=(4,), conv_layer="msr_conv2d_residual",
+                      n_copies=2, kernel_size=2)
+        n_features = 9
+    else:
+        kwargs["layer"] = layer
+        n_features = 6
+    net = build_network(n_features, 3, hidden_layer_sizes=(5,), n_filters=4,
                         activation="tanh", random_state=seed, **kwargs)
-    # lively initial filters so every term of the gradient is exercised
+    # lively initial filters (and R0) so every term of the gradient is exercised
     with torch.no_grad():
         for p in net.initial_inner_parameters().values():
             p.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed))
+        for name, p in net.named_parameters():
+            if name.endswith("log_pull"):
+                p.fill_(-0.7)
     return MetaModel(net.double(), inner_lr=0.3).double()
 
 
 def grads_of(model, losses):
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.autograd.grad(losses.sum(), params)
+    # a pull weight has no path to first-order losses: its gradient is zero
+    grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("inner_steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
-@pytest.mark.parametrize("layer", ["msr", "msr_kron"])
+@pytest.mark.parametrize("layer", ["msr", "msr_kron", "msr_residual", "msr_kron_residual",
+                                   "msr_residual+pull", "conv_residual+pull"])
 @pytest.mark.parametrize("symmetry_gradient", ["first_order", "second_order"])
 def test_vectorized_engine_equals_per_task_loop(loss, inner_steps, first_order, layer,
                                                 symmetry_gradient):
     model = make_model(layer)
-    batch = make_batch(loss)
+    batch = make_batch(loss, n_features=model.network.in_features)
     kwargs = dict(loss=loss, inner_steps=inner_steps, first_order=first_order,
                   symmetry_gradient=symmetry_gradient)
     fast = task_losses(model, batch, **kwargs)
@@ -57,6 +75,10 @@ def test_vectorized_engine_equals_per_task_loop(loss, inner_steps, first_order, 
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-7)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("sharing" in n for n in names) and "inner_lrs" in names
+    if "residual" in layer:
+        assert any(n.endswith("residual") for n in model.inner_names)
+    if "pull" in layer:
+        assert any(n.endswith("log_pull") for n in names)
     for name, gf, gs in zip(names, grads_of(model, fast), grads_of(model, slow)):
         torch.testing.assert_close(gf, gs, rtol=1e-5, atol=1e-7, msg=name)
 
