@@ -67,7 +67,8 @@ def translation_sharing(n_features=70, kernel_size=3):
 
 
 def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, kernel_size=3,
-                           noise=0.0, return_subspace=False, random_state=None):
+                           noise=0.0, return_subspace=False, symmetry_breaking=0.0,
+                           shared_breaking=0.0, random_state=None):
     """The paper's 1-D problems: a locally connected ``kernel_size``-tap filter per task.
 
     ``x ~ N(0, I)`` in ``R^n_features``; ``y[p] = sum_s F[p, s] x[p + s]`` for the
@@ -77,6 +78,14 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
     ``C = softmax(N(0, 1)^{n_out × r})`` shared by all tasks (drawn from ``random_state``
     first, so it is the same for every ``n_tasks``).
 
+    **Approximate symmetry.** With ``symmetry_breaking=eps`` every task's weight matrix
+    ``W_t`` (``n_out × n_features``, banded) gets a dense perturbation ``E_t`` of
+    Frobenius norm ``eps * ||W_t||_F`` (a Gaussian direction per task); with
+    ``shared_breaking=s`` all tasks also get one fixed dense perturbation ``S`` of norm
+    ``s * sqrt(E ||W_t||_F^2)`` (drawn right after ``C``, so it is the same for every
+    ``n_tasks``). ``y = x (W_t + E_t + S)^T``. With both at 0 (the default) the tasks
+    and the random stream are exactly those of the exact problem.
+
     Parameters
     ----------
     n_tasks, n_samples, rank, n_features, kernel_size : int
@@ -84,7 +93,14 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
         Standard deviation of Gaussian noise added to ``y``.
     return_subspace : bool
         Also return an orthonormal basis ``(n_out*n_features, rank*kernel_size)`` of
-        the span of ``vec(W)`` over all tasks.
+        the span of the symmetric parts ``vec(W_t)`` over all tasks (the breaking lies
+        outside it).
+    symmetry_breaking : float >= 0, default=0.0
+        ``eps``: the size of each task's own dense perturbation, relative to that
+        task's weight matrix.
+    shared_breaking : float >= 0, default=0.0
+        ``s``: the size of the perturbation common to all tasks, relative to the
+        root-mean-square norm of a task's weight matrix.
     random_state : int, RandomState or None
 
     Returns
@@ -95,9 +111,23 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
 
     Examples
     --------
+    >>> import numpy as np
     >>> X, y = make_translation_tasks(n_tasks=4, random_state=0)
     >>> X.shape, y.shape
     ((4, 20, 70), (4, 20, 68))
+
+    Tasks that are convolutions up to a 30% dense perturbation of their own: the same
+    inputs and convolutions as the exact tasks, plus ``x E_t^T``:
+
+    >>> X0, y0 = make_translation_tasks(n_tasks=2, n_samples=50, n_features=10,
+    ...                                 random_state=0)
+    >>> X, y = make_translation_tasks(n_tasks=2, n_samples=50, n_features=10,
+    ...                               symmetry_breaking=0.3, random_state=0)
+    >>> bool(np.array_equal(X, X0))
+    True
+    >>> W, E = (np.linalg.lstsq(X[0], t[0], rcond=None)[0].T for t in (y0, y - y0))
+    >>> W.shape, round(float(np.linalg.norm(E) / np.linalg.norm(W)), 6)
+    ((8, 10), 0.3)
     """
     for name, value in (("n_tasks", n_tasks), ("n_samples", n_samples), ("rank", rank),
                         ("n_features", n_features), ("kernel_size", kernel_size)):
@@ -105,17 +135,35 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
     if kernel_size > n_features:
         raise ValueError(f"kernel_size={kernel_size} exceeds n_features={n_features}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0; got {noise!r}")
+    for name, value in (("noise", noise), ("symmetry_breaking", symmetry_breaking),
+                        ("shared_breaking", shared_breaking)):
+        if not (isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, bool) and value >= 0 and np.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     rng = check_random_state(random_state)
     n_out = n_features - kernel_size + 1
     connectivity = np.ones((n_out, 1)) if rank == 1 else _softmax(
         rng.standard_normal((n_out, rank)), axis=1)
+    shared = None
+    if shared_breaking:
+        # E ||W_t||_F^2 = K ||C||_F^2 for B ~ N(0, I)
+        shared = _scaled_directions(rng.standard_normal((n_out, n_features)),
+                                    shared_breaking * np.sqrt(kernel_size) *
+                                    np.linalg.norm(connectivity))
     basis = rng.standard_normal((n_tasks, rank, kernel_size))
     filters = np.einsum("pr,trs->tps", connectivity, basis)  # (T, n_out, K)
     X = rng.standard_normal((n_tasks, n_samples, n_features))
     windows = np.lib.stride_tricks.sliding_window_view(X, kernel_size, axis=-1)  # (T,n,P,K)
     y = np.einsum("tnps,tps->tnp", windows, filters)
+    if symmetry_breaking or shared is not None:
+        # ||W_t||_F: each of the n_out rows holds its filter F[p] once
+        scale = symmetry_breaking * np.linalg.norm(filters, axis=(1, 2))
+        dense = _scaled_directions(rng.standard_normal((n_tasks, n_out, n_features)),
+                                   scale[:, None, None]) if symmetry_breaking else 0.0
+        if shared is not None:
+            dense = dense + shared
+        y = y + np.einsum("tni,tpi->tnp", X, np.broadcast_to(dense, (n_tasks, n_out,
+                                                                      n_features)))
     if noise:
         y = y + noise * rng.standard_normal(y.shape)
     if not return_subspace:
@@ -125,6 +173,11 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
     gens = np.einsum("pr,pis->rspi", connectivity, band).reshape(-1, n_out * n_features)
     q, _ = np.linalg.qr(gens.T)
     return X, y, q
+
+
+def _scaled_directions(gaussian, norm):
+    """``gaussian`` rescaled to Frobenius norm ``norm`` over its last two axes."""
+    return gaussian * (norm / np.linalg.norm(gaussian, axis=(-2, -1), keepdims=True))
 
 
 def _check_task_arguments(noise, **integers):

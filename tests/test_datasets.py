@@ -173,3 +173,45 @@ def test_translation_tasks_match_their_subspace():
     for t in range(3):
         columns = [X[t] @ u.reshape(8, 10).T for u in U.T]
         assert fit_in_subspace(columns, y[t])[1] < 1e-12
+
+
+def _task_maps(X, y):
+    """Each task's exact linear map ``W_t`` (n_out, n_features) from noise-free data."""
+    return np.stack([np.linalg.lstsq(x, t, rcond=None)[0].T for x, t in zip(X, y)])
+
+
+def test_translation_breaking_has_the_requested_relative_sizes():
+    kwargs = dict(n_tasks=4, n_samples=30, n_features=12, random_state=0)
+    X, y = make_translation_tasks(**kwargs)
+    Xe, ye = make_translation_tasks(symmetry_breaking=0.3, **kwargs)
+    Xs, ys = make_translation_tasks(shared_breaking=0.5, **kwargs)
+    W = _task_maps(X, y)
+    # the per-task breaking keeps the inputs and convolutions, and adds a dense E_t
+    assert np.array_equal(X, Xe)
+    E = _task_maps(X, ye - y)
+    relative = np.linalg.norm(E, axis=(1, 2)) / np.linalg.norm(W, axis=(1, 2))
+    np.testing.assert_allclose(relative, 0.3, rtol=1e-8)
+    assert (np.abs(E) > 1e-3).mean() > 0.9  # dense, not banded
+    assert not np.allclose(E[0], E[1])      # each task its own
+    # the shared breaking is one S for all tasks (rank 1 draws it first), of norm
+    # s * sqrt(E ||W_t||^2) = s * sqrt(K * n_out); what is left of each map is banded
+    direction = np.random.RandomState(0).standard_normal((10, 12))
+    S = 0.5 * np.sqrt(3 * 10) * direction / np.linalg.norm(direction)
+    conv = _task_maps(Xs, ys) - S
+    band = np.triu(np.tril(np.ones((10, 12)), 2))
+    np.testing.assert_allclose(conv * (1 - band), 0, atol=1e-9)
+    np.testing.assert_allclose(conv[:, 0, :3], conv[:, 5, 5:8], atol=1e-9)  # convolutions
+    # and S does not depend on the number of tasks
+    more = _task_maps(*make_translation_tasks(**{**kwargs, "n_tasks": 7}, shared_breaking=0.5))
+    np.testing.assert_allclose((more - S) * (1 - band), 0, atol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"symmetry_breaking": -0.1}, "symmetry_breaking must be a finite number >= 0"),
+    ({"shared_breaking": float("nan")}, "shared_breaking must be a finite number >= 0"),
+    ({"shared_breaking": True}, "shared_breaking must be a finite number >= 0"),
+    ({"noise": -1.0}, "noise must be a finite number >= 0"),
+])
+def test_translation_tasks_reject_bad_breaking(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_translation_tasks(n_tasks=2, **kwargs)
