@@ -113,8 +113,8 @@ class Validation(Callback):
         done = trainer.fit_step + 1
         if not np.isfinite(trainer.loss) or (done % self.interval and done != trainer.n_steps):
             return
-        losses = evaluate_task_losses(trainer.model, self.batch, loss=trainer.engine["loss"],
-                                      inner_steps=trainer.engine["inner_steps"])
+        engine = {k: trainer.engine[k] for k in ("loss", "inner_steps") if k in trainer.engine}
+        losses = evaluate_task_losses(trainer.model, self.batch, **engine)
         trainer.history[-1]["valid_loss"] = losses.mean().item()
         trainer.notify("on_validation_end")
 

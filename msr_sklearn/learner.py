@@ -475,7 +475,8 @@ class MetaSymmetryLearner(BaseEstimator):
     def _summarize(self, trainer):
         self.history_ = pd.DataFrame.from_records(trainer.history)
         self.n_iter_ = len(self.history_)
-        valid = self.history_.iloc[trainer.fit_start:].get("valid_loss", pd.Series()).dropna()
+        valid = self.history_.iloc[trainer.fit_start:].get("valid_loss", pd.Series(dtype=float))
+        valid = valid.dropna()
         self.best_valid_loss_ = float(valid.min()) if len(valid) else None
         self.best_step_ = int(self.history_["step"][valid.idxmin()]) if len(valid) else None
         self.symmetry_ = self._current_symmetry()
