@@ -9,3 +9,25 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(n)``: the n-th meta-step of the training loop raises KeyboardInterrupt
+    (as Ctrl-C would); ``interrupt_at(None)`` restores the real meta-step."""
+    import msr_sklearn.training as training_module
+
+    real_step = training_module.meta_step
+
+    def patch(n):
+        calls = {"n": 0}
+
+        def interrupting_step(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(training_module, "meta_step",
+                            real_step if n is None else interrupting_step)
+    return patch

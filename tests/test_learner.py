@@ -278,20 +278,9 @@ def test_a_nan_meta_loss_skips_the_update_and_the_learner_stays_usable(small_tas
     assert np.isfinite(learner.score(X, y))
 
 
-def test_keyboard_interrupt_leaves_a_usable_learner(small_tasks, monkeypatch):
+def test_keyboard_interrupt_leaves_a_usable_learner(small_tasks, interrupt_at):
     X, y = small_tasks
-    import msr_sklearn.training as training_module
-
-    calls = {"n": 0}
-    real_step = training_module.meta_step
-
-    def interrupting_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(training_module, "meta_step", interrupting_step)
+    interrupt_at(6)
     learner = MetaSymmetryLearner(**SMALL)
     with pytest.warns(RuntimeWarning, match="interrupted after 5 meta-steps"):
         learner.fit(X, y)
