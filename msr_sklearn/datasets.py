@@ -139,7 +139,7 @@ def make_translation_tasks(n_tasks=1000, n_samples=20, rank=1, n_features=70, ke
                         ("shared_breaking", shared_breaking)):
         if not (isinstance(value, (int, float, np.integer, np.floating))
                 and not isinstance(value, bool) and value >= 0 and np.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+            raise ValueError(f"{name} must be >= 0 and finite; got {value!r}")
     rng = check_random_state(random_state)
     n_out = n_features - kernel_size + 1
     connectivity = np.ones((n_out, 1)) if rank == 1 else _softmax(

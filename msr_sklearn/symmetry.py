@@ -15,8 +15,13 @@ import torch
 from .meta import MetaModel
 from .nn.network import SINGLE_LAYER_KINDS, build_network
 
-#: bumped when the file layout changes; ``load`` refuses other versions
-FORMAT_VERSION = 1
+#: bumped when the file layout changes; ``load`` refuses versions it does not know.
+#: 2: the ``residual_pull`` architecture key and the residual layer kinds (version-1
+#: files, which have neither, still load)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+#: the layout of a checkpoint's training state (unchanged by the symmetry's version 2)
+_CHECKPOINT_VERSION = 1
 _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
 _CHECKPOINT_NAME = "msr_sklearn.TrainingCheckpoint"
 _TRAINING = "training.json"
@@ -26,9 +31,9 @@ _TENSOR, _ARRAY = "__tensor__", "__array__"
 #: the settings that define a network; ``build_network`` takes exactly these
 ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
                      "activation", "bias", "kernel_size", "input_shape", "n_copies",
-                     "conv_channels", "conv_layer", "pooling", "couple_copies")
+                     "conv_channels", "conv_layer", "pooling", "couple_copies", "residual_pull")
 #: settings added after the first files were written, with the value those files meant
-OPTIONAL_ARCHITECTURE = {"couple_copies": False}
+OPTIONAL_ARCHITECTURE = {"couple_copies": False, "residual_pull": False}
 OBJECTIVES = ("regression", "classification")
 
 
@@ -147,6 +152,11 @@ class LearnedSymmetry:
         """The meta-learned initial filter values ``v0`` of a layer."""
         return self._meta_layer(layer).filters.detach().cpu().numpy().copy()
 
+    def initial_residual(self, layer=0):
+        """The meta-learned ``R0`` of a residual layer (weight-shaped), or None."""
+        residual = self._meta_layer(layer).residual
+        return None if residual is None else residual.detach().cpu().numpy().copy()
+
     def _meta_layer(self, layer):
         """Layer ``layer`` (counting only layers with a sharing) of a fresh network."""
         return self.build_network().meta_layers[self._layer_index(layer)]
@@ -198,9 +208,9 @@ class LearnedSymmetry:
         meta = json.loads(zf.read("meta.json"))
         if meta.get("format") != _FORMAT_NAME:
             raise ValueError("it is not a LearnedSymmetry file")
-        if meta.get("version") != FORMAT_VERSION:
+        if meta.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"it has format version {meta.get('version')!r}; this msr_sklearn "
-                             f"reads version {FORMAT_VERSION}")
+                             f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
         state = {name: _load_npy(zf, f"arrays/{name}.npy") for name in meta["arrays"]}
         arch = meta["architecture"]
         # JSON has lists where the architecture had tuples
@@ -231,7 +241,7 @@ def write_checkpoint(path, symmetry, state):
     arrays = []
     tree = _flatten(state, arrays)
     members = symmetry._members()
-    members[_TRAINING] = json.dumps({"format": _CHECKPOINT_NAME, "version": FORMAT_VERSION,
+    members[_TRAINING] = json.dumps({"format": _CHECKPOINT_NAME, "version": _CHECKPOINT_VERSION,
                                      "state": tree}).encode()
     members.update({f"training/{i}.npy": _npy_bytes(a) for i, a in enumerate(arrays)})
     _write_archive(path, members)
@@ -250,10 +260,10 @@ def read_checkpoint(path):
             raise ValueError("it holds a LearnedSymmetry but no training state (it was "
                              "written by LearnedSymmetry.save or an older msr_sklearn)")
         head = json.loads(zf.read(_TRAINING))
-        if head.get("format") != _CHECKPOINT_NAME or head.get("version") != FORMAT_VERSION:
+        if head.get("format") != _CHECKPOINT_NAME or head.get("version") != _CHECKPOINT_VERSION:
             raise ValueError(f"its training state has format {head.get('format')!r} version "
                              f"{head.get('version')!r}; this msr_sklearn reads "
-                             f"{_CHECKPOINT_NAME!r} version {FORMAT_VERSION}")
+                             f"{_CHECKPOINT_NAME!r} version {_CHECKPOINT_VERSION}")
         return symmetry, _unflatten(head["state"], lambda i: _load_npy(zf, f"training/{i}.npy"))
 
 

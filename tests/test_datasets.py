@@ -207,10 +207,10 @@ def test_translation_breaking_has_the_requested_relative_sizes():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"symmetry_breaking": -0.1}, "symmetry_breaking must be a finite number >= 0"),
-    ({"shared_breaking": float("nan")}, "shared_breaking must be a finite number >= 0"),
-    ({"shared_breaking": True}, "shared_breaking must be a finite number >= 0"),
-    ({"noise": -1.0}, "noise must be a finite number >= 0"),
+    ({"symmetry_breaking": -0.1}, "symmetry_breaking must be >= 0 and finite"),
+    ({"shared_breaking": float("nan")}, "shared_breaking must be >= 0 and finite"),
+    ({"shared_breaking": True}, "shared_breaking must be >= 0 and finite"),
+    ({"noise": -1.0}, "noise must be >= 0 and finite"),
 ])
 def test_translation_tasks_reject_bad_breaking(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,0 +1,125 @@
+"""Soft symmetry: residual layers W = reshape(U v) + R through the engine, the learner,
+the estimators, persistence and the diagnostics."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msr_sklearn import LearnedSymmetry
+from msr_sklearn.estimators import EquivariantRegressor
+from msr_sklearn.meta import MetaModel, TaskBatch, adapt, task_losses
+from msr_sklearn.nn import build_network
+
+DATA = Path(__file__).parent / "data"
+
+
+def soft_batch(n_tasks=4, n_support=6, n_query=5, n_features=8, n_outputs=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_tasks, n_support + n_query, n_features, generator=g, dtype=torch.float64)
+    y = torch.randn(n_tasks, n_support + n_query, n_outputs, generator=g, dtype=torch.float64)
+    return TaskBatch(x[:, :n_support], y[:, :n_support], x[:, n_support:], y[:, n_support:])
+
+
+def soft_model(layer="msr_residual", residual_pull=False, lrs=None, seed=0):
+    net = build_network(8, 6, layer=layer, n_filters=3, bias=True, activation="identity",
+                        residual_pull=residual_pull, random_state=seed).double()
+    with torch.no_grad():
+        for p in net.initial_inner_parameters().values():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed + 1))
+    model = MetaModel(net, inner_lr=0.2).double()
+    if lrs:
+        with torch.no_grad():
+            for j, name in enumerate(model.inner_names):
+                model.inner_lrs[j] = lrs.get(name.split(".")[1], model.inner_lrs[j])
+    return model
+
+
+# ------------------------------------------------------------------ engine limits
+def test_residual_rate_zero_is_strict_msr():
+    soft = soft_model(lrs={"residual": 0.0})
+    strict = MetaModel(build_network(8, 6, layer="msr", n_filters=3, activation="identity",
+                                     random_state=0).double(), inner_lr=0.2).double()
+    strict.load_state_dict({k: v for k, v in soft.state_dict().items()
+                            if "residual" not in k and k != "inner_lrs"}, strict=False)
+    with torch.no_grad():
+        strict.network.layers[0].filters.copy_(soft.network.layers[0].filters)
+        strict.network.layers[0].bias.copy_(soft.network.layers[0].bias)
+        soft.network.layers[0].residual.zero_()
+    batch = soft_batch()
+    for steps in (1, 3):
+        torch.testing.assert_close(task_losses(soft, batch, inner_steps=steps),
+                                   task_losses(strict, batch, inner_steps=steps))
+    inner = adapt(soft, batch.x_support, batch.y_support, inner_steps=3)
+    assert float(inner["0.residual"].detach().abs().max()) == 0.0  # R never left R0 = 0
+
+
+def test_filters_rate_zero_is_maml_on_the_whole_weight():
+    # v frozen: W = U v0 + R moves exactly as MAML's dense W at R's rate
+    soft = soft_model(lrs={"filters": 0.0, "residual": 0.7})
+    layer = soft.network.layers[0]
+    maml = MetaModel(build_network(8, 6, layer="dense", activation="identity",
+                                   random_state=0).double(), inner_lr=0.7).double()
+    with torch.no_grad():
+        maml.network.layers[0].filters.copy_(layer.weight().reshape(-1))
+        maml.network.layers[0].bias.copy_(layer.bias)
+        j = maml.inner_names.index("0.bias")
+        maml.inner_lrs[j] = soft.inner_lrs[soft.inner_names.index("0.bias")]
+    batch = soft_batch()
+    torch.testing.assert_close(task_losses(soft, batch, inner_steps=2),
+                               task_losses(maml, batch, inner_steps=2))
+
+
+def test_pull_changes_nothing_after_one_step_and_holds_R_near_R0_after_more():
+    batch = soft_batch()
+    free, pulled = soft_model(), soft_model(residual_pull=True)
+    pulled.load_state_dict(free.state_dict(), strict=False)
+    # the pull's gradient 2 beta (R - R0) vanishes where every task starts
+    torch.testing.assert_close(task_losses(free, batch), task_losses(pulled, batch))
+    with torch.no_grad():
+        pulled.network.layers[0].log_pull.fill_(np.log(3.0))
+    moved = {}
+    for name, model in (("free", free), ("pulled", pulled)):
+        inner = adapt(model, batch.x_support, batch.y_support, inner_steps=4)
+        moved[name] = float((inner["0.residual"] - model.network.layers[0].residual).detach().norm())
+    assert moved["pulled"] < 0.8 * moved["free"]
+    losses = task_losses(pulled, batch, inner_steps=4)
+    (grad,) = torch.autograd.grad(losses.sum(), pulled.network.layers[0].log_pull)
+    assert abs(float(grad)) > 1e-4  # the pull weight is meta-learned
+
+
+# ------------------------------------------------------------------ persistence
+def test_a_version_1_file_still_loads_and_adapts_as_it_did():
+    path = DATA / "learned_symmetry_v1.msr"
+    with zipfile.ZipFile(path) as zf:
+        assert json.loads(zf.read("meta.json"))["version"] == 1
+    sym = LearnedSymmetry.load(path)
+    assert sym.architecture["residual_pull"] is False
+    assert sym.initial_residual(0) is None and sym.inner_steps == 2
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((6, 5)), rng.standard_normal((6, 3))
+    pred = EquivariantRegressor(sym).fit(X[:4], y[:4]).predict(X[4:])
+    # the predictions of the msr_sklearn that wrote the file
+    np.testing.assert_allclose(pred, [[0.28009754, -0.13605034, -0.11714207],
+                                      [0.08288676, -0.06699264, 0.02281986]], rtol=1e-5)
+
+
+def test_a_residual_symmetry_round_trips_in_version_2(tmp_path):
+    sym = LearnedSymmetry.initial(n_features=8, n_outputs=6, layer="msr_residual",
+                                  n_filters=3, residual_pull=True, random_state=0)
+    net = sym.build_network()
+    with torch.no_grad():
+        net.layers[0].residual.normal_()
+        net.layers[0].log_pull.fill_(-1.5)
+    sym = LearnedSymmetry.from_model(MetaModel(net), sym.architecture)
+    sym.save(tmp_path / "soft.msr")
+    with zipfile.ZipFile(tmp_path / "soft.msr") as zf:
+        meta = json.loads(zf.read("meta.json"))
+    assert meta["version"] == 2 and meta["architecture"]["residual_pull"] is True
+    loaded = LearnedSymmetry.load(tmp_path / "soft.msr")
+    assert loaded == sym and set(loaded.inner_lrs) == {"0.filters", "0.bias", "0.residual"}
+    np.testing.assert_array_equal(loaded.initial_residual(0), net.layers[0].residual.detach())
+    assert float(loaded.build_network().layers[0].log_pull) == -1.5
