@@ -7,7 +7,9 @@ their meta-learned initial values and take ``inner_steps`` full-batch SGD steps 
 those inner parameters only, each tensor with its own meta-learned learning rate:
 exactly the inner loop the symmetry was meta-trained with
 (:func:`msr_sklearn.meta.adapt`), so ``fit`` then ``predict`` reproduces the
-engine's adapted outputs. With ``symmetry=None`` they are an ordinary, unconstrained
+engine's adapted outputs. A soft symmetry (a ``"_residual"`` layer kind) also adapts
+each layer's free residual ``R`` from its meta-learned ``R0``, at its own rate, and a
+residual pull adds the same penalty ``exp(log_pull) ||R - R0||^2`` to the loss. With ``symmetry=None`` they are an ordinary, unconstrained
 network (identity ``U``) trained from scratch: the no-symmetry baseline.
 
 Training runs through a :class:`skorch.NeuralNet` (``net_``): devices, callbacks
@@ -74,12 +76,27 @@ class _AdaptationNet(NeuralNet):
 
     The sharings ``U`` are frozen (``requires_grad=False``); leaving them out of the
     optimizer keeps its param groups exactly the per-tensor inner learning rates.
+    With ``pull_reference`` (the inner parameters' values when adaptation began, for a
+    network with residual pulls), ``get_loss`` adds the network's inner penalty
+    ``sum_l exp(log_pull_l) ||R_l - R0_l||^2``, as the meta-learner's inner loop does.
     """
+
+    def __init__(self, *args, pull_reference=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pull_reference = pull_reference
 
     def get_all_learnable_params(self):
         for name, param in super().get_all_learnable_params():
             if param.requires_grad:
                 yield name, param
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if self.pull_reference is None:
+            return loss
+        network = self.module_
+        return loss + network.inner_penalty(network.initial_inner_parameters(),
+                                            initial=self.pull_reference)
 
 
 class _FirstLogitsCrossEntropy(nn.Module):
@@ -225,9 +242,14 @@ class _EquivariantEstimator(BaseEstimator):
         """Adapt the inner parameters on ``(X, y)`` (tensors built here) through skorch."""
         device = check_device(self.device)
         network, inner_steps, lrs = self._make_network(X, n_outputs)
-        # U frozen: only v (filters) and biases move, as in the inner loop
+        network.to(device)
+        # U (and a pull weight) frozen: only v, biases and residuals R move, as in the
+        # inner loop; a residual pull holds R towards its starting value R0
         for param in network.outer_parameters().values():
             param.requires_grad_(False)
+        start = {name: p.detach().clone()
+                 for name, p in network.initial_inner_parameters().items()}
+        pulled = network.inner_penalty(start) is not None
         module_name = {id(p): n for n, p in network.named_parameters()}
         param_groups = [(module_name[id(p)], {"lr": lrs[name]})
                         for name, p in network.initial_inner_parameters().items()]
@@ -246,6 +268,7 @@ class _EquivariantEstimator(BaseEstimator):
             callbacks__print_log=None,  # it only formats tables that verbose=0 never prints
             verbose=0,
             device=str(device),
+            pull_reference=start if pulled else None,
             **{f"criterion__{k}": v for k, v in criterion_params.items()},
         )
         X_t = torch.tensor(X, dtype=torch.float32, device=device)

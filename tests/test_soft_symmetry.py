@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from msr_sklearn import LearnedSymmetry
-from msr_sklearn.estimators import EquivariantRegressor
-from msr_sklearn.meta import MetaModel, TaskBatch, adapt, task_losses
+from msr_sklearn.estimators import EquivariantClassifier, EquivariantRegressor
+from msr_sklearn.meta import MetaModel, TaskBatch, adapt, adapted_outputs, task_losses
 from msr_sklearn.nn import build_network
 
 DATA = Path(__file__).parent / "data"
@@ -122,4 +122,82 @@ def test_a_residual_symmetry_round_trips_in_version_2(tmp_path):
     loaded = LearnedSymmetry.load(tmp_path / "soft.msr")
     assert loaded == sym and set(loaded.inner_lrs) == {"0.filters", "0.bias", "0.residual"}
     np.testing.assert_array_equal(loaded.initial_residual(0), net.layers[0].residual.detach())
-    assert float(loaded.build_network().layers[0].log_pull) == -1.5
+    assert float(loaded.build_network().layers[0].log_pull.detach()) == -1.5
+
+
+# ------------------------------------------------------------------ estimators
+def lively_soft_symmetry(objective="regression", n_outputs=6, inner_steps=3, **architecture):
+    """A residual symmetry with nonzero R0, distinct rates and a pull weight != 1."""
+    architecture = {"n_features": 9, "n_outputs": n_outputs, "layer": "msr_residual",
+                    "n_filters": 3, "residual_pull": True, **architecture}
+    sym = LearnedSymmetry.initial(objective=objective, random_state=0, **architecture)
+    net = sym.build_network()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(("residual", "filters")):
+                p.normal_(0, 0.3, generator=g)
+            elif name.endswith("log_pull"):
+                p.fill_(np.log(0.8))
+    rates = {"filters": 0.15, "bias": 0.05, "residual": 0.1}
+    lrs = {name: rates[name.split(".")[1]] for name in sym.inner_lrs}
+    sym = LearnedSymmetry.from_model(MetaModel(net), sym.architecture, objective=objective,
+                                     inner_steps=inner_steps)
+    return LearnedSymmetry(sym.architecture, sym.state, lrs, objective=objective,
+                           inner_steps=inner_steps)
+
+
+def adapted_outputs_of(model, batch, loss):
+    return adapted_outputs(model, batch, loss=loss, inner_steps=3)[0].numpy()
+
+
+SOFT_ARCHITECTURES = {
+    "msr_residual": {},
+    "msr_kron_residual": {"layer": "msr_kron_residual", "n_filters": 4,
+                          "hidden_layer_sizes": (4,)},
+    "msr_conv2d_residual": {"layer": "msr_conv2d_residual", "kernel_size": 2,
+                            "n_outputs": 8, "n_copies": 2},
+    "front-end": {"layer": "msr", "conv_channels": (2,), "conv_layer": "msr_conv2d_residual",
+                  "n_copies": 2, "kernel_size": 2},
+}
+
+
+@pytest.mark.parametrize("kind", list(SOFT_ARCHITECTURES))
+def test_bound_regressor_adapts_v_and_R_as_the_engine(kind):
+    sym = lively_soft_symmetry(**SOFT_ARCHITECTURES[kind])
+    n_out = sym.n_outputs
+    rng = np.random.default_rng(0)
+    Xs, ys, Xq = rng.normal(size=(7, 9)), rng.normal(size=(7, n_out)), rng.normal(size=(5, 9))
+    batch = TaskBatch(*(torch.tensor(a[None], dtype=torch.float32)
+                        for a in (Xs, ys, Xq, np.zeros((5, n_out)))))
+    model = sym.build_model()
+    expected = adapted_outputs_of(model, batch, "mse")
+    reg = EquivariantRegressor(sym).fit(Xs, ys)
+    np.testing.assert_allclose(reg.predict(Xq), expected, atol=1e-5)
+    # R moved (it is an inner parameter), U did not
+    adapted = dict(reg.network_.named_parameters())
+    initial = dict(sym.build_network().named_parameters())
+    residuals = [n for n in adapted if n.endswith("residual")]
+    assert residuals and all(not torch.allclose(adapted[n], initial[n]) for n in residuals)
+    assert all(torch.equal(adapted[n], initial[n]) for n in adapted if "sharing" in n
+               or n.endswith("log_pull"))
+    # without the pull in the estimator's loss the predictions would differ
+    unpulled = {**sym.architecture, "residual_pull": False}
+    state = {k: v for k, v in sym.state.items() if not k.endswith("log_pull")}
+    free = EquivariantRegressor(LearnedSymmetry(unpulled, state, sym.inner_lrs,
+                                                inner_steps=3)).fit(Xs, ys)
+    assert np.abs(free.predict(Xq) - expected).max() > 1e-4
+
+
+def test_bound_classifier_adapts_v_and_R_as_the_engine():
+    sym = lively_soft_symmetry("classification", n_outputs=3)
+    rng = np.random.default_rng(2)
+    Xs, Xq = rng.normal(size=(9, 9)), rng.normal(size=(6, 9))
+    ys = np.array([0, 1, 2] * 3)
+    batch = TaskBatch(torch.tensor(Xs[None], dtype=torch.float32), torch.tensor(ys[None]),
+                      torch.tensor(Xq[None], dtype=torch.float32),
+                      torch.zeros(1, 6, dtype=torch.int64))
+    logits = torch.tensor(adapted_outputs_of(sym.build_model(), batch, "cross_entropy"))
+    clf = EquivariantClassifier(sym).fit(Xs, ys)
+    np.testing.assert_allclose(clf.predict_proba(Xq), torch.softmax(logits.double(), -1),
+                               atol=1e-5)
