@@ -250,10 +250,13 @@ def test_compare_subspaces_measures_containment_excess_and_angles():
 # --------------------------------------------------------------------------- report
 def test_report_recovers_the_generating_group():
     rng = np.random.default_rng(0)
-    cases = [(cyclic_group(8), ["shift"], 8), (dihedral_group(8), ["shift", "reflection"], 16),
-             (symmetric_group(8), ["shift", "reflection", "transposition"], math.factorial(8)),
-             (grid_group(4, "c4"), ["rot90"], 4), (grid_group(4, "d4"), ["rot90", "flip"], 8)]
-    for group, passing, order in cases:
+    cases = [(cyclic_group(8), ["shift"], 8, "C8"),
+             (dihedral_group(8), ["shift", "reflection"], 16, "D8"),
+             (symmetric_group(8), ["shift", "reflection", "transposition"], math.factorial(8),
+              "S8"),
+             (grid_group(4, "c4"), ["rot90"], 4, "C4"),
+             (grid_group(4, "d4"), ["rot90", "flip"], 8, "D4")]
+    for group, passing, order, name in cases:
         U = noisy_basis(group.sharing_basis(), 0.01, rng)
         report = symmetry_report(U, weight_shape=group.weight_shape)
         assert isinstance(report, pd.DataFrame)
@@ -262,6 +265,7 @@ def test_report_recovers_the_generating_group():
         assert (report.loc[~report["passed"], "score"] > 0.5).all()
         summary = report.attrs["summary"]
         assert summary["order"] == order
+        assert summary["name"] == report.attrs["group"].name == name
         assert summary["dim_group"] == summary["dim"] == group.sharing_basis().shape[1]
         assert summary["containment_angle"] < 0.05
     random = np.linalg.qr(rng.standard_normal((64, 8)))[0]
@@ -269,6 +273,7 @@ def test_report_recovers_the_generating_group():
     assert not report["passed"].any()
     assert report["score"].min() > 0.5  # a transposition moves only 28 of the 64 weights
     assert report.attrs["summary"]["order"] == 1
+    assert report.attrs["summary"]["name"] == "trivial"
 
 
 def test_report_on_symmetries_and_explicit_candidates():

@@ -11,7 +11,8 @@ that MSR tries to learn (Proposition 1 of the paper). With row-major ``vec`` (as
 This module builds ``U^G`` (:meth:`FiniteGroup.sharing_basis`, by the null space of
 the stacked constraints or, for permutation representations, by orbits of weight
 indices), measures how far a model or a learned ``U`` is from it
-(:func:`equivariance_error`, :func:`compare_subspaces`, :func:`symmetry_report`),
+(:func:`equivariance_error`, :func:`compare_subspaces`, :func:`symmetry_report` with
+its :func:`default_candidates` for every kind of layer),
 hardens a learned ``U`` into an exact one (:func:`harden_to_group`,
 :func:`tied_weight_partition`) and exports it as a frozen layer
 (:func:`export_layer`).
@@ -34,6 +35,7 @@ Examples
 (64, 2)
 """
 
+from .candidates import candidate_generators, default_candidates
 from .diagnostics import equivariance_error, symmetry_report
 from .export import export_layer
 from .finite_group import MAX_ORDER, FiniteGroup
@@ -44,7 +46,6 @@ from .hardening import (
     tied_weight_partition,
 )
 from .library import (
-    candidate_generators,
     cyclic_group,
     dihedral_group,
     exact_group_conv_sharing,
@@ -65,6 +66,7 @@ __all__ = [
     "candidate_generators",
     "compare_subspaces",
     "cyclic_group",
+    "default_candidates",
     "dihedral_group",
     "equivariance_error",
     "exact_group_conv_sharing",

@@ -24,8 +24,7 @@ def _sharing_of(symmetry, layer=0, weight_shape=None, flatten=True):
     from ..symmetry import LearnedSymmetry
 
     if isinstance(symmetry, LearnedSymmetry):
-        network = symmetry.build_network()
-        symmetry = network.layers[symmetry._layer_index(layer)]
+        symmetry = symmetry._meta_layer(layer)  # counts only the layers with a sharing
     if isinstance(symmetry, MetaLayer):
         symmetry = symmetry.sharing
     if isinstance(symmetry, Sharing):

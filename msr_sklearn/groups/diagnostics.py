@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import torch
 from sklearn.utils import check_random_state
 
-from ._inputs import _check_positive, _sharing_of
+from ._inputs import _check_positive
+from .candidates import _candidates_for, _describe
 from .finite_group import MAX_ORDER, FiniteGroup
-from .library import candidate_generators
 from .subspaces import _orth, compare_subspaces
 
 
@@ -33,8 +34,7 @@ def _as_functions(model, layer, n_draws, rng):
     from ..symmetry import LearnedSymmetry
 
     if isinstance(model, LearnedSymmetry):
-        net_layer = model.build_network().layers[model._layer_index(layer)]
-        return _random_filter_functions(net_layer, n_draws, rng)
+        return _random_filter_functions(model._meta_layer(layer), n_draws, rng)
     if hasattr(model, "network_"):
         model = model.network_
     if isinstance(model, MetaLayer) and layer == "random":
@@ -154,7 +154,8 @@ def equivariance_error(model, group, n_samples=32, elements="all", layer=0, n_dr
 
 
 # --------------------------------------------------------------------- report
-def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=None):
+def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=None,
+                    input_shape=None, kernel_size=None):
     """Which candidate symmetries a learned sharing has, and the group they generate.
 
     Each candidate generator ``g`` gets the score ``||(rho_out(g) ⊗ rho_in(g)^{-T} - I)
@@ -167,18 +168,27 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
     Parameters
     ----------
     symmetry : LearnedSymmetry, MetaLayer, Sharing or array-like
-        An array ``U`` of shape ``(n_out*n_in, k)`` needs ``weight_shape``.
+        An array ``U`` of shape ``(n_weights, k)`` needs ``weight_shape``.
     candidates : FiniteGroup, sequence of FiniteGroup or None
-        The candidate generators (all generators of the given groups). ``None`` uses
-        :func:`candidate_generators` for a square layer.
+        The candidate generators (all generators of the given groups), acting on the
+        weights as ``(n_out, n_in)`` (a convolution's as ``(C_out, C_in * kh * kw)``).
+        ``None`` uses :func:`default_candidates`: rotations and flips of the grid with
+        the copy permutations found from ``U`` for convolutions and dense layers on
+        images, :func:`candidate_generators` for other square layers.
     layer : int, default=0
         The layer of a LearnedSymmetry.
     tol : float, default=0.3
         Pass threshold for the score (in ``[0, 2]``).
-    weight_shape : tuple (n_out, n_in) or None, default=None
-        Required for an array ``U`` (whose rows are the row-major weights); ignored
-        otherwise (the sharing knows its shape; conv filters count as
-        ``(C_out, C_in * kh * kw)``).
+    weight_shape : tuple or None, default=None
+        Required for an array ``U`` (whose rows are the row-major weights):
+        ``(n_out, n_in)``, or ``(C_out, C_in, kh, kw)`` for a convolution; ignored
+        otherwise (the sharing knows its shape).
+    input_shape : tuple (C, H, W) or None, default=None
+        The images a dense layer reads, for the default candidates (see
+        :func:`default_candidates`; a LearnedSymmetry's first layer knows its own).
+    kernel_size : int or None, default=None
+        The default candidates' output maps of a dense layer on images have side
+        ``H - kernel_size + 1`` (see :func:`default_candidates`).
 
     Returns
     -------
@@ -186,8 +196,9 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
         Indexed by generator name with columns ``score`` and ``passed``. The group
         summary is in ``report.attrs``: ``"group"`` (the :class:`FiniteGroup` of the
         passing generators, or the trivial group) and ``"summary"``, a dict with
-        ``generators`` (names), ``order``, ``dim_group`` (``dim U^G``), ``dim`` (``k``),
-        ``containment_angle``, ``excess``, ``chordal_distance`` (radians, see
+        ``name`` (``"C4"``, ``"D4"``, ``"S6"``... when the group is recognized),
+        ``generators`` (names), ``order``, ``dim_group`` (``dim U^G``), ``dim``
+        (``k``), ``containment_angle``, ``excess``, ``chordal_distance`` (radians, see
         :func:`compare_subspaces`) and ``tol``.
 
     Examples
@@ -199,34 +210,105 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
     [True, True, True]
     >>> report.attrs["summary"]["order"]                  # 6! = 720: all of S_6
     720
+
+    An MSR-Conv sharing needs no candidates: the rotations of its filter grid are
+    tried with the permutation of its copies found from ``U``.
+
+    >>> from msr_sklearn.groups import exact_lifting_sharing
+    >>> report = symmetry_report(exact_lifting_sharing("c4"))
+    >>> report["passed"].tolist(), report.attrs["summary"]["name"]
+    ([True, False], 'C4')
     """
-    U, shape = _sharing_of(symmetry, layer, weight_shape)
-    if shape is None:
-        raise TypeError("a plain U array needs weight_shape=(n_out, n_in)")
+    info = _describe(symmetry, layer, weight_shape, input_shape, kernel_size)
+    info = info._replace(U=_orth(info.U))  # once: every step below needs it orthonormal
+    shape = info.matrix_shape
     if candidates is None:
-        candidates = candidate_generators(*shape)
-    elif not isinstance(candidates, FiniteGroup):
-        candidates = FiniteGroup.concatenate(candidates)
+        candidates = _candidates_for(info)
+    else:
+        candidates = _as_candidates(candidates)
     if candidates.weight_shape != shape:
         raise ValueError(f"the candidates act on weights of shape {candidates.weight_shape}; "
-                         f"the sharing has weights of shape {shape}")
+                         f"{info.describe_shape()}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0; got {tol!r}")
-    scores = candidates.generator_residuals(U)
+    scores = candidates.generator_residuals(info.U)
     report = pd.DataFrame({"score": scores, "passed": scores <= tol},
                           index=pd.Index(candidates.names, name="generator"))
     passing = [n for n, ok in zip(candidates.names, report["passed"]) if ok]
-    group = candidates.subgroup(passing, name="generated by " + ", ".join(passing)
-                                if passing else "trivial")
+    group = candidates.subgroup(passing)
+    group.name = _group_name(group, passing)
     basis = group.sharing_basis() if group.is_permutation or group.n_in * group.n_out <= 4096 \
         else None
-    summary = {"generators": tuple(passing), "order": group.order,
+    summary = {"name": group.name, "generators": tuple(passing), "order": group.order,
                "dim_group": None if basis is None else basis.shape[1],
-               "dim": _orth(U).shape[1], "tol": float(tol)}
+               "dim": info.U.shape[1], "tol": float(tol)}
     if basis is not None:
-        comparison = compare_subspaces(U, basis)
+        comparison = compare_subspaces(info.U, basis)
         summary.update(containment_angle=comparison.containment_angle,
                        excess=comparison.excess, chordal_distance=comparison.chordal_distance)
     report.attrs["group"] = group
     report.attrs["summary"] = summary
     return report
+
+
+def _as_candidates(candidates):
+    """One FiniteGroup from a group or a sequence of groups, or a clear TypeError."""
+    if isinstance(candidates, FiniteGroup):
+        return candidates
+    if isinstance(candidates, (str, bytes)) or not hasattr(candidates, "__iter__"):
+        raise TypeError(f"candidates must be a FiniteGroup or a sequence of FiniteGroup; got "
+                        f"{type(candidates).__name__}")
+    candidates = list(candidates)
+    wrong = [type(c).__name__ for c in candidates if not isinstance(c, FiniteGroup)]
+    if wrong:
+        raise TypeError(f"candidates must be FiniteGroups; got {', '.join(wrong)}")
+    if not candidates:
+        raise ValueError("candidates is empty: pass at least one FiniteGroup, or None for "
+                         "the defaults")
+    return FiniteGroup.concatenate(candidates)
+
+
+def _group_name(group, passing):
+    """``"C4"``, ``"D4"``, ``"S6"``... for a recognized group, else what generates it.
+
+    One generator: cyclic. Two, ``a`` and an involution ``b`` with ``b a b = a^{-1}``
+    and ``|G| = 2 |a|``: dihedral. ``|G| = n!`` for a group acting on ``n`` inputs and
+    ``n`` outputs: symmetric.
+    """
+    if not passing:
+        return "trivial"
+    if len(passing) == 1:
+        return f"C{group.order}"
+    if group.is_permutation:
+        gens = [np.concatenate([p_in, p_out + group.n_in])
+                for p_in, p_out in (_perms(g) for g in group._gens)]
+        if len(gens) == 2:
+            for a, b in (gens, gens[::-1]):
+                n = _permutation_order(a)
+                inverse = np.argsort(a)
+                if (n >= 2 and _permutation_order(b) == 2 and group.order == 2 * n
+                        and np.array_equal(b[a[b]], inverse)):
+                    return f"D{n}"
+        if group.n_in == group.n_out and group.order == math.factorial(group.n_in):
+            return f"S{group.n_in}"
+    return "generated by " + ", ".join(passing)
+
+
+def _perms(element):
+    (p_in, _), (p_out, _) = element
+    return p_in, p_out
+
+
+def _permutation_order(p):
+    """The order of a permutation: the lcm of its cycle lengths."""
+    seen = np.zeros(p.size, dtype=bool)
+    order = 1
+    for start in range(p.size):
+        length, i = 0, start
+        while not seen[i]:
+            seen[i] = True
+            i = p[i]
+            length += 1
+        if length:
+            order = math.lcm(order, length)
+    return order

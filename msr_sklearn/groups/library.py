@@ -1,15 +1,12 @@
 """Ready-made groups and grids: the trivial, cyclic, dihedral and symmetric groups.
 
-Also the default candidate generators of :func:`~msr_sklearn.groups.symmetry_report`,
-Proposition 1's stacked sharing, and the rotations and flips of square grids
+Also Proposition 1's stacked sharing, and the rotations and flips of square grids
 (:func:`grid_transforms`, :func:`transform_grid`, :func:`grid_group`) with the exact
 MSR-Conv sharings built from them (:func:`lifting_filter_stack`,
 :func:`exact_lifting_sharing`, :func:`exact_group_conv_sharing`).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -193,8 +190,26 @@ def transform_grid(a, transform):
 
 
 def _grid_permutation(size, transform):
-    """The pixel permutation ``p`` with ``transform(x).ravel() == x.ravel()[p]``."""
-    return transform_grid(np.arange(size * size).reshape(size, size), transform).ravel()
+    """The pixel permutation ``p`` with ``transform(x).ravel() == x.ravel()[p]``.
+
+    ``size`` is the side of a square grid or its shape ``(h, w)`` (a transform that
+    does not map the grid onto itself, such as rot90 of a rectangle, is the caller's
+    to avoid).
+    """
+    h, w = (size, size) if np.ndim(size) == 0 else size
+    return transform_grid(np.arange(h * w).reshape(h, w), transform).ravel()
+
+
+def _field_permutation(n_fields, copies, pixels):
+    """The flat index ``(field, copy, pixel) -> (field, copies[copy], pixels[pixel])``.
+
+    The action of a grid transform on channel-major fields of copies: every field
+    permutes its copies by ``copies`` and each channel's pixels by ``pixels``.
+    """
+    copies, pixels = np.asarray(copies), np.asarray(pixels)
+    index = ((np.arange(n_fields)[:, None, None] * copies.size + copies[None, :, None])
+             * pixels.size + pixels[None, None, :])
+    return index.ravel()
 
 
 def lifting_filter_stack(group="c4", kernel_size=3):
@@ -340,14 +355,8 @@ def _regular_channel_permutation(group, transform):
 
 
 def _grid_field_permutation(size, group, rep, n_fields, transform):
-    pixels = _grid_permutation(size, transform)
-    if rep == "trivial":
-        channels = np.arange(n_fields)
-    else:
-        regular = _regular_channel_permutation(group, transform)
-        m = len(regular)
-        channels = (np.arange(n_fields)[:, None] * m + regular[None, :]).ravel()
-    return (channels[:, None] * size * size + pixels[None, :]).ravel()
+    copies = [0] if rep == "trivial" else _regular_channel_permutation(group, transform)
+    return _field_permutation(n_fields, copies, _grid_permutation(size, transform))
 
 
 def grid_group(size, group="c4", in_rep="trivial", out_rep="trivial", out_size=None,
@@ -392,50 +401,6 @@ def grid_group(size, group="c4", in_rep="trivial", out_rep="trivial", out_size=N
     gin = [_grid_field_permutation(size, group, in_rep, 1, t) for t in gens]
     gout = [_grid_field_permutation(out_size, group, out_rep, n_out_fields, t) for t in gens]
     return FiniteGroup(gin, gout, names=["rot90", "flip"][:len(gens)], name=group.upper())
-
-
-def candidate_generators(n_out, n_in=None):
-    """Default candidate generators for :func:`symmetry_report` on ``R^n -> R^n``.
-
-    The cyclic shift, the reflection ``i -> -i``, the transposition ``(0 1)`` and, when
-    ``n`` is a square ``s*s``, the 90° rotation and left-right flip of the
-    ``s × s`` grid; each acts the same way on inputs and outputs. Shift and
-    reflection generate ``D_n``, shift and transposition ``S_n``.
-
-    Parameters
-    ----------
-    n_out : int
-        The layer's size ``n`` (at least 3).
-    n_in : int or None, default=None
-        Must equal ``n_out`` (``None`` does); a non-square layer raises ``ValueError``
-        and needs explicit candidates.
-
-    Returns
-    -------
-    FiniteGroup
-        Named ``"candidates"``, with one generator per candidate.
-
-    Examples
-    --------
-    >>> from msr_sklearn.groups import candidate_generators
-    >>> candidate_generators(9).names
-    ('shift', 'reflection', 'transposition', 'rot90', 'flip')
-    """
-    n_in = n_out if n_in is None else n_in
-    if n_in != n_out:
-        raise ValueError(f"default candidates need a square layer (n_out == n_in); got "
-                         f"{n_out}x{n_in}: pass candidates= explicitly (e.g. a grid_group)")
-    n = n_out
-    _check_positive("n", n, 3)
-    swap = np.arange(n)
-    swap[[0, 1]] = [1, 0]
-    gens = [(np.arange(n) - 1) % n, (-np.arange(n)) % n, swap]
-    names = ["shift", "reflection", "transposition"]
-    side = math.isqrt(n)
-    if side * side == n and side >= 2:
-        gens += [_grid_permutation(side, (1, 0)), _grid_permutation(side, (0, 1))]
-        names += ["rot90", "flip"]
-    return FiniteGroup(gens, names=names, name="candidates")
 
 
 def stacked_sharing(group, max_order=MAX_ORDER):
