@@ -6,7 +6,6 @@ import os
 from numbers import Integral, Real
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
@@ -17,7 +16,8 @@ from .meta import MetaModel, adapted_outputs, make_meta_optimizer
 from .nn.network import ACTIVATIONS, LAYER_KINDS, build_network
 from .streams import as_task_stream
 from .symmetry import LearnedSymmetry, _plain
-from .tasks import MetaBatches, check_tasks, mean_confidence_interval
+from ._scores import per_task_scores, summarize_scores
+from .tasks import MetaBatches, check_tasks
 from .callbacks import (
     Checkpoint,
     DivergenceStop,
@@ -512,22 +512,9 @@ class MetaSymmetryLearner(BaseEstimator):
             Per metric: ``mean``, ``ci95`` (Student-t half-width) and ``n_tasks``.
         """
         tasks, batch, outputs = self._adapted_query(X, y, groups)
-        n_query = (batch.query_mask.sum(1) if batch.query_mask is not None
-                   else torch.full((tasks.n_tasks,), batch.x_query.shape[1]))
-        frame = {"task": np.arange(tasks.n_tasks), "n_support": self.n_support,
-                 "n_query": n_query.cpu().numpy()}
-        mask = batch.query_mask
-        if self.objective_ == "regression":
-            frame.update(_regression_metrics(outputs, batch.y_query, mask))
-        else:
-            frame.update(_classification_metrics(outputs, batch.y_query, mask, tasks.classes))
-        per_task = pd.DataFrame(frame)
-        if not return_summary:
-            return per_task
-        metrics = [c for c in per_task.columns if c not in ("task", "n_support", "n_query")]
-        rows = [(m, *mean_confidence_interval(per_task[m]), len(per_task)) for m in metrics]
-        summary = pd.DataFrame(rows, columns=["metric", "mean", "ci95", "n_tasks"])
-        return per_task, summary.set_index("metric")
+        per_task = per_task_scores(self.objective_, outputs, batch, tasks.classes,
+                                   self.n_support)
+        return (per_task, summarize_scores(per_task)) if return_summary else per_task
 
     def score(self, X, y=None, groups=None):
         """Mean post-adaptation query score over tasks: R² (regression) or accuracy.
@@ -566,41 +553,3 @@ class MetaSymmetryLearner(BaseEstimator):
         if "model_" in state:
             self._device = next(self.model_.parameters()).device
 
-
-def _masked_mean(values, mask):
-    if mask is None:
-        return values.mean(-1)
-    mask = mask.to(values.dtype)
-    return (values * mask).sum(-1) / mask.sum(-1)
-
-
-def _regression_metrics(pred, target, mask):
-    """Per-task MSE and R² (uniform average over outputs), padding rows excluded."""
-    sq = (pred - target) ** 2  # (T, n, o)
-    m = None if mask is None else mask[..., None].expand_as(sq)
-    mse = _masked_mean(sq.mean(-1), mask)
-    count = target.shape[1] if mask is None else mask.sum(1, keepdim=True).to(target.dtype)
-    if mask is None:
-        mean = target.mean(1, keepdim=True)
-        ss_tot = ((target - mean) ** 2).sum(1)
-        ss_res = sq.sum(1)
-    else:
-        mean = (target * m).sum(1, keepdim=True) / count[..., None]
-        ss_tot = (((target - mean) ** 2) * m).sum(1)
-        ss_res = (sq * m).sum(1)
-    # as sklearn's r2_score: constant outputs score 1 if predicted exactly, else 0
-    r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300),
-                     (ss_res == 0).to(ss_res.dtype))
-    return {"mse": mse.cpu().numpy(), "r2": r2.mean(-1).cpu().numpy()}
-
-
-def _classification_metrics(logits, target, mask, classes):
-    # only each task's own classes compete (a task may use fewer than n_outputs)
-    n_classes = torch.tensor([len(c) for c in classes], device=logits.device)
-    unused = torch.arange(logits.shape[-1], device=logits.device) >= n_classes[:, None]
-    logits = logits.masked_fill(unused[:, None, :], float("-inf"))
-    log_proba = torch.log_softmax(logits, dim=-1)
-    nll = -log_proba.gather(-1, target[..., None]).squeeze(-1)
-    correct = (logits.argmax(-1) == target).to(log_proba.dtype)
-    return {"accuracy": _masked_mean(correct, mask).cpu().numpy(),
-            "log_loss": _masked_mean(nll, mask).cpu().numpy()}
