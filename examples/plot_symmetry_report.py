@@ -10,8 +10,10 @@ a time, names the group the passing ones generate and measures the angle between
 ``U`` and that group's exact sharing ``U^G``. The learned sharing is then *hardened*
 onto ``U^G`` and exported as a small frozen layer that is exactly equivariant.
 
-We do this twice: on permutation-equivariant maps (DeepSets layers) and on lifting
-convolutions that rotate a filter by 90°.
+We do this three times, each time with the report's default candidates: on
+permutation-equivariant maps (DeepSets layers), on an MSR-Conv layer learned from
+lifting convolutions that rotate a filter by 90°, and on a dense layer learned from
+images.
 """
 
 # %%
@@ -27,7 +29,6 @@ import torch
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_permutation_tasks, make_rotation_tasks
 from msr_sklearn.groups import (
-    FiniteGroup,
     compare_subspaces,
     equivariance_error,
     export_layer,
@@ -35,7 +36,6 @@ from msr_sklearn.groups import (
     harden_to_group,
     symmetric_group,
     symmetry_report,
-    transform_grid,
 )
 from msr_sklearn.plotting import plot_symmetry_matrix
 
@@ -91,33 +91,54 @@ print(f"largest angle to the exact lifting sharing: "
       f"{np.degrees(compare_subspaces(U, truth).max_angle):.1f}°")
 
 # %%
-# The filter tensor is a weight of shape ``(4 channels, 9 pixels)``. The candidates: a
-# 90° rotation that also cycles the 4 channels (the true symmetry, from
-# :func:`~msr_sklearn.groups.grid_group`), a flip that reverses the channel order
-# (true only for mirror-symmetric filters) and a rotation that leaves the channels in
-# place (true only for rotation-invariant filters).
-lifting = grid_group(3, "c4", out_rep="regular", out_size=1)
-
-
-def pixels(transform):
-    return transform_grid(np.arange(9).reshape(3, 3), transform).ravel()
-
-
-wrong = FiniteGroup([pixels((0, 1)), pixels((1, 0))], [(-np.arange(4)) % 4, np.arange(4)],
-                    names=["flip, channels reversed", "rot90, channels fixed"])
-report = symmetry_report(rot_sym, candidates=[lifting, wrong])
+# No candidates are needed here either. For a convolution the report tries the 90°
+# rotation and the flip of the 3×3 filter grid, each together with a relabelling of
+# the filter's 4 copies: the learned order of the copies is arbitrary, so for every
+# candidate it finds the relabelling under which ``span(U)`` is most nearly invariant
+# (a linear assignment between copies) and scores the candidate with it. The filter
+# tensor counts as a weight of shape ``(4 copies, 9 pixels)``: the layer on one patch.
+report = symmetry_report(rot_sym)
 print(report)
-print(f"generated group: order {report.attrs['summary']['order']} (C4)")
+summary = report.attrs["summary"]
+rot_in, rot_out = report.attrs["group"].generator_matrices()[0]
+print(f"named {summary['name']} (order {summary['order']}); copy c of a filter is copy "
+      f"{rot_out.argmax(axis=1).tolist()}[c] rotated by 90°")
 
 # %%
-# Harden onto ``U^G`` and export a convolution over 7×7 images; check its equivariance
-# under all rotations of the image (outputs rotate and their channels cycle).
+# The rotation passes with the cyclic relabelling of the copies; the flip fails with
+# every relabelling (the tasks' filters are not mirror-symmetric). Harden onto
+# ``U^G`` and export a convolution over 7×7 images; check its equivariance under all
+# rotations of the image (outputs rotate and their channels cycle).
 filters = U @ rot_sym.initial_filters(0)
 hard_conv = export_layer(harden_to_group(rot_sym, report), (4, 1, 3, 3),
                          weight=filters.reshape(4, 1, 3, 3), input_shape=(1, 7, 7))
 image_group = grid_group(7, "c4", out_rep="regular", out_size=5)
 print(f"equivariance error over C4: learned {equivariance_error(rot_sym, image_group):.1e}, "
       f"hardened {equivariance_error(hard_conv, image_group):.1e}")
+
+# %%
+# A dense layer on images
+# -----------------------
+# The same kind of tasks under ``D4`` (rotations and flips: 8 output maps), on 5×5
+# images, learned by a dense MSR layer 25 → 72 (``layer="msr"``, ``k = 9``) that is
+# never told it reads images. With the learner's ``input_shape``, the report rotates
+# and flips the input grid and tries two readings of the outputs: ``invariant`` (they
+# stay put) and ``8x3x3 maps`` (8 channels of 3×3 maps, the side ``5 - kernel_size +
+# 1``, moved with the image and their channels relabelled as found from ``U``).
+X, y = make_rotation_tasks("d4", n_tasks=500, n_samples=10, image_size=5, random_state=0)
+dense_learner = MetaSymmetryLearner(layer="msr", n_filters=9, input_shape=(1, 5, 5),
+                                    bias=False, n_support=4, meta_lr=0.01, n_meta_steps=1000,
+                                    random_state=0).fit(X, y)
+dense_sym = dense_learner.symmetry_
+report = symmetry_report(dense_sym)
+print(report)
+print(f"named {report.attrs['summary']['name']}")
+hard = export_layer(harden_to_group(dense_sym, report), (72, 25),
+                    weight=(dense_sym.symmetry_matrix(0)
+                            @ dense_sym.initial_filters(0)).reshape(72, 25))
+lifting_d4 = grid_group(5, "d4", out_rep="regular", out_size=3)
+print(f"equivariance error over D4: learned {equivariance_error(dense_sym, lifting_d4):.1e}, "
+      f"hardened {equivariance_error(hard, lifting_d4):.1e}")
 
 # %%
 # Pictures
