@@ -12,9 +12,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import Interval, StrOptions, check_device, fit_context
-from .meta import MetaModel, adapted_outputs, make_meta_optimizer
-from .nn.network import ACTIVATIONS, LAYER_KINDS, build_network
+from .meta import SYMMETRY_GRADIENTS, MetaModel, adapted_outputs, make_meta_optimizer
+from .optim import META_OPTIMIZERS
+from .nn.network import ACTIVATIONS, CONV_LAYER_KINDS, LAYER_KINDS, build_network
 from .streams import as_task_stream
+from ._soft_symmetry import set_residual_lr, symmetry_strength
 from .symmetry import LearnedSymmetry, _plain
 from ._scores import per_task_scores, summarize_scores
 from .tasks import MetaBatches, check_tasks
@@ -52,13 +54,17 @@ class MetaSymmetryLearner(BaseEstimator):
         Hidden widths; ``()`` is a single layer.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
     layer : {"msr", "msr_kron", "dense", "conv1d", "locally_connected1d", "conv2d", \
-"msr_conv2d"}, default="msr"
+"msr_conv2d", "msr_residual", "msr_kron_residual", "msr_conv2d_residual"}, default="msr"
         ``"msr"``: learned dense ``U`` per layer; ``"msr_kron"``: learned Kronecker
         ``U = A ⊗ B`` (for wide layers); ``"dense"``: ``U`` fixed to the identity
         (plain MAML, the baseline). Single-layer kinds (no hidden layers):
         ``"conv1d"`` / ``"locally_connected1d"``, the paper's 1-D baselines;
         ``"conv2d"`` (MAML-Conv) and ``"msr_conv2d"`` (MSR-Conv: a learned sharing on
         the filter tensor of a 2-D convolution), see :func:`msr_sklearn.nn.build_network`.
+        A ``"_residual"`` kind is a soft symmetry: every layer of that kind is
+        ``W = reshape(U v) + R`` with a free inner ``R`` beside the shared weight,
+        starting at a meta-learned ``R0 = 0`` and adapted per task at its own
+        meta-learned rate (``residual_lr``); see :meth:`symmetry_strength`.
     n_filters : int or tuple of int, default=8
         ``k``, the number of free filter values per MSR layer.
     bias : bool, default=True
@@ -75,8 +81,9 @@ class MetaSymmetryLearner(BaseEstimator):
         A convolutional front-end (for image tasks, with ``input_shape``): one valid
         ``kernel_size`` convolution per entry with that many output channels, before
         the dense layers.
-    conv_layer : {"msr_conv2d", "conv2d"}, default="msr_conv2d"
-        Front-end convolutions with a learned filter sharing (MSR-Conv) or plain ones.
+    conv_layer : {"msr_conv2d", "conv2d", "msr_conv2d_residual"}, default="msr_conv2d"
+        Front-end convolutions with a learned filter sharing (MSR-Conv), plain ones, or
+        MSR-Conv with free per-copy filters beside the shared ones (soft symmetry).
     pooling : {"none", "mean"}, default="none"
         ``"mean"``: average each front-end channel over its pixels.
     couple_copies : bool, default=False
@@ -84,6 +91,15 @@ class MetaSymmetryLearner(BaseEstimator):
         of ``n_copies`` channels, so their learned sharing can tie each input copy to
         each output copy, as a group convolution between regular fields does (out of
         reach with ``False``, where each input channel is its own field).
+    residual_lr : float >= 0 or None, default=None
+        Initial inner learning rate of every residual ``R`` (meta-learned like the
+        others): 0 starts at the strict symmetry, a large rate at MAML. ``None``:
+        ``inner_lr``. Needs a ``"_residual"`` ``layer`` or ``conv_layer``.
+    residual_pull : bool, default=False
+        Add ``exp(log_pull) ||R - R0||^2`` per residual layer, with a meta-learned
+        ``log_pull`` (initially 0), to the inner loop's support loss. Its gradient
+        vanishes at ``R = R0``, so with ``inner_steps=1`` it changes nothing. Needs a
+        ``"_residual"`` ``layer`` or ``conv_layer``.
     objective : {"auto", "regression", "classification"}, default="auto"
         ``"auto"``: classification when targets are not floating point.
     n_support : int, default=5
@@ -100,19 +116,38 @@ class MetaSymmetryLearner(BaseEstimator):
     learn_symmetry : bool, default=True
         ``False`` keeps every sharing ``U`` at its initial value (for ``layer="msr"``
         random orthonormal columns) and meta-learns only ``v0``, the biases and the
-        inner learning rates: the control that shows what learning ``U`` adds.
+        inner learning rates (and a residual layer's ``R0`` and pull): the control that
+        shows what learning ``U`` adds.
     first_order : bool, default=False
-        Drop second-order terms of the meta-gradient (faster, usually a bit worse).
-    meta_lr : float, default=1e-3
-        Adam learning rate of the outer loop.
+        Drop every second-order term of the meta-gradient (faster, usually a bit worse).
+    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
+        How the meta-gradient reaches the sharings ``U``: ``"first_order"`` holds ``U``
+        constant inside the support gradients (``v0``, biases and inner lrs keep their
+        second-order terms), whose fixed point puts ``span(U)`` inside the span of the
+        tasks' weights, i.e. onto the symmetry; ``"second_order"`` is the paper's full
+        MAML gradient, whose optimum with few support rows tilts ``U`` a few degrees
+        off it (:func:`msr_sklearn.meta.adapt`, ``docs/convergence.md``).
+    meta_optimizer : {"msr_adam", "adam"}, default="msr_adam"
+        ``"msr_adam"``: Adam with one second moment per sharing tensor, so the entries
+        of ``U`` that carry no signal move in proportion to their (noise) gradient;
+        ``"adam"``: plain Adam on everything, as the paper's code
+        (:func:`msr_sklearn.meta.make_meta_optimizer`).
+    meta_lr : float, default=1e-2
+        Peak learning rate of the outer loop (see ``meta_lr_schedule``).
     meta_batch_size : int, default=32
         Tasks per meta-step (capped at the number of training tasks).
     n_meta_steps : int, default=1000
-    meta_lr_schedule : {"constant", "cosine"}, default="constant"
+    meta_lr_schedule : {"inverse_time", "cosine", "constant"}, default="inverse_time"
         The meta learning rate over a fit's ``n_meta_steps`` (a warm start runs it
-        again over its own steps): ``"cosine"`` warms up linearly over the first 5%
-        of the steps, then decays from ``meta_lr`` to ``meta_lr * 1e-2`` at the last
-        step (:func:`msr_sklearn.training.meta_lr_at`); ``history_["meta_lr"]``.
+        again over its own steps; :func:`msr_sklearn.training.meta_lr_at`,
+        ``history_["meta_lr"]``). ``"inverse_time"``: a linear warmup over the first
+        5% of the steps, ``meta_lr`` until 35%, then ``meta_lr / (1 + (t - 0.35) /
+        0.01)`` at the fraction ``t`` of the steps: the hold leaves meta-learning's
+        plateaus, the decay averages out the sampling noise in ``U``. ``"cosine"``:
+        the warmup, then a cosine decay to ``meta_lr * 1e-2``. ``"constant"``:
+        ``meta_lr`` throughout. The paper's protocol is ``meta_lr=1e-3,
+        meta_lr_schedule="constant", symmetry_gradient="second_order",
+        meta_optimizer="adam"``.
     validation_fraction : float or None, default=None
         Fraction of the tasks held out for a validation loss (in ``history_``);
         ``None``: 0.1 with ``early_stopping``, else none. ``validation_tasks`` of
@@ -204,9 +239,11 @@ class MetaSymmetryLearner(BaseEstimator):
         "input_shape": [None, tuple, list],
         "n_copies": [Interval(Integral, 1, None, closed="left")],
         "conv_channels": ["array-like"],
-        "conv_layer": [StrOptions({"msr_conv2d", "conv2d"})],
+        "conv_layer": [StrOptions(set(CONV_LAYER_KINDS))],
         "pooling": [StrOptions({"none", "mean"})],
         "couple_copies": ["boolean"],
+        "residual_lr": [None, Interval(Real, 0, None, closed="left")],
+        "residual_pull": ["boolean"],
         "objective": [StrOptions({"auto", "regression", "classification"})],
         "n_support": [Interval(Integral, 1, None, closed="left")],
         "support_split": [StrOptions({"random", "first"})],
@@ -215,6 +252,8 @@ class MetaSymmetryLearner(BaseEstimator):
         "learn_inner_lr": ["boolean"],
         "learn_symmetry": ["boolean"],
         "first_order": ["boolean"],
+        "symmetry_gradient": [StrOptions(set(SYMMETRY_GRADIENTS))],
+        "meta_optimizer": [StrOptions(set(META_OPTIMIZERS))],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_meta_steps": [Interval(Integral, 1, None, closed="left")],
@@ -236,10 +275,12 @@ class MetaSymmetryLearner(BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(), activation="relu", layer="msr", n_filters=8,
                  bias=True, kernel_size=3, input_shape=None, n_copies=1, conv_channels=(),
-                 conv_layer="msr_conv2d", pooling="none", couple_copies=False, objective="auto",
+                 conv_layer="msr_conv2d", pooling="none", couple_copies=False, residual_lr=None,
+                 residual_pull=False, objective="auto",
                  n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
-                 learn_inner_lr=True, learn_symmetry=True, first_order=False, meta_lr=1e-3,
-                 meta_batch_size=32, n_meta_steps=1000, meta_lr_schedule="constant",
+                 learn_inner_lr=True, learn_symmetry=True, first_order=False,
+                 symmetry_gradient="first_order", meta_optimizer="msr_adam", meta_lr=1e-2,
+                 meta_batch_size=32, n_meta_steps=1000, meta_lr_schedule="inverse_time",
                  validation_fraction=None, validation_interval=100, early_stopping=False,
                  n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_interval=100, resume=False, callbacks=None, device="cpu",
@@ -256,6 +297,8 @@ class MetaSymmetryLearner(BaseEstimator):
         self.conv_layer = conv_layer
         self.pooling = pooling
         self.couple_copies = couple_copies
+        self.residual_lr = residual_lr
+        self.residual_pull = residual_pull
         self.objective = objective
         self.n_support = n_support
         self.support_split = support_split
@@ -264,6 +307,8 @@ class MetaSymmetryLearner(BaseEstimator):
         self.learn_inner_lr = learn_inner_lr
         self.learn_symmetry = learn_symmetry
         self.first_order = first_order
+        self.symmetry_gradient = symmetry_gradient
+        self.meta_optimizer = meta_optimizer
         self.meta_lr = meta_lr
         self.meta_batch_size = meta_batch_size
         self.n_meta_steps = n_meta_steps
@@ -287,7 +332,8 @@ class MetaSymmetryLearner(BaseEstimator):
         """What the fitted network and its optimizer were built from."""
         return {**self._architecture(self.n_features_in_, self.n_outputs_),
                 "learn_inner_lr": bool(self.learn_inner_lr),
-                "learn_symmetry": bool(self.learn_symmetry)}
+                "learn_symmetry": bool(self.learn_symmetry),
+                "meta_optimizer": self.meta_optimizer}
 
     def _check_unchanged_model(self):
         built, now = self._built_with, self._model_settings()
@@ -310,7 +356,8 @@ class MetaSymmetryLearner(BaseEstimator):
                 "n_copies": int(self.n_copies),
                 "conv_channels": tuple(int(c) for c in self.conv_channels),
                 "conv_layer": self.conv_layer, "pooling": self.pooling,
-                "couple_copies": bool(self.couple_copies)}
+                "couple_copies": bool(self.couple_copies),
+                "residual_pull": bool(self.residual_pull)}
 
     def _check_tasks(self, X, y, groups, fitted):
         kwargs = dict(objective=self.objective, n_support=self.n_support)
@@ -441,10 +488,12 @@ class MetaSymmetryLearner(BaseEstimator):
             network = build_network(random_state=torch.Generator().manual_seed(run.seed),
                                     **self._architecture(self.n_features_in_, self.n_outputs_))
             if not self.learn_symmetry:  # the outer loop never sees U
-                for param in network.outer_parameters().values():
-                    param.requires_grad_(False)
+                for layer in network.meta_layers:
+                    layer.sharing.requires_grad_(False)
             self.model_ = MetaModel(network, self.inner_lr, self.learn_inner_lr).to(self._device)
-            self._optimizer = make_meta_optimizer(self.model_, self.meta_lr)
+            set_residual_lr(self.model_, self.residual_lr)
+            self._optimizer = make_meta_optimizer(self.model_, self.meta_lr,
+                                                  meta_optimizer=self.meta_optimizer)
             self._built_with = self._model_settings()
             self.history_ = pd.DataFrame()
         else:  # a warm start keeps Adam's moments; the schedule sets the current meta_lr
@@ -466,7 +515,8 @@ class MetaSymmetryLearner(BaseEstimator):
         trainer = Trainer(self.model_, self._optimizer, batches, self.n_meta_steps,
                           self.meta_lr, self.meta_lr_schedule, callbacks,
                           engine=dict(loss=self._loss, inner_steps=self.inner_steps,
-                                      first_order=self.first_order),
+                                      first_order=self.first_order,
+                                      symmetry_gradient=self.symmetry_gradient),
                           history=self.history_.to_dict("records"), process_group=run.group)
         if run.saved:
             trainer.load_state_dict(run.saved["trainer"])
@@ -488,11 +538,15 @@ class MetaSymmetryLearner(BaseEstimator):
             objective=self.objective_, inner_steps=self.inner_steps)
 
     # ----------------------------------------------------------------- scoring
-    def _adapted_query(self, X, y, groups):
+    def _scoring_split(self, X, y, groups):
+        """The tasks and their one seeded support/query split, as ``evaluate`` uses."""
         check_is_fitted(self, "model_")
         tasks = self._check_tasks(X, y, groups, fitted=True)
         generator = torch.Generator().manual_seed(seed_from(self.random_state) + 1)
-        batch = tasks.split(self.n_support, generator, shuffle=self._shuffle_support)
+        return tasks, tasks.split(self.n_support, generator, shuffle=self._shuffle_support)
+
+    def _adapted_query(self, X, y, groups):
+        tasks, batch = self._scoring_split(X, y, groups)
         outputs = adapted_outputs(self.model_, batch, loss=self._loss,
                                   inner_steps=self.inner_steps)
         return tasks, batch, outputs
@@ -524,6 +578,49 @@ class MetaSymmetryLearner(BaseEstimator):
         per_task = self.evaluate(X, y, groups)
         metric = "r2" if self.objective_ == "regression" else "accuracy"
         return float(per_task[metric].mean())
+
+    def symmetry_strength(self, X, y=None, groups=None):
+        """How much of the adapted weights lies inside ``span(U)``, per layer, on tasks.
+
+        Each task is adapted on its support split (the split of :meth:`evaluate`); for
+        each layer, ``||P_U vec(W_t)||^2 / ||vec(W_t)||^2`` of the adapted weight
+        ``W_t = reshape(U v_t) + R_t``, averaged over tasks: 1 is a strict symmetry,
+        towards 0 none. Only ``"_residual"`` layers can leave ``span(U)``.
+
+        Parameters
+        ----------
+        X : tasks in any form :meth:`fit` accepts
+            Held-out tasks.
+        y : None or array-like
+            Their targets, as for :meth:`fit`.
+        groups : array-like of shape (n_rows,) or None
+            Task ids for long-format input.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``layer`` (layers with a sharing): ``strength``, ``ci95``
+            (Student-t half-width over tasks), ``residual_lr`` (the residual's learned
+            inner rate), ``shared_breaking`` (``||R0||`` relative to the RMS norm of the
+            tasks' own ``W_t - R0``) and ``n_tasks``; NaN rate and breaking for a layer
+            without a residual.
+
+        Examples
+        --------
+        >>> from msr_sklearn import MetaSymmetryLearner
+        >>> from msr_sklearn.datasets import make_translation_tasks
+        >>> X, y = make_translation_tasks(n_tasks=120, n_features=10, random_state=0)
+        >>> learner = MetaSymmetryLearner(layer="msr_residual", n_filters=3, n_support=5,
+        ...                               n_meta_steps=20, random_state=0).fit(X, y)
+        >>> strength = learner.symmetry_strength(X[100:], y[100:])
+        >>> list(strength.columns)
+        ['strength', 'ci95', 'residual_lr', 'shared_breaking', 'n_tasks']
+        >>> bool(0 < strength.loc[0, "strength"] < 1)
+        True
+        """
+        _, batch = self._scoring_split(X, y, groups)
+        return symmetry_strength(self.model_, batch, loss=self._loss,
+                                 inner_steps=self.inner_steps)
 
     def make_estimator(self, **params):
         """An unfitted per-task estimator bound to ``symmetry_``.

@@ -1,0 +1,146 @@
+"""Soft-symmetry diagnostics: how far adapted weights ``W = reshape(U v) + R`` leave span(U).
+
+A residual layer (``layer="msr_residual"`` and the other ``"_residual"`` kinds) adapts a
+free weight ``R`` beside the shared one, at its own meta-learned inner rate. Two numbers
+say how much symmetry was learned: the **strength** (the fraction of the adapted
+weights' squared norm inside ``span(U)``: 1 for a strict symmetry, towards 0 for none)
+and the residual's learned **rate** (0: the strict symmetry; large: MAML). The
+relative size of the meta-learned ``R0`` says how much symmetry breaking all tasks
+share. :meth:`MetaSymmetryLearner.symmetry_strength
+<msr_sklearn.MetaSymmetryLearner.symmetry_strength>`, the symmetry report, and
+hardening and export use these helpers.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .meta import adapt
+from .nn import FixedSharing, MetaLayer
+from .tasks import mean_confidence_interval
+
+
+def _span_basis(sharing, dtype=torch.float64):
+    """Orthonormal columns spanning ``span(U)`` (an SVD with a relative cut-off), or None
+    for the identity sharing, whose span is everything."""
+    if isinstance(sharing, FixedSharing) and sharing.is_identity:
+        return None
+    with torch.no_grad():
+        u = sharing.matrix().detach().to(dtype)
+        left, s, _ = torch.linalg.svd(u, full_matrices=False)
+        return left[:, s > s.max() * 1e-6]
+
+
+def _meta_indices(network):
+    """The network positions of the layers with a sharing (what ``layer=j`` counts)."""
+    return [i for i, m in enumerate(network.layers) if isinstance(m, MetaLayer)]
+
+
+def residual_of(network, layer, inner_lrs):
+    """``(rate, norm, relative size)`` of meta layer ``layer``'s residual, or None.
+
+    ``rate`` is the learned inner rate of ``R`` (``inner_lrs["{i}.residual"]``),
+    ``norm`` is ``||R0||_F`` and the relative size ``||R0||_F / ||reshape(U v0) + R0||_F``,
+    the share of the meta-learned initial weight that lies in the residual (0 when that
+    weight is 0).
+    """
+    index = _meta_indices(network)[layer]
+    module = network.layers[index]
+    if module.residual is None:
+        return None
+    with torch.no_grad():
+        r0 = float(module.residual.norm())
+        w0 = float(module.weight().norm())
+    return float(inner_lrs[f"{index}.residual"]), r0, r0 / w0 if w0 > 0 else 0.0
+
+
+def warn_dropped_residual(network, layer, inner_lrs, what):
+    """Warn that ``what`` keeps only the ``U`` part of a residual layer (if it has one)."""
+    found = residual_of(network, layer, inner_lrs)
+    if found is not None:
+        rate, norm, size = found
+        warnings.warn(
+            f"{what} acts on the shared part U of layer {layer}, a residual layer, and drops "
+            f"its free residual R: the meta-learned R0 has norm {norm:.3g} ({size:.1%} of the "
+            f"initial weight's norm), and R adapts at the learned rate {rate:.3g}",
+            UserWarning, stacklevel=3)
+
+
+def symmetry_strength(model, batch, *, loss="mse", inner_steps=1, chunk_size=512):
+    """Per layer, the fraction of the adapted weights' squared norm inside ``span(U)``.
+
+    Every task of ``batch`` is adapted on its support rows (:func:`msr_sklearn.meta.adapt`,
+    without meta-gradients, ``chunk_size`` tasks at a time); for each layer and task,
+    ``||P_U vec(W_t)||^2 / ||vec(W_t)||^2`` of the adapted ``W_t = reshape(U v_t) + R_t``.
+
+    Parameters
+    ----------
+    model : MetaModel
+        The meta-learned model.
+    batch : TaskBatch
+        The tasks (their support rows are used).
+    loss : {"mse", "cross_entropy"}, default="mse"
+        The inner loss.
+    inner_steps : int, default=1
+        Inner SGD steps.
+    chunk_size : int, default=512
+        Tasks adapted at once.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``layer`` (counting layers with a sharing), with columns
+        ``strength`` (mean over tasks), ``ci95`` (its Student-t half-width),
+        ``residual_lr`` (the residual's learned inner rate), ``shared_breaking``
+        (``||R0||_F / sqrt(mean_t ||W_t - R0||_F^2)``: the symmetry breaking common to
+        all tasks, relative to their own weights) and ``n_tasks``; for a layer without
+        a residual (strength 1) the rate and the breaking are NaN.
+    """
+    network = model.network
+    names = dict(zip(model.inner_names, model.inner_lrs.detach().cpu().tolist()))
+    indices = _meta_indices(network)
+    in_span = [[] for _ in indices]
+    own = np.zeros(len(indices))  # sum_t ||W_t - R0||^2 per layer
+    for start in range(0, batch.n_tasks, chunk_size):
+        chunk = batch.select(slice(start, start + chunk_size))
+        inner = adapt(model, chunk.x_support, chunk.y_support, loss=loss,
+                      inner_steps=inner_steps, track_meta_gradients=False)
+        with torch.no_grad():
+            for j, i in enumerate(indices):
+                module = network.layers[i]
+                weight = module.weight(inner[f"{i}.filters"], inner.get(f"{i}.residual"))
+                flat = weight.reshape(chunk.n_tasks, -1).to(torch.float64)
+                basis = _span_basis(module.sharing)
+                total = flat.pow(2).sum(-1)
+                inside = total if basis is None else (flat @ basis).pow(2).sum(-1)
+                fraction = torch.where(total > 0, inside / total.clamp_min(1e-300),
+                                       torch.ones_like(total))
+                in_span[j].append(fraction.cpu().numpy())
+                if module.residual is not None:
+                    own[j] += float((weight - module.residual).pow(2).sum())
+    rows = []
+    for j in range(len(indices)):
+        mean, ci = mean_confidence_interval(np.concatenate(in_span[j]))
+        rate, norm, _ = residual_of(network, j, names) or (np.nan, np.nan, np.nan)
+        scale = np.sqrt(own[j] / batch.n_tasks)
+        rows.append({"layer": j, "strength": mean, "ci95": ci, "residual_lr": rate,
+                     "shared_breaking": norm / scale if scale > 0 else norm * 0.0,
+                     "n_tasks": batch.n_tasks})
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def set_residual_lr(model, lr):
+    """Set the inner learning rate of every residual of ``model`` to ``lr`` (None: keep)."""
+    names = [j for j, name in enumerate(model.inner_names) if name.endswith(".residual")]
+    if lr is None:
+        return
+    if not names:
+        raise ValueError(f"residual_lr={lr!r} sets the inner rate of residual layers, but the "
+                         "network has none; use a '_residual' layer or conv_layer kind, or "
+                         "residual_lr=None")
+    with torch.no_grad():
+        model.inner_lrs[names] = float(lr)
