@@ -219,18 +219,14 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
     >>> report["passed"].tolist(), report.attrs["summary"]["name"]
     ([True, False], 'C4')
     """
-    info = _describe(symmetry, layer, weight_shape, input_shape, kernel_size)
-    info = info._replace(U=_orth(info.U))  # once: every step below needs it orthonormal
-    shape = info.matrix_shape
-    if candidates is None:
-        candidates = _candidates_for(info)
-    else:
-        candidates = _as_candidates(candidates)
-    if candidates.weight_shape != shape:
-        raise ValueError(f"the candidates act on weights of shape {candidates.weight_shape}; "
-                         f"{info.describe_shape()}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0; got {tol!r}")
+    info = _describe(symmetry, layer, weight_shape, input_shape, kernel_size)
+    info = info._replace(U=_orth(info.U))  # once: every step below needs it orthonormal
+    candidates = _candidates_for(info) if candidates is None else _as_candidates(candidates)
+    if candidates.weight_shape != info.matrix_shape:
+        raise ValueError(f"the candidates act on weights of shape {candidates.weight_shape}; "
+                         f"{info.describe_shape()}")
     scores = candidates.generator_residuals(info.U)
     report = pd.DataFrame({"score": scores, "passed": scores <= tol},
                           index=pd.Index(candidates.names, name="generator"))
