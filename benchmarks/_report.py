@@ -11,3 +11,18 @@ def write_results(name, text, table, **to_csv):
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.md").write_text(text)
     table.to_csv(RESULTS / f"{name}.csv", index=False, **to_csv)
+
+
+def library_version():
+    """The commit the library was at, and whether its files differed from it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno", "msr_sklearn"], cwd=root,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" (msr_sklearn/ with uncommitted changes)" if dirty else "")

@@ -58,6 +58,9 @@ from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_rotation_tasks, make_translation_tasks, translation_sharing
 from msr_sklearn.tasks import mean_confidence_interval
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
+from _report import library_version  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 
 #: the official train_synthetic.py defaults, common to every row
@@ -497,21 +500,6 @@ def save_figure(U, path, note=""):
     fig.savefig(path, dpi=110)
 
 
-def _library_version():
-    """The commit the library was at, and whether its files differed from it."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno", "msr_sklearn"], cwd=root,
-                               text=True, capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" (msr_sklearn/ with uncommitted changes)" if dirty else "")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -573,7 +561,7 @@ def main(argv=None):
         f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()}, Python "
         f"{platform.python_version()}, torch {torch.__version__} (CPU), **1 thread** "
         f"(`torch.set_num_threads(1)`); other jobs may share the cores.",
-        f"Library: commit {_library_version()}.",
+        f"Library: commit {library_version()}.",
         f"Wall time: **{wall / 60:.1f} min** in all (translation incl. ablations "
         f"{t_translation / 60:.1f} min, rotation {(wall - t_translation) / 60:.1f} min).",
         "",
