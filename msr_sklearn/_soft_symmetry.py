@@ -40,33 +40,45 @@ def _meta_indices(network):
     return [i for i, m in enumerate(network.layers) if isinstance(m, MetaLayer)]
 
 
-def residual_of(network, layer, inner_lrs):
-    """``(rate, norm, relative size)`` of meta layer ``layer``'s residual, or None.
+def residual_info(source, layer=0, inner_lrs=None):
+    """The residual of layer ``layer`` (counting layers with a sharing), or None.
 
-    ``rate`` is the learned inner rate of ``R`` (``inner_lrs["{i}.residual"]``),
-    ``norm`` is ``||R0||_F`` and the relative size ``||R0||_F / ||reshape(U v0) + R0||_F``,
-    the share of the meta-learned initial weight that lies in the residual (0 when that
-    weight is 0).
+    ``source`` is a LearnedSymmetry, a MetaNetwork (with its ``inner_lrs`` by name) or
+    a MetaLayer; anything else, or a layer without a residual, gives None. Returns
+    ``{"residual_lr", "residual_norm", "residual_relative_size"}``: the learned inner
+    rate of ``R`` (None for a bare layer, which does not know it), ``||R0||_F`` and
+    ``||R0||_F / ||reshape(U v0) + R0||_F``, the share of the meta-learned initial
+    weight that lies in the residual (0 when that weight is 0).
     """
-    index = _meta_indices(network)[layer]
-    module = network.layers[index]
-    if module.residual is None:
+    from .symmetry import LearnedSymmetry
+
+    if isinstance(source, LearnedSymmetry):
+        source, layer, inner_lrs = (source.build_network(), source._layer_index(layer),
+                                    source.inner_lrs)
+    rate = None
+    if hasattr(source, "meta_layers"):
+        index = _meta_indices(source)[layer]
+        source = source.layers[index]
+        rate = None if inner_lrs is None else inner_lrs.get(f"{index}.residual")
+    if not isinstance(source, MetaLayer) or source.residual is None:
         return None
     with torch.no_grad():
-        r0 = float(module.residual.norm())
-        w0 = float(module.weight().norm())
-    return float(inner_lrs[f"{index}.residual"]), r0, r0 / w0 if w0 > 0 else 0.0
+        norm = float(source.residual.norm())
+        initial = float(source.weight().norm())
+    return {"residual_lr": None if rate is None else float(rate), "residual_norm": norm,
+            "residual_relative_size": norm / initial if initial > 0 else 0.0}
 
 
-def warn_dropped_residual(network, layer, inner_lrs, what):
+def warn_dropped_residual(source, layer, what):
     """Warn that ``what`` keeps only the ``U`` part of a residual layer (if it has one)."""
-    found = residual_of(network, layer, inner_lrs)
-    if found is not None:
-        rate, norm, size = found
+    info = residual_info(source, layer)
+    if info is not None:
+        rate = "" if info["residual_lr"] is None else (
+            f", and R adapts at the learned rate {info['residual_lr']:.3g}")
         warnings.warn(
             f"{what} acts on the shared part U of layer {layer}, a residual layer, and drops "
-            f"its free residual R: the meta-learned R0 has norm {norm:.3g} ({size:.1%} of the "
-            f"initial weight's norm), and R adapts at the learned rate {rate:.3g}",
+            f"its free residual R: R0 has norm {info['residual_norm']:.3g} "
+            f"({info['residual_relative_size']:.1%} of the layer's initial weight){rate}",
             UserWarning, stacklevel=3)
 
 
@@ -125,7 +137,8 @@ def symmetry_strength(model, batch, *, loss="mse", inner_steps=1, chunk_size=512
     rows = []
     for j in range(len(indices)):
         mean, ci = mean_confidence_interval(np.concatenate(in_span[j]))
-        rate, norm, _ = residual_of(network, j, names) or (np.nan, np.nan, np.nan)
+        info = residual_info(network, j, names) or {}
+        rate, norm = info.get("residual_lr", np.nan), info.get("residual_norm", np.nan)
         scale = np.sqrt(own[j] / batch.n_tasks)
         rows.append({"layer": j, "strength": mean, "ci95": ci, "residual_lr": rate,
                      "shared_breaking": norm / scale if scale > 0 else norm * 0.0,

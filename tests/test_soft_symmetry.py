@@ -201,3 +201,63 @@ def test_bound_classifier_adapts_v_and_R_as_the_engine():
     clf = EquivariantClassifier(sym).fit(Xs, ys)
     np.testing.assert_allclose(clf.predict_proba(Xq), torch.softmax(logits.double(), -1),
                                atol=1e-5)
+
+
+# ------------------------------------------------------------------ diagnostics
+def permutation_soft_symmetry(breaking=0.4):
+    """A residual layer whose U is the exact S_6 sharing and whose R0 breaks it."""
+    from msr_sklearn.groups import symmetric_group
+
+    U = symmetric_group(6).sharing_basis()
+    sym = LearnedSymmetry.initial(n_features=6, n_outputs=6, layer="msr_residual",
+                                  n_filters=2, bias=False, random_state=0)
+    net = sym.build_network()
+    with torch.no_grad():
+        net.layers[0].sharing.basis.copy_(torch.as_tensor(U.T))
+        net.layers[0].filters.copy_(torch.tensor([1.0, 0.5]))
+        w0 = float(net.layers[0].sharing.weight(net.layers[0].filters).norm())
+        r0 = torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+        net.layers[0].residual.copy_(r0 * breaking * w0 / r0.norm())
+    lrs = {**sym.inner_lrs, "0.residual": 0.03}
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    return LearnedSymmetry(sym.architecture, state, lrs)
+
+
+def test_symmetry_report_scores_U_and_states_the_residual():
+    from msr_sklearn.groups import symmetry_report
+
+    sym = permutation_soft_symmetry()
+    summary = symmetry_report(sym).attrs["summary"]
+    assert summary["order"] == 720  # U is exactly S_6's sharing; R does not enter
+    assert summary["residual_lr"] == pytest.approx(0.03)
+    w0 = np.linalg.norm(sym.symmetry_matrix(0) @ sym.initial_filters(0)
+                        + sym.initial_residual(0).ravel())
+    assert summary["residual_norm"] == pytest.approx(np.linalg.norm(sym.initial_residual(0)))
+    assert summary["residual_relative_size"] == pytest.approx(summary["residual_norm"] / w0)
+    assert 0.3 < summary["residual_relative_size"] < 0.5
+    # a strict layer's report has no residual entries
+    strict = symmetry_report(sym.symmetry_matrix(0), weight_shape=(6, 6)).attrs["summary"]
+    assert "residual_lr" not in strict
+
+
+def test_harden_and_export_keep_U_and_name_the_dropped_residual():
+    from msr_sklearn.groups import export_layer, harden_to_group, symmetric_group
+
+    sym = permutation_soft_symmetry()
+    with pytest.warns(UserWarning, match=r"harden_to_group acts on the shared part U of "
+                      r"layer 0.*R0 has norm .* \(3\d\.\d% of the layer's initial weight\), "
+                      r"and R adapts at the learned rate 0\.03"):
+        hard = harden_to_group(sym, symmetric_group(6))
+    assert hard.shape == (36, 2)
+    layer = sym.build_network().layers[0]
+    with pytest.warns(UserWarning, match="export_layer acts on the shared part U"):
+        exported = export_layer(layer, weight=layer.weight().detach().numpy())
+    # the export keeps span(U): the weight's projection, without the residual's part
+    # outside it
+    U = sym.symmetry_matrix(0)
+    W = layer.weight().detach().numpy().ravel()
+    np.testing.assert_allclose(exported.weight().detach().numpy().ravel(),
+                               U @ np.linalg.lstsq(U, W, rcond=None)[0], atol=1e-5)
+    assert exported.residual is None
+    with pytest.raises(ValueError, match="an array U needs weight_shape"):
+        export_layer(U)

@@ -199,7 +199,12 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
         ``name`` (``"C4"``, ``"D4"``, ``"S6"``... when the group is recognized),
         ``generators`` (names), ``order``, ``dim_group`` (``dim U^G``), ``dim``
         (``k``), ``containment_angle``, ``excess``, ``chordal_distance`` (radians, see
-        :func:`compare_subspaces`) and ``tol``.
+        :func:`compare_subspaces`) and ``tol``. For a residual layer (soft symmetry,
+        ``W = reshape(U v) + R``; the scores are of ``U``) also ``residual_lr`` (the
+        learned inner rate of ``R``: 0 is the strict symmetry; None for a bare layer),
+        ``residual_norm`` (``||R0||_F``) and ``residual_relative_size``
+        (``||R0||_F / ||reshape(U v0) + R0||_F``, the part of the meta-learned initial
+        weight that breaks the symmetry).
 
     Examples
     --------
@@ -242,6 +247,9 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
         comparison = compare_subspaces(info.U, basis)
         summary.update(containment_angle=comparison.containment_angle,
                        excess=comparison.excess, chordal_distance=comparison.chordal_distance)
+    from .._soft_symmetry import residual_info
+
+    summary.update(residual_info(symmetry, layer) or {})
     report.attrs["group"] = group
     report.attrs["summary"] = summary
     return report

@@ -27,7 +27,9 @@ def harden_to_group(U, group, weight_shape=None, layer=0):
     ``span(U)`` contains it (the usual case after meta-learning), otherwise the
     ``k`` directions of ``U^G`` nearest to ``span(U)``. Every weight in it is exactly
     equivariant; the nearest hardened weight to a soft ``W = U v`` is ``P_G W``
-    (see :func:`export_layer` with ``weight=``).
+    (see :func:`export_layer` with ``weight=``). Of a residual layer (soft symmetry,
+    ``W = reshape(U v) + R``) only ``U`` is hardened: a ``UserWarning`` names the
+    dropped residual's size (``||R0||`` and its share of the initial weight) and rate.
 
     Parameters
     ----------
@@ -57,6 +59,9 @@ def harden_to_group(U, group, weight_shape=None, layer=0):
     if not isinstance(group, FiniteGroup):
         raise TypeError(f"group must be a FiniteGroup or a symmetry_report; got "
                         f"{type(group).__name__}")
+    from .._soft_symmetry import warn_dropped_residual
+
+    warn_dropped_residual(U, layer, "harden_to_group")
     U, shape = _sharing_of(U, layer, weight_shape)
     if shape is not None and shape != group.weight_shape:
         raise ValueError(f"the group acts on weights of shape {group.weight_shape}; U has "
