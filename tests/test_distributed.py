@@ -19,6 +19,7 @@ from msr_sklearn.training import Callback
 
 PARAMS = dict(n_filters=3, bias=True, n_support=2, n_meta_steps=25, meta_batch_size=8,
               random_state=0)
+SOFT = dict(PARAMS, layer="msr_residual", residual_pull=True, inner_steps=2)
 
 
 def tasks():
@@ -49,6 +50,9 @@ def _worker(rank, world, port, out_dir):
                   "checkpoint_interval": 10}
         learner = MetaSymmetryLearner(**params).fit(X, y)
         learner.symmetry_.save(os.path.join(out_dir, f"final_rank{rank}.msr"))
+        # a soft-symmetry network: the residuals R0 and their pulls are all-reduced too
+        soft = MetaSymmetryLearner(**SOFT).fit(X, y)
+        soft.symmetry_.save(os.path.join(out_dir, f"soft_rank{rank}.msr"))
         try:  # a meta-batch smaller than the world cannot be split
             MetaSymmetryLearner(**{**PARAMS, "meta_batch_size": 1}).fit(X, y)
         except ValueError as exc:
@@ -81,9 +85,13 @@ def test_two_processes_match_one(tmp_path):
     ranks = [LearnedSymmetry.load(tmp_path / f"final_rank{r}.msr") for r in range(2)]
     # the replicas stay identical, and equal the single process with the same total batch
     assert ranks[0] == ranks[1]
-    for name, value in single.state.items():
-        np.testing.assert_allclose(ranks[0].state[name], value, rtol=1e-4, atol=1e-6,
-                                   err_msg=name)
+    soft = [LearnedSymmetry.load(tmp_path / f"soft_rank{r}.msr") for r in range(2)]
+    assert soft[0] == soft[1]
+    for one, many in ((single, ranks[0]),
+                      (MetaSymmetryLearner(**SOFT).fit(*tasks()).symmetry_, soft[0])):
+        for name, value in one.state.items():
+            np.testing.assert_allclose(many.state[name], value, rtol=1e-4, atol=1e-6,
+                                       err_msg=name)
     # only rank 0 writes checkpoints
     assert (tmp_path / "ckpt_rank0.msr").exists()
     assert not (tmp_path / "ckpt_rank1.msr").exists()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from msr_sklearn import LearnedSymmetry
+from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
+from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.estimators import EquivariantClassifier, EquivariantRegressor
 from msr_sklearn.meta import MetaModel, TaskBatch, adapt, adapted_outputs, task_losses
 from msr_sklearn.nn import build_network
@@ -261,3 +262,112 @@ def test_harden_and_export_keep_U_and_name_the_dropped_residual():
     assert exported.residual is None
     with pytest.raises(ValueError, match="an array U needs weight_shape"):
         export_layer(U)
+
+
+# ------------------------------------------------------------------ the learner
+SOFT = dict(layer="msr_residual", n_filters=3, n_support=3, residual_pull=True, inner_steps=2,
+            n_meta_steps=30, meta_batch_size=8, random_state=0)
+
+
+def soft_tasks(n_tasks=40, **breaking):
+    breaking = breaking or {"symmetry_breaking": 0.3, "shared_breaking": 0.5}
+    return make_translation_tasks(n_tasks=n_tasks, n_samples=8, n_features=10,
+                                  random_state=0, **breaking)
+
+
+def test_make_estimator_adapts_v_and_R_as_the_learner_did():
+    X, y = soft_tasks()
+    learner = MetaSymmetryLearner(**SOFT).fit(X[:30], y[:30])
+    assert {"0.residual"} < set(learner.symmetry_.inner_lrs)
+    Xt, yt = (torch.tensor(a[30:32], dtype=torch.float32) for a in (X, y))
+    engine = adapted_outputs(learner.model_, TaskBatch(Xt[:, :3], yt[:, :3], Xt[:, 3:],
+                                                       yt[:, 3:]), inner_steps=2).numpy()
+    for t in range(2):
+        reg = learner.make_estimator().fit(X[30 + t, :3], y[30 + t, :3])
+        np.testing.assert_allclose(reg.predict(X[30 + t, 3:]), engine[t], atol=1e-5)
+
+
+def test_symmetry_strength_reads_the_symmetry_of_the_tasks():
+    exact, free = soft_tasks(120, symmetry_breaking=0.0), soft_tasks(120, symmetry_breaking=3.0)
+    params = {**SOFT, "residual_pull": False, "inner_steps": 1, "n_support": 5,
+              "n_meta_steps": 150}
+    strengths = {}
+    for name, (X, y) in (("exact", exact), ("broken", free)):
+        learner = MetaSymmetryLearner(**params).fit(X[:100], y[:100])
+        strengths[name] = learner.symmetry_strength(X[100:], y[100:]).loc[0]
+        j = learner.model_.inner_names.index("0.residual")
+        assert strengths[name]["residual_lr"] == pytest.approx(
+            float(learner.model_.inner_lrs[j].detach()))
+    # early in meta-training R's rate still rises with v's; the exact tasks' adapted
+    # weights already lie mostly in span(U), the broken ones' mostly outside it
+    assert strengths["exact"]["strength"] > 0.6
+    assert strengths["broken"]["strength"] < strengths["exact"]["strength"] - 0.3
+    strict = MetaSymmetryLearner(**{**params, "layer": "msr"}).fit(*exact)
+    row = strict.symmetry_strength(*exact).loc[0]
+    assert row["strength"] == pytest.approx(1.0, abs=1e-6) and np.isnan(row["residual_lr"])
+
+
+def test_a_resumed_residual_run_ends_as_the_uninterrupted_one(tmp_path):
+    from test_resume import Crash, assert_same_run
+
+    X, y = soft_tasks()
+    path = tmp_path / "soft.msr"
+    params = {**SOFT, "checkpoint_path": path, "checkpoint_interval": 10, "resume": True}
+    with pytest.raises(RuntimeError, match="crash"):
+        MetaSymmetryLearner(**params, callbacks=[Crash(15)]).fit(X, y)
+    resumed = MetaSymmetryLearner(**params).fit(X, y)
+    assert_same_run(resumed, MetaSymmetryLearner(**SOFT).fit(X, y))
+    assert LearnedSymmetry.load(path).architecture["residual_pull"] is True
+
+
+def test_a_warm_start_continues_the_residual_and_refuses_a_changed_pull():
+    X, y = soft_tasks()
+    learner = MetaSymmetryLearner(**SOFT, warm_start=True).fit(X, y)
+    r0 = learner.symmetry_.initial_residual(0)
+    learner.fit(X, y)
+    assert learner.n_iter_ == 60
+    assert not np.allclose(learner.symmetry_.initial_residual(0), r0)
+    learner.set_params(residual_pull=False)
+    with pytest.raises(ValueError, match="warm_start continues the fitted network, but "
+                                         "residual_pull changed"):
+        learner.fit(X, y)
+
+
+def test_a_residual_learner_trains_on_a_task_stream():
+    from msr_sklearn.streams import TaskStream
+
+    stream = TaskStream(lambda n, rng: make_translation_tasks(
+        n_tasks=n, n_samples=8, n_features=10, shared_breaking=0.5,
+        random_state=int(rng.integers(2**31))))
+    learner = MetaSymmetryLearner(**{**SOFT, "n_meta_steps": 10}).fit(stream)
+    assert learner.n_iter_ == 10 and np.abs(learner.symmetry_.initial_residual(0)).max() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_residual_learner_on_cuda_matches_cpu():
+    X, y = soft_tasks()
+    cpu = MetaSymmetryLearner(**SOFT).fit(X, y)
+    gpu = MetaSymmetryLearner(**SOFT, device="cuda").fit(X, y)
+    for name, value in cpu.symmetry_.state.items():
+        np.testing.assert_allclose(gpu.symmetry_.state[name], value, rtol=1e-3, atol=1e-4)
+    reg = gpu.make_estimator().fit(X[0, :3], y[0, :3])
+    np.testing.assert_allclose(reg.predict(X[0, 3:]),
+                               cpu.make_estimator().fit(X[0, :3], y[0, :3]).predict(X[0, 3:]),
+                               rtol=1e-3, atol=1e-4)
+    assert gpu.symmetry_strength(X, y).loc[0, "strength"] == pytest.approx(
+        cpu.symmetry_strength(X, y).loc[0, "strength"], abs=1e-4)
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"layer": "msr", "residual_pull": True}, "residual_pull=True acts on residual layers"),
+    ({"layer": "conv1d", "residual_lr": 0.1, "residual_pull": False},
+     "residual_lr=0.1 sets the inner rate of "
+                                              "residual layers"),
+    ({"residual_lr": -0.1}, "'residual_lr' parameter of MetaSymmetryLearner"),
+    ({"layer": "msr_residual_pull"}, "'layer' parameter of MetaSymmetryLearner"),
+    ({"conv_layer": "conv2d_residual"}, "'conv_layer' parameter of MetaSymmetryLearner"),
+])
+def test_bad_soft_symmetry_settings_are_value_errors_naming_the_parameter(params, match):
+    X, y = soft_tasks(8)
+    with pytest.raises(ValueError, match=match):
+        MetaSymmetryLearner(**{**SOFT, "n_meta_steps": 1, **params}).fit(X, y)
