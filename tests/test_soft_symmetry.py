@@ -148,7 +148,12 @@ def lively_soft_symmetry(objective="regression", n_outputs=6, inner_steps=3, **a
                            inner_steps=inner_steps)
 
 
-def adapted_outputs_of(model, batch, loss):
+def adapted_outputs_of(model, Xs, ys, Xq, loss):
+    """The engine's query outputs of one task after 3 inner steps on ``(Xs, ys)``."""
+    ys = torch.as_tensor(ys[None], dtype=torch.float32 if loss == "mse" else torch.int64)
+    Xs, Xq = (torch.as_tensor(a[None], dtype=torch.float32) for a in (Xs, Xq))
+    unused = torch.zeros(1, Xq.shape[1], *ys.shape[2:], dtype=ys.dtype)  # query targets
+    batch = TaskBatch(Xs, ys, Xq, unused)
     return adapted_outputs(model, batch, loss=loss, inner_steps=3)[0].numpy()
 
 
@@ -169,10 +174,7 @@ def test_bound_regressor_adapts_v_and_R_as_the_engine(kind):
     n_out = sym.n_outputs
     rng = np.random.default_rng(0)
     Xs, ys, Xq = rng.normal(size=(7, 9)), rng.normal(size=(7, n_out)), rng.normal(size=(5, 9))
-    batch = TaskBatch(*(torch.tensor(a[None], dtype=torch.float32)
-                        for a in (Xs, ys, Xq, np.zeros((5, n_out)))))
-    model = sym.build_model()
-    expected = adapted_outputs_of(model, batch, "mse")
+    expected = adapted_outputs_of(sym.build_model(), Xs, ys, Xq, "mse")
     reg = EquivariantRegressor(sym).fit(Xs, ys)
     np.testing.assert_allclose(reg.predict(Xq), expected, atol=1e-5)
     # R moved (it is an inner parameter), U did not
@@ -195,10 +197,7 @@ def test_bound_classifier_adapts_v_and_R_as_the_engine():
     rng = np.random.default_rng(2)
     Xs, Xq = rng.normal(size=(9, 9)), rng.normal(size=(6, 9))
     ys = np.array([0, 1, 2] * 3)
-    batch = TaskBatch(torch.tensor(Xs[None], dtype=torch.float32), torch.tensor(ys[None]),
-                      torch.tensor(Xq[None], dtype=torch.float32),
-                      torch.zeros(1, 6, dtype=torch.int64))
-    logits = torch.tensor(adapted_outputs_of(sym.build_model(), batch, "cross_entropy"))
+    logits = torch.tensor(adapted_outputs_of(sym.build_model(), Xs, ys, Xq, "cross_entropy"))
     clf = EquivariantClassifier(sym).fit(Xs, ys)
     np.testing.assert_allclose(clf.predict_proba(Xq), torch.softmax(logits.double(), -1),
                                atol=1e-5)

@@ -27,6 +27,7 @@ EXAMPLE_ORDER = (
     "plot_model_selection.py",
     "plot_long_format.py",
     "plot_symmetry_report.py",
+    "plot_soft_symmetry.py",
     "plot_aug_digits.py",
 )
 
