@@ -24,13 +24,14 @@ from .nn import FixedSharing, MetaLayer
 from .tasks import mean_confidence_interval
 
 
-def _span_basis(sharing, dtype=torch.float64):
-    """Orthonormal columns spanning ``span(U)`` (an SVD with a relative cut-off), or None
-    for the identity sharing, whose span is everything."""
+def _span_basis(sharing):
+    """Orthonormal columns spanning ``span(U)`` (an SVD with a relative cut-off), in
+    float64 on the CPU (any device's ``U``), or None for the identity sharing, whose span
+    is everything."""
     if isinstance(sharing, FixedSharing) and sharing.is_identity:
         return None
     with torch.no_grad():
-        u = sharing.matrix().detach().to(dtype)
+        u = sharing.matrix().detach().to("cpu", torch.float64)
         left, s, _ = torch.linalg.svd(u, full_matrices=False)
         return left[:, s > s.max() * 1e-6]
 
@@ -115,6 +116,7 @@ def symmetry_strength(model, batch, *, loss="mse", inner_steps=1, chunk_size=512
     network = model.network
     names = dict(zip(model.inner_names, model.inner_lrs.detach().cpu().tolist()))
     indices = _meta_indices(network)
+    bases = [_span_basis(network.layers[i].sharing) for i in indices]
     in_span = [[] for _ in indices]
     own = np.zeros(len(indices))  # sum_t ||W_t - R0||^2 per layer
     for start in range(0, batch.n_tasks, chunk_size):
@@ -125,13 +127,12 @@ def symmetry_strength(model, batch, *, loss="mse", inner_steps=1, chunk_size=512
             for j, i in enumerate(indices):
                 module = network.layers[i]
                 weight = module.weight(inner[f"{i}.filters"], inner.get(f"{i}.residual"))
-                flat = weight.reshape(chunk.n_tasks, -1).to(torch.float64)
-                basis = _span_basis(module.sharing)
+                flat = weight.reshape(chunk.n_tasks, -1).to("cpu", torch.float64)
                 total = flat.pow(2).sum(-1)
-                inside = total if basis is None else (flat @ basis).pow(2).sum(-1)
+                inside = total if bases[j] is None else (flat @ bases[j]).pow(2).sum(-1)
                 fraction = torch.where(total > 0, inside / total.clamp_min(1e-300),
                                        torch.ones_like(total))
-                in_span[j].append(fraction.cpu().numpy())
+                in_span[j].append(fraction.numpy())
                 if module.residual is not None:
                     own[j] += float((weight - module.residual).pow(2).sum())
     rows = []
