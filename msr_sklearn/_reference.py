@@ -5,7 +5,7 @@ the tests and in ``benchmarks/speed.py``: each task runs on its own, unbatched, 
 its own ``autograd.grad`` calls, as the official implementation does.
 """
 
-import copy
+import contextlib
 
 import torch
 
@@ -16,31 +16,58 @@ def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inn
                           first_order=False, symmetry_gradient="second_order"):
     """Per-task query losses ``(T,)``, one Python iteration per task.
 
-    ``symmetry_gradient="first_order"`` runs the support passes on a copy of the
-    network whose sharings are detached (a separate code path from the engine's).
-    A residual pull is written out here, layer by layer, from the original model's
-    ``log_pull`` and ``R0`` (the copy's are frozen).
+    ``symmetry_gradient="first_order"`` is written out by the chain rule rather than
+    the engine's held weights: the support gradient w.r.t. each layer's weight ``W``
+    is taken with the full graph, and the filters' gradient is ``U^T dL/dW`` with the
+    materialized, detached ``U``. A residual pull is written out here, layer by layer,
+    from the model's ``log_pull`` and ``R0``.
     """
     loss_fn = LOSSES[loss]
-    support_model = model
-    if symmetry_gradient == "first_order" and not first_order:
-        support_model = copy.deepcopy(model)
-        for name, p in support_model.network.outer_parameters().items():
-            p.requires_grad_(False)
+    read_held = symmetry_gradient == "first_order" and not first_order
     losses = []
     for t in range(batch.n_tasks):
         inner = dict(model.initial_inner_parameters())
         for _ in range(inner_steps):
-            support_loss = loss_fn(support_model(batch.x_support[t], inner),
-                                   batch.y_support[t])
+            weights = {}
+            if read_held:  # every layer's U v, as a tensor the gradient can be taken at
+                weights = {i: layer.sharing.weight(inner[f"{i}.filters"])
+                           for i, layer in enumerate(model.network.layers)
+                           if hasattr(layer, "sharing")}
+            with _given_weights(model.network, weights):
+                support_loss = loss_fn(model(batch.x_support[t], inner), batch.y_support[t])
             support_loss = support_loss + _pull(model, inner)
-            grads = torch.autograd.grad(support_loss, tuple(inner.values()),
-                                        create_graph=not first_order)
+            wrt = [weights[int(name.split(".")[0])] if name in _filter_names(weights) else p
+                   for name, p in inner.items()]
+            grads = torch.autograd.grad(support_loss, wrt, create_graph=not first_order)
+            grads = [_read(model.network.layers[int(name.split(".")[0])], g, p)
+                     if name in _filter_names(weights) else g
+                     for (name, p), g in zip(inner.items(), grads)]
             inner = {name: p - model.inner_lrs[j] * g
                      for j, ((name, p), g) in enumerate(zip(inner.items(), grads))}
         mask = None if batch.query_mask is None else batch.query_mask[t]
         losses.append(loss_fn(model(batch.x_query[t], inner), batch.y_query[t], mask))
     return torch.stack(losses)
+
+
+def _filter_names(weights):
+    return {f"{i}.filters" for i in weights}
+
+
+def _read(layer, grad_weight, filters):
+    """``U^T vec(dL/dW)`` with the materialized ``U`` held constant."""
+    return (layer.sharing.matrix().detach().T @ grad_weight.reshape(-1)).reshape(filters.shape)
+
+
+@contextlib.contextmanager
+def _given_weights(network, weights):
+    """Layers ``i`` in ``weights`` use ``weights[i]`` as their ``U v`` (any filters)."""
+    for i, weight in weights.items():
+        network.layers[i].sharing.weight = lambda filters, weight=weight: weight
+    try:
+        yield
+    finally:
+        for i in weights:
+            del network.layers[i].sharing.weight  # back to the class's method
 
 
 def _pull(model, inner):

@@ -18,11 +18,10 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.nn import functional as F
 
 from .nn.network import MetaNetwork
-from .optim import META_OPTIMIZERS, MetaAdam
+from .optim import META_OPTIMIZERS, MetaAdam, hidden_sharing_lr_scale
 
 __all__ = ["LOSSES", "MetaModel", "TaskBatch", "adapt", "adapted_outputs",
            "cross_entropy_loss", "evaluate_task_losses", "make_meta_optimizer", "meta_step",
@@ -263,13 +262,16 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
         still differentiable w.r.t. the meta-parameters, without second-order terms.
     symmetry_gradient : {"first_order", "second_order"}, default="second_order"
         How the meta-gradient reaches the sharings ``U`` (with ``first_order=False``;
-        ``first_order=True`` makes every term first order). ``"first_order"``: the
-        support gradients are taken with ``U`` held constant, so ``U`` gets only the
-        direct term ``dL_query/dU`` at the adapted filters, while ``v0``, the biases
-        and the inner lrs keep their second-order terms. Its fixed point satisfies
-        ``U E[v' v'^T] = E[w v'^T]`` (``w`` the task's true weights, ``v'`` the adapted
-        filters), so ``span(U)`` lies inside the span of the task weights: the
-        symmetry. ``"second_order"`` (the paper's full MAML gradient) also
+        ``first_order=True`` makes every term first order). ``"first_order"``: each
+        layer reads its support gradient through a ``U`` held constant
+        (``v' = v0 - lr * U_held^T dL/dW``, :meth:`MetaNetwork.holding_sharings
+        <msr_sklearn.nn.MetaNetwork.holding_sharings>`), so ``U`` gets no
+        second-order term through that read; every other path (the direct term
+        ``dL_query/dU`` at the adapted filters, ``U``'s effect on the features later
+        layers adapt on) and all terms of ``v0``, biases and inner lrs are kept. For
+        one linear layer its fixed point satisfies ``U E[v' v'^T] = E[w v'^T]`` (``w``
+        the task's true weights, ``v'`` the adapted filters), so ``span(U)`` lies
+        inside the span of the task weights: the symmetry. ``"second_order"`` (the paper's full MAML gradient) also
         differentiates through the support gradients; with few support rows its
         optimum tilts ``span(U)`` off the symmetry by a few degrees, trading
         exactness for a slightly lower one-step query loss (``docs/convergence.md``).
@@ -316,10 +318,12 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
         inner[name] = p if p.requires_grad else p.requires_grad_()
     lrs = model.inner_lrs if track_meta_gradients else model.inner_lrs.detach()
     create_graph = track_meta_gradients and not first_order
-    support_network = _support_network(model, create_graph and symmetry_gradient == "first_order")
+    hold = create_graph and symmetry_gradient == "first_order"
     with torch.enable_grad():
         for _ in range(inner_steps):
-            support_loss = loss_fn(support_network(x_support, inner), y_support)
+            with model.network.holding_sharings(hold):
+                support_out = model(x_support, inner)
+            support_loss = loss_fn(support_out, y_support)
             pull = model.network.inner_penalty(inner)  # None without residual pulls
             if pull is not None:
                 support_loss = support_loss + pull
@@ -330,18 +334,6 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
             if not track_meta_gradients:
                 inner = {n: p.detach().requires_grad_() for n, p in inner.items()}
     return inner
-
-
-def _support_network(model, hold_sharings):
-    """The network for the inner loop's support passes, with the sharings held constant
-    (detached: no second-order path into ``U``) when ``hold_sharings``."""
-    if not hold_sharings:
-        return model
-    held = {name: p.detach() for name, p in model.network.outer_parameters().items()}
-
-    def network(x, inner):
-        return functional_call(model.network, held, (x, inner), strict=False)
-    return network
 
 
 def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1,
@@ -411,7 +403,9 @@ def make_meta_optimizer(model: MetaModel, meta_lr=1e-3, meta_optimizer="adam"):
         ``"adam"``: Adam on every parameter (the paper's code). ``"msr_adam"``: Adam
         with one second moment per sharing tensor (:class:`msr_sklearn.optim.MetaAdam`),
         so the entries of ``U`` that carry no signal move in proportion to their
-        gradient instead of by the full learning rate; the other meta-parameters get
+        gradient instead of by the full learning rate, and a large sharing of a hidden
+        layer at a reduced rate (:func:`~msr_sklearn.optim.hidden_sharing_lr_scale`:
+        every later layer's features depend on it); the other meta-parameters get
         plain Adam.
 
     Returns
@@ -427,6 +421,11 @@ def make_meta_optimizer(model: MetaModel, meta_lr=1e-3, meta_optimizer="adam"):
     >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2, meta_optimizer="msr_adam")
     >>> [(len(g["params"]), g["second_moment"]) for g in optimizer.param_groups]
     [(1, 'tensor'), (3, 'element')]
+    >>> mlp = MetaModel(build_network(64, 5, hidden_layer_sizes=(64,), n_filters=(256, 40),
+    ...                               random_state=0))
+    >>> [g.get("lr_scale", 1.0) for g in make_meta_optimizer(mlp, meta_optimizer="msr_adam")
+    ...  .param_groups]                  # hidden sharing (2**20 entries), output, the rest
+    [0.125, 1.0, 1.0]
     >>> [len(g["params"]) for g in make_meta_optimizer(model).param_groups]  # plain Adam
     [4]
     """
@@ -439,9 +438,15 @@ def make_meta_optimizer(model: MetaModel, meta_lr=1e-3, meta_optimizer="adam"):
     fused = device.type in ("cpu", "cuda")
     groups = [{"params": params}]
     if meta_optimizer == "msr_adam":
-        sharing = {id(p) for p in model.network.outer_parameters().values()}
-        groups = [{"params": [p for p in params if id(p) in sharing], "second_moment": "tensor"},
-                  {"params": [p for p in params if id(p) not in sharing]}]
+        layers = model.network.meta_layers
+        learned = {id(p) for p in params}
+        sharings = [p for layer in layers for p in layer.sharing.parameters() if id(p) in learned]
+        output = {id(p) for p in layers[-1].sharing.parameters()}
+        groups = [{"params": [p], "second_moment": "tensor",
+                   "lr_scale": 1.0 if id(p) in output else hidden_sharing_lr_scale(p.numel())}
+                  for p in sharings]
+        taken = {id(p) for p in sharings}
+        groups.append({"params": [p for p in params if id(p) not in taken]})
         groups = [g for g in groups if g["params"]]
     return MetaAdam(groups or params, lr=meta_lr, fused=fused)
 

@@ -94,22 +94,41 @@ def test_first_order_drops_second_order_terms():
 
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
-def test_first_order_symmetry_gradient_drops_only_the_sharings_second_order_terms(loss):
+def test_first_order_symmetry_gradient_drops_only_the_reads_second_order_terms(loss):
     model = make_model()
     batch = make_batch(loss)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     kwargs = dict(loss=loss, inner_steps=2)
-    mixed = grads_of(model, task_losses(model, batch, symmetry_gradient="first_order", **kwargs))
+    held = grads_of(model, task_losses(model, batch, symmetry_gradient="first_order", **kwargs))
     second = grads_of(model, task_losses(model, batch, symmetry_gradient="second_order",
                                          **kwargs))
     first = grads_of(model, task_losses(model, batch, first_order=True, **kwargs))
     sharing = [i for i, n in enumerate(names) if "sharing" in n]
-    assert sharing and len(sharing) < len(names)
+    assert len(sharing) == 2 and len(sharing) < len(names)
     for i, name in enumerate(names):
-        # U: the first-order (direct) term only; v0, biases, inner lrs: all second-order terms
-        expected = first[i] if i in sharing else second[i]
-        torch.testing.assert_close(mixed[i], expected, rtol=1e-6, atol=1e-9, msg=name)
-    assert all((second[i] - first[i]).abs().max() > 1e-4 for i in sharing)
+        if i not in sharing:  # v0, biases, inner lrs: every second-order term
+            torch.testing.assert_close(held[i], second[i], rtol=1e-6, atol=1e-9, msg=name)
+        else:  # U: neither the full second-order gradient nor the first-order one
+            assert (held[i] - second[i]).abs().max() > 1e-4, name
+            assert (held[i] - first[i]).abs().max() > 1e-4, name
+
+
+def test_first_order_symmetry_gradient_of_one_layer_from_zero_filters_is_first_order():
+    # one linear layer with v0 = 0: the support gradient does not depend on U but through
+    # the read U^T dL/dW, so holding the read leaves exactly the first-order term
+    net = build_network(6, 3, n_filters=4, random_state=0).double()
+    with torch.no_grad():
+        for p in net.initial_inner_parameters().values():
+            p.zero_()
+    model = MetaModel(net, inner_lr=0.3).double()
+    batch = make_batch("mse")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    u = names.index("network.layers.0.sharing.basis")
+    held = grads_of(model, task_losses(model, batch, symmetry_gradient="first_order"))
+    first = grads_of(model, task_losses(model, batch, first_order=True))
+    second = grads_of(model, task_losses(model, batch, symmetry_gradient="second_order"))
+    torch.testing.assert_close(held[u], first[u], rtol=1e-6, atol=1e-9)
+    assert (second[u] - first[u]).abs().max() > 1e-4
 
 
 def test_symmetry_gradient_is_validated():

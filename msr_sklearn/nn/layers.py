@@ -129,8 +129,14 @@ class MetaLayer(nn.Module):
         raise NotImplementedError
 
     def weight(self, filters=None, residual=None):
-        """``reshape(U v) + R`` for the given (or the layer's own) inner values."""
-        weight = self.sharing.weight(self.filters if filters is None else filters)
+        """``reshape(U v) + R`` for the given (or the layer's own) inner values.
+
+        Inside :meth:`MetaNetwork.holding_sharings() <msr_sklearn.nn.MetaNetwork.holding_sharings>`
+        ``U v`` is :meth:`Sharing.held_weight <msr_sklearn.nn.Sharing.held_weight>`.
+        """
+        filters = self.filters if filters is None else filters
+        held = getattr(self, "_holding_sharing", False)
+        weight = self.sharing.held_weight(filters) if held else self.sharing.weight(filters)
         if self.residual is None:
             return weight
         return weight + (self.residual if residual is None else residual)

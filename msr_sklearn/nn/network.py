@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -132,6 +133,40 @@ class MetaNetwork(nn.Module):
     def meta_layers(self):
         """The :class:`MetaLayer` s, in order (what ``layer=i`` refers to elsewhere)."""
         return [m for m in self.layers if isinstance(m, MetaLayer)]
+
+    @contextlib.contextmanager
+    def holding_sharings(self, enabled=True):
+        """Within the block, every layer's weight holds ``U`` constant in its read.
+
+        Each :class:`MetaLayer` builds ``U v`` with :meth:`Sharing.held_weight`: the
+        same values and the same derivatives w.r.t. ``U``, but a gradient w.r.t. the
+        filters taken inside reads through a detached ``U``. The inner loop's support
+        passes run in it for ``symmetry_gradient="first_order"``.
+
+        Parameters
+        ----------
+        enabled : bool, default=True
+            ``False`` makes the block a no-op (for a conditional ``with``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from msr_sklearn.nn import build_network
+        >>> net = build_network(4, 2, n_filters=3, random_state=0)
+        >>> x = torch.randn(5, 4)
+        >>> with net.holding_sharings():
+        ...     held = net(x)
+        >>> torch.equal(held, net(x))
+        True
+        """
+        layers = self.meta_layers if enabled else []
+        for layer in layers:
+            layer._holding_sharing = True
+        try:
+            yield self
+        finally:
+            for layer in layers:
+                layer._holding_sharing = False
 
     def forward(self, x, inner: Mapping[str, torch.Tensor] | None = None):
         last = max(i for i, m in enumerate(self.layers) if isinstance(m, MetaLayer))

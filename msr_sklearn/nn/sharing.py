@@ -87,6 +87,38 @@ class Sharing(nn.Module):
         """Materialize ``U`` as a ``(n_weights, n_filters)`` tensor (row-major vec)."""
         raise NotImplementedError
 
+    def forward(self, filters):
+        """:meth:`weight`: a sharing is the module that maps filter values to weights."""
+        return self.weight(filters)
+
+    def held_weight(self, filters):
+        """:meth:`weight`, with ``U`` held constant in the derivative w.r.t. ``filters``.
+
+        The value and the derivative w.r.t. the sharing's parameters are those of
+        ``weight(filters)``; the derivative w.r.t. ``filters`` (``U^T dL/dW``, how an
+        inner step reads a gradient) uses a detached ``U``. A support gradient taken
+        through it so has no second-order path back into ``U`` through that read
+        (``symmetry_gradient="first_order"`` in :func:`msr_sklearn.meta.adapt`).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from msr_sklearn.nn import DenseSharing
+        >>> sharing = DenseSharing((2, 3), n_filters=2, generator=torch.Generator().manual_seed(0))
+        >>> v = torch.ones(2, requires_grad=True)
+        >>> torch.equal(sharing.held_weight(v), sharing.weight(v))
+        True
+        >>> (g,) = torch.autograd.grad(sharing.held_weight(v).sum(), v, create_graph=True)
+        >>> g.requires_grad   # U^T 1 with U held: no path back into U
+        False
+        """
+        held = {name: p.detach() for name, p in self.named_parameters()}
+        if not held:
+            return self.weight(filters)
+        read = torch.func.functional_call(self, held, (filters,))
+        direct = self.weight(filters.detach())
+        return read + (direct - direct.detach())
+
     def reset_parameters(self, generator=None):
         pass
 
