@@ -61,14 +61,15 @@ def _cosine(step, n_steps):
 
 
 def _inverse_time(step, n_steps):
-    """Linear warmup over 5% of the steps, hold to 35%, then ``1 / (1 + (t - 0.35) / 0.01)``.
+    """Linear warmup over 5% of the steps, hold to 50%, then ``1 / (1 + (t - 0.5) / 0.01)``.
 
     The hold leaves the plateaus of meta-learning (rank-2 translation tasks leave theirs
-    near step 300 of 1000 at meta_lr 1e-2); the inverse-time decay then makes Adam's
-    iterates a running average of the last steps, which shrinks the noise that task
-    sampling leaves in ``U`` about as ``1/sqrt(steps)`` (``docs/convergence.md``).
+    near step 300 of 1000 at meta_lr 1e-2) and lets deep networks train; the
+    inverse-time decay then makes Adam's iterates a running average of the last steps,
+    which averages out the noise that task sampling leaves in ``U``
+    (``docs/convergence.md``).
     """
-    warmup, hold = int(0.05 * n_steps), 0.35 * n_steps
+    warmup, hold = int(0.05 * n_steps), 0.5 * n_steps
     if step < warmup:
         return (step + 1) / (warmup + 1)
     return 1.0 / (1.0 + max(0.0, step - hold) / (0.01 * n_steps))
@@ -86,8 +87,8 @@ def meta_lr_at(schedule, step, n_steps, meta_lr):
     uninterrupted one would. ``"constant"``: ``meta_lr`` throughout. ``"cosine"``: a
     linear warmup over the first 5% of the steps up to ``meta_lr``, then a cosine
     decay to ``meta_lr * 1e-2`` at the last step. ``"inverse_time"``: the same
-    warmup, ``meta_lr`` until 35% of the steps, then ``meta_lr / (1 + (t - 0.35) /
-    0.01)`` at the fraction ``t`` of the steps (``meta_lr / 66`` at the end).
+    warmup, ``meta_lr`` until half of the steps, then ``meta_lr / (1 + (t - 0.5) /
+    0.01)`` at the fraction ``t`` of the steps (``meta_lr / 51`` at the end).
 
     Parameters
     ----------
@@ -111,8 +112,8 @@ def meta_lr_at(schedule, step, n_steps, meta_lr):
     [0.000167, 0.000833, 0.001, 0.000505, 1e-05]
     >>> meta_lr_at("constant", 99, 100, 1e-3)
     0.001
-    >>> [round(meta_lr_at("inverse_time", s, 1000, 1e-2), 5) for s in (0, 49, 50, 350, 450, 999)]
-    [0.0002, 0.0098, 0.01, 0.01, 0.00091, 0.00015]
+    >>> [round(meta_lr_at("inverse_time", s, 1000, 1e-2), 5) for s in (0, 49, 50, 500, 600, 999)]
+    [0.0002, 0.0098, 0.01, 0.01, 0.00091, 0.0002]
     """
     if schedule not in _SCHEDULES:
         raise ValueError(f"meta_lr_schedule must be one of {SCHEDULES}; got {schedule!r}")
