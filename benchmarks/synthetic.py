@@ -65,7 +65,9 @@ RESULTS = Path(__file__).parent / "results"
 
 #: the official train_synthetic.py defaults, common to every row
 PROTOCOL = dict(bias=False, n_support=1, support_split="random", inner_steps=1, inner_lr=0.1,
-                learn_inner_lr=True, first_order=False, meta_lr=1e-3, meta_batch_size=32)
+                learn_inner_lr=True, first_order=False, meta_lr=1e-3, meta_batch_size=32,
+                meta_lr_schedule="constant", symmetry_gradient="second_order",
+                meta_optimizer="adam")
 N_TASKS, N_TRAIN = 10000, 8000
 K_OF_RANK = {1: 3, 2: 6, 5: 30}
 TRANSLATION_MODELS = {

@@ -120,13 +120,17 @@ class MetaSymmetryLearner(BaseEstimator):
         shows what learning ``U`` adds.
     first_order : bool, default=False
         Drop every second-order term of the meta-gradient (faster, usually a bit worse).
-    symmetry_gradient : {"first_order", "second_order"}, default="first_order"
-        How the meta-gradient reaches the sharings ``U``: ``"first_order"`` holds ``U``
-        constant inside the support gradients (``v0``, biases and inner lrs keep their
-        second-order terms), whose fixed point puts ``span(U)`` inside the span of the
-        tasks' weights, i.e. onto the symmetry; ``"second_order"`` is the paper's full
-        MAML gradient, whose optimum with few support rows tilts ``U`` a few degrees
-        off it (:func:`msr_sklearn.meta.adapt`, ``docs/convergence.md``).
+    symmetry_gradient : {"auto", "first_order", "second_order"}, default="auto"
+        How the meta-gradient reaches the sharings ``U``. ``"first_order"``: each layer
+        reads its support gradient through a ``U`` held constant (every other term,
+        and all of ``v0``'s, biases' and inner lrs', stays second order); for one linear
+        layer its fixed point puts ``span(U)`` inside the span of the tasks' weights,
+        i.e. onto the symmetry. ``"second_order"``: the paper's full MAML gradient;
+        with few support rows its optimum tilts ``U`` a few degrees off the symmetry,
+        for a slightly lower one-step loss, and in deeper networks that read path is
+        what adapts the head well. ``"auto"``: ``"first_order"`` for a network of one
+        layer, ``"second_order"`` otherwise (:func:`msr_sklearn.meta.adapt`,
+        ``docs/convergence.md``).
     meta_optimizer : {"msr_adam", "adam"}, default="msr_adam"
         ``"msr_adam"``: Adam with one second moment per sharing tensor, so the entries
         of ``U`` that carry no signal move in proportion to their (noise) gradient;
@@ -141,9 +145,9 @@ class MetaSymmetryLearner(BaseEstimator):
         The meta learning rate over a fit's ``n_meta_steps`` (a warm start runs it
         again over its own steps; :func:`msr_sklearn.training.meta_lr_at`,
         ``history_["meta_lr"]``). ``"inverse_time"``: a linear warmup over the first
-        5% of the steps, ``meta_lr`` until 35%, then ``meta_lr / (1 + (t - 0.35) /
-        0.01)`` at the fraction ``t`` of the steps: the hold leaves meta-learning's
-        plateaus, the decay averages out the sampling noise in ``U``. ``"cosine"``:
+        5% of the steps, ``meta_lr`` until half of them, then ``meta_lr / (1 + (t -
+        0.5) / 0.01)`` at the fraction ``t`` of the steps: the hold leaves
+        meta-learning's plateaus, the decay averages out the sampling noise in ``U``. ``"cosine"``:
         the warmup, then a cosine decay to ``meta_lr * 1e-2``. ``"constant"``:
         ``meta_lr`` throughout. The paper's protocol is ``meta_lr=1e-3,
         meta_lr_schedule="constant", symmetry_gradient="second_order",
@@ -252,7 +256,7 @@ class MetaSymmetryLearner(BaseEstimator):
         "learn_inner_lr": ["boolean"],
         "learn_symmetry": ["boolean"],
         "first_order": ["boolean"],
-        "symmetry_gradient": [StrOptions(set(SYMMETRY_GRADIENTS))],
+        "symmetry_gradient": [StrOptions({"auto", *SYMMETRY_GRADIENTS})],
         "meta_optimizer": [StrOptions(set(META_OPTIMIZERS))],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -279,7 +283,7 @@ class MetaSymmetryLearner(BaseEstimator):
                  residual_pull=False, objective="auto",
                  n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
                  learn_inner_lr=True, learn_symmetry=True, first_order=False,
-                 symmetry_gradient="first_order", meta_optimizer="msr_adam", meta_lr=1e-2,
+                 symmetry_gradient="auto", meta_optimizer="msr_adam", meta_lr=1e-2,
                  meta_batch_size=32, n_meta_steps=1000, meta_lr_schedule="inverse_time",
                  validation_fraction=None, validation_interval=100, early_stopping=False,
                  n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
@@ -475,6 +479,13 @@ class MetaSymmetryLearner(BaseEstimator):
             return 0.0
         return (0.1 if early else 0.0) if fraction is None else fraction
 
+    def _symmetry_gradient(self):
+        """``symmetry_gradient`` with ``"auto"`` resolved for the fitted network."""
+        if self.symmetry_gradient != "auto":
+            return self.symmetry_gradient
+        one_layer = len(self.model_.network.meta_layers) == 1
+        return "first_order" if one_layer else "second_order"
+
     def _settings(self):
         """The parameters that shape the training trajectory, as plain values."""
         params = self.get_params(deep=False)
@@ -516,7 +527,7 @@ class MetaSymmetryLearner(BaseEstimator):
                           self.meta_lr, self.meta_lr_schedule, callbacks,
                           engine=dict(loss=self._loss, inner_steps=self.inner_steps,
                                       first_order=self.first_order,
-                                      symmetry_gradient=self.symmetry_gradient),
+                                      symmetry_gradient=self._symmetry_gradient()),
                           history=self.history_.to_dict("records"), process_group=run.group)
         if run.saved:
             trainer.load_state_dict(run.saved["trainer"])

@@ -132,7 +132,7 @@ def checkpoint(tasks, tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"n_filters": 4}, "was written with n_filters=3, but the learner has n_filters=4"),
     ({"meta_lr_schedule": "cosine"},
-     "was written with meta_lr_schedule='constant', but the learner has "
+     "was written with meta_lr_schedule='inverse_time', but the learner has "
      "meta_lr_schedule='cosine'"),
     ({"random_state": None}, "random_state=0, but the learner has random_state=None"),
     ({"n_meta_steps": 50, "inner_lr": 0.2}, "inner_lr=0.1, but the learner has inner_lr=0.2; "
