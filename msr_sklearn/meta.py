@@ -241,8 +241,9 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     its own copy) and updates ``p <- p - lr_p * grad``, with the model's inner learning
     rates. A network with residual pulls adds its inner penalty
     ``sum_l exp(log_pull_l) ||R_l - R0_l||^2`` to each task's support loss
-    (:meth:`~msr_sklearn.nn.MetaNetwork.inner_penalty`). Only the inner parameters change; the sharings ``U`` stay fixed. Gradients
-    are enabled inside, so this also works under :func:`torch.no_grad`.
+    (:meth:`~msr_sklearn.nn.MetaNetwork.inner_penalty`). Only the inner parameters
+    change; the sharings ``U`` stay fixed. Gradients are enabled inside, so this also
+    works under :func:`torch.no_grad`.
 
     Parameters
     ----------
