@@ -14,7 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import Interval, StrOptions, check_device, fit_context
 from .meta import SYMMETRY_GRADIENTS, MetaModel, adapted_outputs, make_meta_optimizer
 from .optim import META_OPTIMIZERS
-from .nn.network import ACTIVATIONS, CONV_LAYER_KINDS, LAYER_KINDS, build_network
+from .nn.network import (ACTIVATIONS, CONV_LAYER_KINDS, LAYER_KINDS, POOLINGS,
+                         build_network)
 from .streams import as_task_stream
 from ._soft_symmetry import set_residual_lr, symmetry_strength
 from .symmetry import LearnedSymmetry, _plain
@@ -84,8 +85,11 @@ class MetaSymmetryLearner(BaseEstimator):
     conv_layer : {"msr_conv2d", "conv2d", "msr_conv2d_residual"}, default="msr_conv2d"
         Front-end convolutions with a learned filter sharing (MSR-Conv), plain ones, or
         MSR-Conv with free per-copy filters beside the shared ones (soft symmetry).
-    pooling : {"none", "mean"}, default="none"
-        ``"mean"``: average each front-end channel over its pixels.
+    pooling : {"none", "mean", "mean_fields"}, default="none"
+        ``"mean"``: average each front-end channel over its pixels; ``"mean_fields"``:
+        average each field of ``n_copies`` channels over its copies and pixels, so the
+        head sees features that a permutation of a field's copies leaves unchanged (an
+        equivariant front-end then makes the whole network invariant).
     couple_copies : bool, default=False
         MSR-Conv front-end: front-end layers after the first read their input in fields
         of ``n_copies`` channels, so their learned sharing can tie each input copy to
@@ -244,7 +248,7 @@ class MetaSymmetryLearner(BaseEstimator):
         "n_copies": [Interval(Integral, 1, None, closed="left")],
         "conv_channels": ["array-like"],
         "conv_layer": [StrOptions(set(CONV_LAYER_KINDS))],
-        "pooling": [StrOptions({"none", "mean"})],
+        "pooling": [StrOptions(set(POOLINGS))],
         "couple_copies": ["boolean"],
         "residual_lr": [None, Interval(Real, 0, None, closed="left")],
         "residual_pull": ["boolean"],

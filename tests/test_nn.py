@@ -234,6 +234,29 @@ def test_couple_copies_reads_later_front_end_layers_in_fields_of_copies():
         assert net(torch.randn(3, 64)).shape == (3, 5)
 
 
+def test_mean_fields_pooling_averages_each_field_over_its_copies_and_pixels():
+    kw = dict(conv_channels=(16,), n_copies=8, input_shape=(1, 8, 8), layer="dense",
+              random_state=0)
+    fields = build_network(64, 5, pooling="mean_fields", **kw)
+    channels = build_network(64, 5, pooling="mean", **kw)
+    assert fields.layers[1].out_features == 2 and channels.layers[1].out_features == 16
+    x = torch.randn(3, 64)
+    front = fields.layers[0](x)  # the same front-end (same seed)
+    torch.testing.assert_close(front, channels.layers[0](x))
+    pooled = fields.layers[1](torch.relu(front))
+    torch.testing.assert_close(pooled, channels.layers[1](torch.relu(front)).reshape(3, 2, 8)
+                               .mean(-1))
+    # a field's copies in another order: the same features (2 fields of 8 copies, 36 px)
+    by_copy = torch.relu(front).reshape(3, 2, 8, 36)
+    shuffled = by_copy[:, :, torch.randperm(8)].reshape(3, -1)
+    torch.testing.assert_close(fields.layers[1](shuffled), pooled)
+    with pytest.raises(ValueError, match="mean_fields' averages fields of n_copies=3"):
+        build_network(64, 5, conv_channels=(16,), conv_layer="conv2d", n_copies=3,
+                      pooling="mean_fields", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        build_network(64, 5, conv_channels=(16,), pooling="max", input_shape=(1, 8, 8))
+
+
 def test_square_per_axis_factors_cannot_rotate_copies():
     # with n_copies=1 and a square spatial factor, one C shared by all output channels
     # cannot make channel 1 a rotation of channel 0 for every filter (paper §2.4)

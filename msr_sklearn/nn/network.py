@@ -35,6 +35,8 @@ SINGLE_LAYER_KINDS = ("conv1d", "locally_connected1d", "conv2d", "msr_conv2d",
 CONV_LAYER_KINDS = ("msr_conv2d", "conv2d", "msr_conv2d_residual")
 #: the suffix of the soft-symmetry kinds: ``W = reshape(U v) + R``
 RESIDUAL_SUFFIX = "_residual"
+#: the ``pooling`` options after a convolutional front-end
+POOLINGS = ("none", "mean", "mean_fields")
 
 
 class MetaNetwork(nn.Module):
@@ -263,8 +265,13 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         Front-end convolutions with a learned sharing of their filter tensors
         (MSR-Conv, ``n_copies`` channels per field), plain ones (MAML), or MSR-Conv
         with free per-copy filters ``R`` beside the shared ones (soft symmetry).
-    pooling : {"none", "mean"}
-        ``"mean"`` averages each front-end channel over its pixels.
+    pooling : {"none", "mean", "mean_fields"}
+        ``"mean"`` averages each front-end channel over its pixels; ``"mean_fields"``
+        averages each field (``n_copies`` consecutive channels) over its copies and
+        pixels, so the features do not change when a field's copies are permuted: after
+        an equivariant front-end with regular fields (e.g. a lifting and a group
+        convolution, :func:`msr_sklearn.groups.exact_group_conv_sharing`) any head is
+        invariant. ``n_copies`` must divide the last front-end layer's channels.
     couple_copies : bool
         MSR-Conv front-end: every layer after the first reads its input in fields of
         ``n_copies`` channels, so its sharing can couple input and output copies (as a
@@ -289,6 +296,10 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
     torch.Size([4760, 3])
     >>> build_network(49, 8 * 25, layer="msr_conv2d", n_copies=4).layers[0].output_shape
     (8, 5, 5)
+    >>> pooled = build_network(64, 5, conv_channels=(16,), n_copies=8, pooling="mean_fields",
+    ...                        input_shape=(1, 8, 8))
+    >>> pooled.layers[-1].sharing.weight_shape   # the head reads one mean per field
+    (5, 2)
     >>> soft = build_network(20, 18, layer="msr_residual", n_filters=3, residual_pull=True)
     >>> sorted(soft.initial_inner_parameters())
     ['0.bias', '0.filters', '0.residual']
@@ -339,8 +350,8 @@ def _soft_kinds(layer, conv_layer, conv_channels, residual_pull):
 
 def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
                     input_shape, n_copies, couple_copies, generator, soft):
-    if pooling not in ("none", "mean"):
-        raise ValueError(f"pooling must be 'none' or 'mean'; got {pooling!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
     conv_channels = tuple(int(c) for c in conv_channels)
     if not conv_channels:
         return []
@@ -367,6 +378,12 @@ def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel
         shape = conv.output_shape
     if pooling == "mean":
         modules.append(GlobalMeanPool(shape[0]))
+    elif pooling == "mean_fields":
+        if shape[0] % n_copies:
+            raise ValueError(f"pooling='mean_fields' averages fields of n_copies={n_copies} "
+                             f"channels; the last front-end layer has {shape[0]}")
+        # channel-major (field, copy, pixel): one mean per field over copies and pixels
+        modules.append(GlobalMeanPool(shape[0] // n_copies))
     return modules
 
 
