@@ -9,8 +9,9 @@ exactly the inner loop the symmetry was meta-trained with
 (:func:`msr_sklearn.meta.adapt`), so ``fit`` then ``predict`` reproduces the
 engine's adapted outputs. A soft symmetry (a ``"_residual"`` layer kind) also adapts
 each layer's free residual ``R`` from its meta-learned ``R0``, at its own rate, and a
-residual pull adds the same penalty ``exp(log_pull) ||R - R0||^2`` to the loss. With ``symmetry=None`` they are an ordinary, unconstrained
-network (identity ``U``) trained from scratch: the no-symmetry baseline.
+residual pull adds the same penalty ``exp(log_pull) ||R - R0||^2`` to the loss. With
+``symmetry=None`` they are an ordinary, unconstrained network (identity ``U``) trained
+from scratch: the no-symmetry baseline.
 
 Training runs through a :class:`skorch.NeuralNet` (``net_``): devices, callbacks
 and the training history come from skorch, while these classes own the
