@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from numbers import Integral, Real
 from types import SimpleNamespace
@@ -35,6 +36,15 @@ from .training import (SCHEDULES, Callback, Trainer, _distributed_context, seed_
                        shared_seed)
 
 _LOSS_OF = {"regression": "mse", "classification": "cross_entropy"}
+
+
+def _symmetry_fingerprint(symmetry):
+    """SHA-256 of a LearnedSymmetry's file contents: equal symmetries, equal strings."""
+    digest = hashlib.sha256()
+    for name, data in sorted(symmetry._members().items()):
+        digest.update(name.encode())
+        digest.update(data)
+    return "LearnedSymmetry sha256:" + digest.hexdigest()
 #: parameters that do not change what a fit computes: a resume may change them
 _NOT_SETTINGS = ("callbacks", "checkpoint_interval", "checkpoint_path", "device", "resume",
                  "verbose", "warm_start")
@@ -122,6 +132,15 @@ class MetaSymmetryLearner(BaseEstimator):
         random orthonormal columns) and meta-learns only ``v0``, the biases and the
         inner learning rates (and a residual layer's ``R0`` and pull): the control that
         shows what learning ``U`` adds.
+    initial_symmetry : LearnedSymmetry or None, default=None
+        Start from this symmetry's state instead of a random initialization: its ``U``
+        per layer, ``v0``, biases and inner learning rates (``inner_lr`` is then not
+        used; ``residual_lr``, when set, still sets the residuals' rates). E.g. an exact
+        group's sharing with ``learn_symmetry=False``, which is MAML over a given
+        symmetry, or a symmetry meta-learned before. Its architecture must be the one
+        that this learner's parameters and the tasks define, and its objective the
+        tasks'; otherwise ``fit`` raises a ``ValueError`` that names the differences.
+        A warm start or a resumed fit continues its own state instead.
     first_order : bool, default=False
         Drop every second-order term of the meta-gradient (faster, usually a bit worse).
     symmetry_gradient : {"auto", "first_order", "second_order"}, default="auto"
@@ -259,6 +278,7 @@ class MetaSymmetryLearner(BaseEstimator):
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
         "learn_inner_lr": ["boolean"],
         "learn_symmetry": ["boolean"],
+        "initial_symmetry": [None, LearnedSymmetry],
         "first_order": ["boolean"],
         "symmetry_gradient": [StrOptions({"auto", *SYMMETRY_GRADIENTS})],
         "meta_optimizer": [StrOptions(set(META_OPTIMIZERS))],
@@ -286,7 +306,8 @@ class MetaSymmetryLearner(BaseEstimator):
                  conv_layer="msr_conv2d", pooling="none", couple_copies=False, residual_lr=None,
                  residual_pull=False, objective="auto",
                  n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
-                 learn_inner_lr=True, learn_symmetry=True, first_order=False,
+                 learn_inner_lr=True, learn_symmetry=True, initial_symmetry=None,
+                 first_order=False,
                  symmetry_gradient="auto", meta_optimizer="msr_adam", meta_lr=1e-2,
                  meta_batch_size=32, n_meta_steps=1000, meta_lr_schedule="inverse_time",
                  validation_fraction=None, validation_interval=100, early_stopping=False,
@@ -314,6 +335,7 @@ class MetaSymmetryLearner(BaseEstimator):
         self.inner_lr = inner_lr
         self.learn_inner_lr = learn_inner_lr
         self.learn_symmetry = learn_symmetry
+        self.initial_symmetry = initial_symmetry
         self.first_order = first_order
         self.symmetry_gradient = symmetry_gradient
         self.meta_optimizer = meta_optimizer
@@ -495,17 +517,25 @@ class MetaSymmetryLearner(BaseEstimator):
         params = self.get_params(deep=False)
         if not isinstance(params["random_state"], Integral):
             params["random_state"] = None  # a resumed fit takes the checkpoint's seed
+        if params["initial_symmetry"] is not None:  # JSON: the file's hash stands for it
+            params["initial_symmetry"] = _symmetry_fingerprint(params["initial_symmetry"])
         return {k: _plain(v) for k, v in params.items() if k not in _NOT_SETTINGS}
 
     def _build_or_resume(self, run):
         """The meta-model (fresh, warm-started or resumed) and the loop that trains it."""
         if not run.warm:
-            network = build_network(random_state=torch.Generator().manual_seed(run.seed),
-                                    **self._architecture(self.n_features_in_, self.n_outputs_))
+            if self.initial_symmetry is None:
+                network = build_network(random_state=torch.Generator().manual_seed(run.seed),
+                                        **self._architecture(self.n_features_in_,
+                                                             self.n_outputs_))
+                model = MetaModel(network, self.inner_lr, self.learn_inner_lr)
+            else:
+                model = self._checked_initial_symmetry().build_model(
+                    learn_inner_lr=self.learn_inner_lr)
             if not self.learn_symmetry:  # the outer loop never sees U
-                for layer in network.meta_layers:
+                for layer in model.network.meta_layers:
                     layer.sharing.requires_grad_(False)
-            self.model_ = MetaModel(network, self.inner_lr, self.learn_inner_lr).to(self._device)
+            self.model_ = model.to(self._device)
             set_residual_lr(self.model_, self.residual_lr)
             self._optimizer = make_meta_optimizer(self.model_, self.meta_lr,
                                                   meta_optimizer=self.meta_optimizer)
@@ -536,6 +566,22 @@ class MetaSymmetryLearner(BaseEstimator):
         if run.saved:
             trainer.load_state_dict(run.saved["trainer"])
         return trainer
+
+    def _checked_initial_symmetry(self):
+        """``initial_symmetry``, once its architecture and objective match the fit's."""
+        symmetry = self.initial_symmetry
+        wanted = {k: _plain(v) for k, v in
+                  self._architecture(self.n_features_in_, self.n_outputs_).items()}
+        differ = [f"{k}={symmetry.architecture.get(k)!r} (the learner's: {v!r})"
+                  for k, v in wanted.items() if symmetry.architecture.get(k) != v]
+        if symmetry.objective != self.objective_:
+            differ.append(f"objective={symmetry.objective!r} (the tasks': {self.objective_!r})")
+        if differ:
+            raise ValueError("initial_symmetry does not fit this learner and these tasks: it "
+                             f"has {'; '.join(differ)}; build it with the learner's "
+                             "architecture (e.g. LearnedSymmetry.initial(**settings)) or set "
+                             "the learner's parameters to match")
+        return symmetry
 
     def _summarize(self, trainer):
         self.history_ = pd.DataFrame.from_records(trainer.history)

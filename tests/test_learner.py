@@ -246,6 +246,51 @@ def test_learn_symmetry_false_keeps_u_and_meta_learns_the_rest(small_tasks, laye
     assert learned.score(X, y) > frozen.score(X, y)
 
 
+def test_initial_symmetry_starts_from_a_given_state(small_tasks, tmp_path):
+    X, y = small_tasks
+    # an exact-looking sharing the learner would never draw: every layer state scaled
+    given = MetaSymmetryLearner(**SMALL).fit(X, y).symmetry_
+    state = {k: 2 * v for k, v in given.state.items()}
+    start = LearnedSymmetry(given.architecture, state, {"0.filters": 0.3},
+                            objective="regression")
+    frozen = MetaSymmetryLearner(**SMALL, initial_symmetry=start, learn_symmetry=False)
+    frozen.fit(X, y)
+    np.testing.assert_array_equal(frozen.symmetry_.symmetry_matrix(0),
+                                  start.symmetry_matrix(0))  # U kept, exactly
+    assert frozen.history_["inner_lr[0.filters]"].iloc[0] == pytest.approx(0.3, abs=1e-3)
+    assert not np.array_equal(frozen.symmetry_.initial_filters(0), start.initial_filters(0))
+    # with U learned it starts there too: the first step's loss is the given state's
+    learned = MetaSymmetryLearner(**SMALL, initial_symmetry=start).fit(X, y)
+    assert learned.history_.train_loss.iloc[0] == frozen.history_.train_loss.iloc[0]
+    assert not np.array_equal(learned.symmetry_.symmetry_matrix(0), start.symmetry_matrix(0))
+    # deterministic, clonable, and a checkpoint records which symmetry it started from
+    again = clone(frozen).fit(X, y)
+    assert again.symmetry_ == frozen.symmetry_
+    path = tmp_path / "run.msr"
+    MetaSymmetryLearner(**SMALL, initial_symmetry=start, checkpoint_path=path).fit(X, y)
+    with pytest.raises(ValueError, match="initial_symmetry"):
+        MetaSymmetryLearner(**SMALL, initial_symmetry=given, checkpoint_path=path,
+                            resume=True).fit(X, y)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"n_filters": 4}, r"n_filters=3 \(the learner's: 4\)"),
+    ({"hidden_layer_sizes": (4,)}, r"hidden_layer_sizes=\(\) \(the learner's: \(4,\)\)"),
+])
+def test_initial_symmetry_of_another_architecture_is_refused(small_tasks, change, match):
+    X, y = small_tasks
+    given = MetaSymmetryLearner(**{**SMALL, "n_meta_steps": 1}).fit(X, y).symmetry_
+    with pytest.raises(ValueError, match="initial_symmetry does not fit this learner.*" + match):
+        MetaSymmetryLearner(**{**SMALL, **change}, initial_symmetry=given).fit(X, y)
+    tasks = classification_tasks(n_features=10)
+    with pytest.raises(ValueError, match="objective='regression' \\(the tasks': "
+                                         "'classification'\\)"):
+        MetaSymmetryLearner(**{**SMALL, "n_filters": 3}, initial_symmetry=LearnedSymmetry.initial(
+            n_features=10, n_outputs=3, n_filters=3, bias=False)).fit(tasks)
+    with pytest.raises(TypeError, match="initial_symmetry"):
+        MetaSymmetryLearner(**SMALL, initial_symmetry="exact").fit(X, y)
+
+
 def test_divergence_stops_and_keeps_last_finite_state(small_tasks):
     X, y = small_tasks
     learner = MetaSymmetryLearner(**{**SMALL, "n_meta_steps": 200, "meta_lr": 1e6}, inner_lr=50.0)
