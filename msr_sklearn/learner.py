@@ -7,6 +7,7 @@ import os
 from numbers import Integral, Real
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
@@ -20,7 +21,8 @@ from .nn.network import (ACTIVATIONS, CONV_LAYER_KINDS, LAYER_KINDS, POOLINGS,
 from .streams import as_task_stream
 from ._soft_symmetry import set_residual_lr, symmetry_strength
 from .symmetry import LearnedSymmetry, _plain
-from ._scores import per_task_scores, summarize_scores
+from ._routing import check_score_request, query_weights
+from ._scores import mean_weights, per_task_scores, summarize_scores
 from .tasks import MetaBatches, check_tasks
 from .callbacks import (
     Checkpoint,
@@ -423,7 +425,11 @@ class MetaSymmetryLearner(BaseEstimator):
             which every meta-step draws ``meta_batch_size`` fresh tasks
         y : None, array-like (n_tasks, n_samples[, n_outputs]) or (n_rows[, n_outputs])
         groups : array-like (n_rows,), optional
-            Task id of each row, for long-format input.
+            Task id of each row, for long-format input. Inside a ``Pipeline``,
+            ``cross_validate`` or a search, route it with metadata routing and
+            ``set_fit_request(groups=True).set_score_request(groups=True)``; a fit
+            request without a score request is a ``ValueError`` (every routed
+            ``score`` would fail).
         validation_tasks : tasks in any accepted form, optional
             Held-out tasks whose query loss is logged every ``validation_interval``
             steps and drives ``early_stopping`` (instead of holding out
@@ -434,6 +440,7 @@ class MetaSymmetryLearner(BaseEstimator):
         self
         """
         self._device = check_device(self.device)
+        check_score_request(self, groups)
         run = self._validate(X, y, groups, validation_tasks)
         trainer = self._build_or_resume(run)
         trainer.run()
@@ -599,46 +606,118 @@ class MetaSymmetryLearner(BaseEstimator):
             objective=self.objective_, inner_steps=self.inner_steps)
 
     # ----------------------------------------------------------------- scoring
-    def _scoring_split(self, X, y, groups):
-        """The tasks and their one seeded support/query split, as ``evaluate`` uses."""
+    def _scoring_split(self, X, y, groups, sample_weight=None):
+        """The tasks, their one seeded support/query split (as ``evaluate`` uses) and the
+        query rows' ``sample_weight`` (``None`` without)."""
         check_is_fitted(self, "model_")
         tasks = self._check_tasks(X, y, groups, fitted=True)
         generator = torch.Generator().manual_seed(seed_from(self.random_state) + 1)
-        return tasks, tasks.split(self.n_support, generator, shuffle=self._shuffle_support)
+        batch, order = tasks.split(self.n_support, generator, shuffle=self._shuffle_support,
+                                   return_order=True)
+        weights = None if sample_weight is None else query_weights(
+            sample_weight, X, y, groups, tasks.sizes, order, self.n_support)
+        return tasks, batch, weights
 
-    def _adapted_query(self, X, y, groups):
-        tasks, batch = self._scoring_split(X, y, groups)
-        outputs = adapted_outputs(self.model_, batch, loss=self._loss,
-                                  inner_steps=self.inner_steps)
-        return tasks, batch, outputs
-
-    def evaluate(self, X, y=None, groups=None, return_summary=False):
+    def evaluate(self, X, y=None, groups=None, sample_weight=None, return_summary=False):
         """Adapt on every task's support split and score its query split.
 
         Each task gets one seeded support/query split (reproducible given
         ``random_state``).
 
+        Parameters
+        ----------
+        X : tasks in any form :meth:`fit` accepts
+            The tasks to score (new tasks, for a few-shot score).
+        y : None or array-like
+            Their targets, as for :meth:`fit`.
+        groups : array-like of shape (n_rows,) or None, default=None
+            Task ids for long-format input.
+        sample_weight : array-like or None, default=None
+            Per-row weights in the form of ``X``: ``(n_rows,)`` for long format,
+            ``(n_tasks, n_samples)`` for 3-D ``X``, a list of one ``(n_i,)`` array per
+            task for a list of tasks. Non-negative and finite. They weigh the
+            **scores** only: each task's metric is the weighted mean over its query
+            rows (``mse``, ``accuracy``, ``log_loss``; ``r2`` as ``r2_score`` with
+            ``sample_weight``), and each task's ``weight`` is the mean weight of its
+            query rows. The support rows' weights are not used: adaptation runs the
+            meta-learned inner loop, unweighted, as in training. Every task needs a
+            positive weight on some query row (else a ``ValueError``). ``None``: all
+            rows count alike.
+        return_summary : bool, default=False
+            Also return a summary over tasks.
+
         Returns
         -------
         per_task : pandas.DataFrame
             One row per task: ``n_support``, ``n_query`` and ``mse`` and ``r2``
-            (regression) or ``accuracy`` and ``log_loss`` (classification).
+            (regression) or ``accuracy`` and ``log_loss`` (classification); with
+            ``sample_weight`` also ``weight``.
         summary : pandas.DataFrame, only with ``return_summary=True``
-            Per metric: ``mean``, ``ci95`` (Student-t half-width) and ``n_tasks``.
+            Per metric: ``mean``, ``ci95`` (Student-t half-width) and ``n_tasks``;
+            with ``sample_weight`` the tasks' means and intervals are weighted by
+            ``weight`` (:func:`~msr_sklearn.tasks.mean_confidence_interval`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from msr_sklearn import MetaSymmetryLearner
+        >>> from msr_sklearn.datasets import make_translation_tasks
+        >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
+        ...                               random_state=0)
+        >>> learner = MetaSymmetryLearner(n_filters=2, n_support=2, n_meta_steps=5,
+        ...                               random_state=0).fit(X[:30], y[:30])
+        >>> per_task = learner.evaluate(X[30:], y[30:], sample_weight=np.ones((10, 6)))
+        >>> list(per_task.columns)
+        ['task', 'n_support', 'n_query', 'weight', 'mse', 'r2']
         """
-        tasks, batch, outputs = self._adapted_query(X, y, groups)
+        tasks, batch, weights = self._scoring_split(X, y, groups, sample_weight)
+        outputs = adapted_outputs(self.model_, batch, loss=self._loss,
+                                  inner_steps=self.inner_steps)
         per_task = per_task_scores(self.objective_, outputs, batch, tasks.classes,
-                                   self.n_support)
+                                   self.n_support, weights)
         return (per_task, summarize_scores(per_task)) if return_summary else per_task
 
-    def score(self, X, y=None, groups=None):
+    def score(self, X, y=None, groups=None, sample_weight=None):
         """Mean post-adaptation query score over tasks: R² (regression) or accuracy.
 
         Higher is better, as scikit-learn's model selection expects.
+
+        Parameters
+        ----------
+        X : tasks in any form :meth:`fit` accepts
+            The tasks to score.
+        y : None or array-like
+            Their targets, as for :meth:`fit`.
+        groups : array-like of shape (n_rows,) or None, default=None
+            Task ids for long-format input (routed by ``set_score_request(groups=True)``).
+        sample_weight : array-like or None, default=None
+            Per-row weights in the form of ``X`` (see :meth:`evaluate`): each task's
+            score is weighted over its query rows, and the mean over tasks weighs each
+            task by the mean weight of its query rows, so equal weights give the
+            unweighted score. The support rows' weights are not used.
+
+        Returns
+        -------
+        float
+            The (weighted) mean over tasks of the tasks' query R² or accuracy.
+
+        Examples
+        --------
+        >>> from msr_sklearn import MetaSymmetryLearner
+        >>> from msr_sklearn.datasets import make_translation_tasks
+        >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
+        ...                               random_state=0)
+        >>> learner = MetaSymmetryLearner(n_filters=2, n_support=2, n_meta_steps=5,
+        ...                               random_state=0).fit(X[:30], y[:30])
+        >>> score = learner.score(X[30:], y[30:])
+        >>> bool(score == learner.evaluate(X[30:], y[30:])["r2"].mean())
+        True
         """
-        per_task = self.evaluate(X, y, groups)
+        per_task = self.evaluate(X, y, groups, sample_weight)
         metric = "r2" if self.objective_ == "regression" else "accuracy"
-        return float(per_task[metric].mean())
+        if sample_weight is None:
+            return float(per_task[metric].mean())
+        return float(np.average(per_task[metric], weights=mean_weights(per_task)))
 
     def symmetry_strength(self, X, y=None, groups=None):
         """How much of the adapted weights lies inside ``span(U)``, per layer, on tasks.
@@ -679,7 +758,7 @@ class MetaSymmetryLearner(BaseEstimator):
         >>> bool(0 < strength.loc[0, "strength"] < 1)
         True
         """
-        _, batch = self._scoring_split(X, y, groups)
+        _, batch, _ = self._scoring_split(X, y, groups)
         return symmetry_strength(self.model_, batch, loss=self._loss,
                                  inner_steps=self.inner_steps)
 

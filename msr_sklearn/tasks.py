@@ -20,6 +20,7 @@ from scipy import stats
 from scipy.sparse import issparse
 from sklearn.utils.multiclass import type_of_target
 
+from ._routing import LONG_FORMAT_NEEDS_GROUPS
 from .meta import TaskBatch
 
 __all__ = ["MetaBatches", "TaskSet", "check_tasks", "mean_confidence_interval",
@@ -139,7 +140,7 @@ class TaskSet:
             digest.update(array)
         return digest.hexdigest()
 
-    def split(self, n_support, generator=None, index=None, shuffle=True):
+    def split(self, n_support, generator=None, index=None, shuffle=True, return_order=False):
         """A :class:`~msr_sklearn.meta.TaskBatch` of tasks ``index`` (default all).
 
         Each task's first ``n_support`` (shuffled) rows are the support and the other
@@ -157,10 +158,16 @@ class TaskSet:
         shuffle : bool, default=True
             Draw each task's support rows at random; otherwise the first
             ``n_support`` rows are the support.
+        return_order : bool, default=False
+            Also return where each row of the batch came from.
 
         Returns
         -------
-        TaskBatch
+        batch : TaskBatch
+        order : int64 Tensor of shape (n, n_max), only with ``return_order=True``
+            Row ``j`` of the batch's task ``i`` (support rows first, then query rows)
+            is row ``order[i, j]`` of that task, e.g. to split per-row values the same
+            way.
 
         Examples
         --------
@@ -193,8 +200,9 @@ class TaskSet:
         X = self.X.flatten(0, 1)[rows]
         y = self.y.flatten(0, 1)[rows]
         query_mask = None if valid is None else valid[:, n_support:]
-        return TaskBatch(X[:, :n_support], y[:, :n_support], X[:, n_support:],
-                         y[:, n_support:], query_mask)
+        batch = TaskBatch(X[:, :n_support], y[:, :n_support], X[:, n_support:],
+                          y[:, n_support:], query_mask)
+        return (batch, order) if return_order else batch
 
 
 class MetaBatches:
@@ -310,18 +318,22 @@ def _as_task_list(X, y=None, groups=None):
             raise ValueError(
                 f"X, y and groups must have the same length; got {len(Xa)}, {len(ya)} and "
                 f"{len(g)}")
-        _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
-        order = np.argsort(first)  # tasks in order of first appearance
-        return [(Xa[inverse == t], ya[inverse == t]) for t in order], feature_names
+        return [(Xa[rows], ya[rows]) for rows in task_rows(g)], feature_names
     if not _is_3d(X):
         raise ValueError(
             "with y given, X must be 3-D (n_tasks, n_samples, n_features), or long format "
-            "2-D X with groups=task ids; got X with ndim="
-            f"{np.ndim(X)} and no groups")
+            f"2-D X with groups=task ids; got X with ndim={np.ndim(X)} and no groups. "
+            + (LONG_FORMAT_NEEDS_GROUPS if np.ndim(X) == 2 else ""))
     Xa, ya = np.asarray(X), np.asarray(y)
     if len(Xa) != len(ya):
         raise ValueError(f"X and y hold different numbers of tasks: {len(Xa)} and {len(ya)}")
     return [(Xa[i], ya[i]) for i in range(len(Xa))], None
+
+
+def task_rows(groups):
+    """The row indices of each task of long-format ``groups``, in order of first appearance."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    return [np.flatnonzero(inverse == t) for t in np.argsort(first)]
 
 
 def _feature_names(X):
@@ -544,7 +556,7 @@ def _check_finite(padded, what):
                          "values first (e.g. sklearn.impute.SimpleImputer)")
 
 
-def mean_confidence_interval(values, confidence=0.95):
+def mean_confidence_interval(values, confidence=0.95, weights=None):
     """Mean and Student-t half-width of the ``confidence`` interval of the mean.
 
     Parameters
@@ -553,12 +565,18 @@ def mean_confidence_interval(values, confidence=0.95):
         The sample, e.g. per-task test losses.
     confidence : float, default=0.95
         The coverage of the two-sided interval.
+    weights : array-like of shape (n,) or None, default=None
+        Non-negative weights, not all 0: the weighted mean ``sum(w v) / sum(w)``, its
+        standard error from the unbiased weighted variance (reliability weights) over
+        Kish's effective sample size ``n_eff = sum(w)^2 / sum(w^2)``, and ``n_eff - 1``
+        degrees of freedom. Equal weights give the unweighted numbers.
 
     Returns
     -------
     mean : float
     half_width : float
-        ``mean ± half_width`` is the interval; NaN for fewer than 2 values.
+        ``mean ± half_width`` is the interval; NaN for fewer than 2 values (or an
+        effective sample size of at most 1).
 
     Examples
     --------
@@ -568,10 +586,23 @@ def mean_confidence_interval(values, confidence=0.95):
     (2.5, 2.0543)
     >>> mean_confidence_interval([2.0])
     (2.0, nan)
+    >>> mean, half_width = mean_confidence_interval([1.0, 2.0, 3.0, 4.0], weights=[1, 1, 1, 3])
+    >>> round(mean, 4), round(half_width, 4)
+    (3.0, 3.5131)
     """
     values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
+    if weights is None:
+        mean = float(values.mean())
+        if len(values) < 2:
+            return mean, float("nan")
+        sem = values.std(ddof=1) / np.sqrt(len(values))
+        return mean, float(sem * stats.t.ppf(0.5 + confidence / 2, len(values) - 1))
+    w = np.asarray(weights, dtype=float)
+    mean = float(np.average(values, weights=w))
+    v1, v2 = w.sum(), (w ** 2).sum()
+    n_eff = v1 ** 2 / v2
+    if len(values) < 2 or n_eff <= 1:
         return mean, float("nan")
-    sem = values.std(ddof=1) / np.sqrt(len(values))
-    return mean, float(sem * stats.t.ppf(0.5 + confidence / 2, len(values) - 1))
+    variance = (w * (values - mean) ** 2).sum() / (v1 - v2 / v1)
+    sem = np.sqrt(variance / n_eff)
+    return mean, float(sem * stats.t.ppf(0.5 + confidence / 2, n_eff - 1))
