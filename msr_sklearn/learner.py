@@ -659,16 +659,19 @@ class MetaSymmetryLearner(BaseEstimator):
 
         Examples
         --------
-        >>> import numpy as np
         >>> from msr_sklearn import MetaSymmetryLearner
         >>> from msr_sklearn.datasets import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
         ...                               random_state=0)
+        >>> tasks = [(X[t], y[t]) for t in range(40)]
         >>> learner = MetaSymmetryLearner(n_filters=2, n_support=2, n_meta_steps=5,
-        ...                               random_state=0).fit(X[:30], y[:30])
-        >>> per_task = learner.evaluate(X[30:], y[30:], sample_weight=np.ones((10, 6)))
+        ...                               random_state=0).fit(tasks[:30])
+        >>> weights = [[1.0 + t % 2] * 6 for t in range(10)]  # one array per task
+        >>> per_task = learner.evaluate(tasks[30:], sample_weight=weights)
         >>> list(per_task.columns)
         ['task', 'n_support', 'n_query', 'weight', 'mse', 'r2']
+        >>> per_task["weight"].tolist()[:4]
+        [1.0, 2.0, 1.0, 2.0]
         """
         tasks, batch, weights = self._scoring_split(X, y, groups, sample_weight)
         outputs = adapted_outputs(self.model_, batch, loss=self._loss,
@@ -703,14 +706,20 @@ class MetaSymmetryLearner(BaseEstimator):
 
         Examples
         --------
+        >>> import numpy as np
         >>> from msr_sklearn import MetaSymmetryLearner
         >>> from msr_sklearn.datasets import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
         ...                               random_state=0)
+        >>> X, y, groups = X.reshape(240, 6), y.reshape(240, -1), np.repeat(range(40), 6)
+        >>> train, test = slice(0, 180), slice(180, None)  # long format: a row per sample
         >>> learner = MetaSymmetryLearner(n_filters=2, n_support=2, n_meta_steps=5,
-        ...                               random_state=0).fit(X[:30], y[:30])
-        >>> score = learner.score(X[30:], y[30:])
-        >>> bool(score == learner.evaluate(X[30:], y[30:])["r2"].mean())
+        ...                               random_state=0)
+        >>> score = learner.fit(X[train], y[train], groups=groups[train]).score(
+        ...     X[test], y[test], groups=groups[test])
+        >>> equal = learner.score(X[test], y[test], groups=groups[test],
+        ...                       sample_weight=np.full(60, 2.0))
+        >>> bool(np.isclose(score, equal))  # equal weights: the unweighted score
         True
         """
         per_task = self.evaluate(X, y, groups, sample_weight)
