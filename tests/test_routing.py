@@ -7,9 +7,11 @@ see the learner's explanation, never a bare NaN. Routing is only ever switched o
 inside ``sklearn.config_context``.
 """
 
+import doctest
 import re
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -420,3 +422,13 @@ def test_a_score_request_without_a_fit_request_fails_every_fit_loudly():
             warnings.simplefilter("ignore", UserWarning)
             with pytest.raises(ValueError, match=r"MetaSymmetryLearner.set_fit_request"):
                 cross_val_score(pipe, X, Y, cv=GroupKFold(2), params={"groups": G})
+
+
+def test_the_user_guide_page_runs():
+    """docs/user_guide/pipelines.rst: every code block, as a doctest."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "user_guide" / "pipelines.rst"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's notes on the failing fits shown there
+        result = doctest.testfile(str(page), module_relative=False,
+                                  optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 30
