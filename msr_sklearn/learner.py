@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import Interval, StrOptions, check_device, fit_context
 from .meta import SYMMETRY_GRADIENTS, MetaModel, adapted_outputs, make_meta_optimizer
 from .optim import META_OPTIMIZERS
-from .nn.network import (ACTIVATIONS, CONV_LAYER_KINDS, LAYER_KINDS, POOLINGS,
+from .nn.network import (ACTIVATIONS, CONV_BIASES, CONV_LAYER_KINDS, LAYER_KINDS, POOLINGS,
                          build_network)
 from .streams import as_task_stream
 from ._soft_symmetry import set_residual_lr, symmetry_strength
@@ -107,6 +107,11 @@ class MetaSymmetryLearner(BaseEstimator):
         of ``n_copies`` channels, so their learned sharing can tie each input copy to
         each output copy, as a group convolution between regular fields does (out of
         reach with ``False``, where each input channel is its own field).
+    conv_bias : {"channels", "fields"}, default="channels"
+        With ``bias``: one bias per front-end output channel, or one per field of
+        ``n_copies`` channels shared by its copies, which a group convolution between
+        regular fields needs to stay equivariant (with ``pooling="mean_fields"`` the
+        network can then be exactly invariant).
     residual_lr : float >= 0 or None, default=None
         Initial inner learning rate of every residual ``R`` (meta-learned like the
         others): 0 starts at the strict symmetry, a large rate at MAML. ``None``:
@@ -271,6 +276,7 @@ class MetaSymmetryLearner(BaseEstimator):
         "conv_layer": [StrOptions(set(CONV_LAYER_KINDS))],
         "pooling": [StrOptions(set(POOLINGS))],
         "couple_copies": ["boolean"],
+        "conv_bias": [StrOptions(set(CONV_BIASES))],
         "residual_lr": [None, Interval(Real, 0, None, closed="left")],
         "residual_pull": ["boolean"],
         "objective": [StrOptions({"auto", "regression", "classification"})],
@@ -305,7 +311,8 @@ class MetaSymmetryLearner(BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(), activation="relu", layer="msr", n_filters=8,
                  bias=True, kernel_size=3, input_shape=None, n_copies=1, conv_channels=(),
-                 conv_layer="msr_conv2d", pooling="none", couple_copies=False, residual_lr=None,
+                 conv_layer="msr_conv2d", pooling="none", couple_copies=False,
+                 conv_bias="channels", residual_lr=None,
                  residual_pull=False, objective="auto",
                  n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
                  learn_inner_lr=True, learn_symmetry=True, initial_symmetry=None,
@@ -328,6 +335,7 @@ class MetaSymmetryLearner(BaseEstimator):
         self.conv_layer = conv_layer
         self.pooling = pooling
         self.couple_copies = couple_copies
+        self.conv_bias = conv_bias
         self.residual_lr = residual_lr
         self.residual_pull = residual_pull
         self.objective = objective
@@ -388,7 +396,7 @@ class MetaSymmetryLearner(BaseEstimator):
                 "n_copies": int(self.n_copies),
                 "conv_channels": tuple(int(c) for c in self.conv_channels),
                 "conv_layer": self.conv_layer, "pooling": self.pooling,
-                "couple_copies": bool(self.couple_copies),
+                "couple_copies": bool(self.couple_copies), "conv_bias": self.conv_bias,
                 "residual_pull": bool(self.residual_pull)}
 
     def _check_tasks(self, X, y, groups, fitted):

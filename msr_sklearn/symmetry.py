@@ -31,9 +31,13 @@ _TENSOR, _ARRAY = "__tensor__", "__array__"
 #: the settings that define a network; ``build_network`` takes exactly these
 ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
                      "activation", "bias", "kernel_size", "input_shape", "n_copies",
-                     "conv_channels", "conv_layer", "pooling", "couple_copies", "residual_pull")
+                     "conv_channels", "conv_layer", "pooling", "couple_copies", "residual_pull",
+                     "conv_bias")
 #: settings added after the first files were written, with the value those files meant
-OPTIONAL_ARCHITECTURE = {"couple_copies": False, "residual_pull": False}
+#: (``conv_bias`` came later than version 2 and needs no new version: a file without it
+#: meant one bias per channel)
+OPTIONAL_ARCHITECTURE = {"couple_copies": False, "residual_pull": False,
+                         "conv_bias": "channels"}
 OBJECTIVES = ("regression", "classification")
 
 

@@ -257,6 +257,44 @@ def test_mean_fields_pooling_averages_each_field_over_its_copies_and_pixels():
         build_network(64, 5, conv_channels=(16,), pooling="max", input_shape=(1, 8, 8))
 
 
+def test_field_biases_are_shared_by_the_copies_and_keep_an_exact_d4_net_invariant():
+    from msr_sklearn.groups import exact_group_conv_sharing, transform_grid
+
+    net = build_network(64, 5, conv_channels=(16, 16), n_copies=8, couple_copies=True,
+                        pooling="mean_fields", conv_bias="fields", layer="dense",
+                        input_shape=(1, 8, 8), random_state=0).double()
+    assert [tuple(m.bias.shape) for m in net.meta_layers] == [(2,), (2,), (5,)]
+    exact = (exact_lifting_sharing("d4", n_fields=2), exact_group_conv_sharing("d4", 2, 2))
+    x = torch.randn(6, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        for layer, sharing in zip(net.meta_layers, exact):
+            for mine, theirs in zip(layer.sharing.factors, sharing.factors):
+                mine.copy_(theirs)
+        for layer in net.meta_layers:  # random filters and biases
+            layer.filters.normal_()
+            layer.bias.normal_()
+        out = net(x.reshape(6, 64))
+        for g in ((1, 0), (2, 0), (0, 1), (3, 1)):
+            moved = torch.as_tensor(transform_grid(x.numpy(), g).copy()).reshape(6, 64)
+            torch.testing.assert_close(net(moved), out, rtol=1e-9, atol=1e-9)
+        # the same net with a bias per channel: the copies' biases differ, invariance breaks
+        loose = build_network(64, 5, conv_channels=(16, 16), n_copies=8, couple_copies=True,
+                              pooling="mean_fields", layer="dense", input_shape=(1, 8, 8),
+                              random_state=0).double()
+        state = {k: v for k, v in net.state_dict().items() if not k.endswith("bias")}
+        loose.load_state_dict(state, strict=False)
+        for layer in loose.meta_layers:
+            layer.bias.normal_()
+        moved = torch.as_tensor(transform_grid(x.numpy(), (1, 0)).copy()).reshape(6, 64)
+        assert (loose(moved) - loose(x.reshape(6, 64))).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="conv_bias must be one of"):
+        build_network(64, 5, conv_channels=(16,), conv_bias="copies", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="bias_copies=3 must be a positive integer that "
+                                         "divides the 16 output channels"):
+        build_network(64, 5, conv_channels=(16,), conv_layer="conv2d", n_copies=3,
+                      conv_bias="fields", input_shape=(1, 8, 8))
+
+
 def test_square_per_axis_factors_cannot_rotate_copies():
     # with n_copies=1 and a square spatial factor, one C shared by all output channels
     # cannot make channel 1 a rotation of channel 0 for every filter (paper §2.4)

@@ -178,27 +178,34 @@ def test_save_load_round_trip_is_exact(symmetry, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_coupled_copies_survive_save_and_load_and_older_files_still_load(tmp_path):
+@pytest.mark.parametrize("key, value, default", [("couple_copies", True, False),
+                                                ("conv_bias", "fields", "channels")])
+def test_later_settings_survive_save_and_load_and_older_files_still_load(tmp_path, key, value,
+                                                                         default):
     from msr_sklearn.datasets import load_aug_digits_tasks
 
     tasks = load_aug_digits_tasks(6, standardize=True, random_state=0)
     learner = MetaSymmetryLearner(
-        layer="msr", n_filters=4, conv_channels=(8, 8), n_copies=4, couple_copies=True,
-        input_shape=(1, 8, 8), pooling="mean", n_support=5, support_split="first",
-        n_meta_steps=2, meta_batch_size=3, random_state=0).fit(tasks)
-    path = tmp_path / "coupled.msr"
+        layer="msr", n_filters=4, conv_channels=(8, 8), n_copies=4, input_shape=(1, 8, 8),
+        pooling="mean", n_support=5, support_split="first", n_meta_steps=2,
+        meta_batch_size=3, random_state=0, **{key: value}).fit(tasks)
+    path = tmp_path / "later.msr"
     learner.symmetry_.save(path)
     loaded = LearnedSymmetry.load(path)
-    assert loaded == learner.symmetry_ and loaded.architecture["couple_copies"] is True
-    assert loaded.build_network().layers[1].sharing.in_copies == 4
-    # a file written before the setting existed (no such key) means couple_copies=False
+    assert loaded == learner.symmetry_ and loaded.architecture[key] == value
+    network = loaded.build_network()
+    if key == "couple_copies":
+        assert network.layers[1].sharing.in_copies == 4
+    else:  # one bias per field of 4 copies
+        assert network.layers[1].bias.shape == (2,)
+    # a file written before the setting existed (no such key) means its default
     single = MetaSymmetryLearner(**{**learner.get_params(), "conv_channels": (8,),
-                                    "couple_copies": False}).fit(tasks).symmetry_
+                                    key: default}).fit(tasks).symmetry_
     single.save(path)
     with zipfile.ZipFile(path) as zf:
         members = {name: zf.read(name) for name in zf.namelist()}
     meta = json.loads(members["meta.json"])
-    del meta["architecture"]["couple_copies"]
+    del meta["architecture"][key]
     members["meta.json"] = json.dumps(meta).encode()
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in members.items():

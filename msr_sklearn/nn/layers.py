@@ -271,6 +271,10 @@ class SharedConv2d(MetaLayer):
         beside the shared ones, ``W = reshape(U v) + R`` (see :class:`MetaLayer`).
     pull : bool, default=False
         With ``residual``: a meta-learned inner penalty ``exp(log_pull) ||R - R0||^2``.
+    bias_copies : int, default=1
+        Consecutive output channels that share one bias (``C_out / bias_copies``
+        biases): the ``n_copies`` copies of a field, whose biases a group convolution
+        between regular fields must tie to stay equivariant.
 
     Examples
     --------
@@ -288,10 +292,12 @@ class SharedConv2d(MetaLayer):
     >>> soft = SharedConv2d((1, 5, 5), sharing, residual=True)
     >>> soft.residual.shape                         # one free filter per copy
     torch.Size([8, 1, 3, 3])
+    >>> SharedConv2d((1, 5, 5), sharing, bias_copies=4).bias.shape   # one per field
+    torch.Size([2])
     """
 
     def __init__(self, input_shape, sharing: Sharing, bias: bool = True, generator=None,
-                 residual: bool = False, pull: bool = False):
+                 residual: bool = False, pull: bool = False, bias_copies: int = 1):
         c_in, h, w = (int(s) for s in input_shape)
         if len(sharing.weight_shape) != 4 or sharing.weight_shape[1] != c_in:
             raise ValueError(
@@ -301,7 +307,12 @@ class SharedConv2d(MetaLayer):
         c_out, _, kh, kw = sharing.weight_shape
         if kh > h or kw > w:
             raise ValueError(f"kernel {(kh, kw)} is larger than the input {(h, w)}")
-        super().__init__(sharing, c_out, bias, residual=residual, pull=pull)
+        if isinstance(bias_copies, bool) or int(bias_copies) != bias_copies or \
+                bias_copies < 1 or c_out % bias_copies:
+            raise ValueError(f"bias_copies={bias_copies!r} must be a positive integer that "
+                             f"divides the {c_out} output channels")
+        self.bias_copies = int(bias_copies)
+        super().__init__(sharing, c_out // self.bias_copies, bias, residual=residual, pull=pull)
         self.input_shape = (c_in, h, w)
         self.output_shape = (c_out, h - kh + 1, w - kw + 1)
         self.reset_parameters(generator)
@@ -320,11 +331,11 @@ class SharedConv2d(MetaLayer):
         return math.prod(self.output_shape)
 
     def forward(self, x, filters=None, bias=None, residual=None):
-        # the bias is per channel, not per output feature
+        # the bias is per channel (or per field of bias_copies channels), not per feature
         out = self._apply_weight(x, self.weight(filters, residual))
         bias = self.bias if bias is None else bias
         if bias is not None:
-            pixels = self.output_shape[1] * self.output_shape[2]
+            pixels = self.output_shape[1] * self.output_shape[2] * self.bias_copies
             out = out + bias.repeat_interleave(pixels, dim=-1).unsqueeze(-2)
         return out
 

@@ -37,6 +37,8 @@ CONV_LAYER_KINDS = ("msr_conv2d", "conv2d", "msr_conv2d_residual")
 RESIDUAL_SUFFIX = "_residual"
 #: the ``pooling`` options after a convolutional front-end
 POOLINGS = ("none", "mean", "mean_fields")
+#: the front-end's biases: one per output channel, or one per field of copies
+CONV_BIASES = ("channels", "fields")
 
 
 class MetaNetwork(nn.Module):
@@ -222,7 +224,8 @@ def _kron_factor_sizes(n_filters, n_out, n_in):
 def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_filters=8,
                   activation="relu", bias=True, kernel_size=3, input_shape=None, n_copies=1,
                   conv_channels=(), conv_layer="msr_conv2d", pooling="none",
-                  couple_copies=False, residual_pull=False, random_state=None):
+                  couple_copies=False, residual_pull=False, conv_bias="channels",
+                  random_state=None):
     """Build a :class:`MetaNetwork` from sklearn-style settings.
 
     Parameters
@@ -282,6 +285,11 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         Every residual layer adds a meta-learned pull ``exp(log_pull) ||R - R0||^2``
         (initial weight 1) to the inner loop's support loss. Needs a ``"_residual"``
         ``layer`` or ``conv_layer`` (with ``conv_channels``); else a ``ValueError``.
+    conv_bias : {"channels", "fields"}
+        With ``bias``, the front-end convolutions have one bias per output channel, or
+        one per field of ``n_copies`` channels, shared by its copies
+        (:class:`SharedConv2d`'s ``bias_copies``): a group convolution between regular
+        fields stays equivariant only with tied biases.
     random_state : int, torch.Generator or None
 
     Returns
@@ -317,8 +325,11 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         net_layer = _single_layer(layer, n_features, n_outputs, bias, kernel_size, input_shape,
                                   n_copies, generator, soft)
         return _small_output_init(MetaNetwork([net_layer], activation), generator)
+    if conv_bias not in CONV_BIASES:
+        raise ValueError(f"conv_bias must be one of {CONV_BIASES}; got {conv_bias!r}")
+    bias_copies = n_copies if conv_bias == "fields" else 1
     front = _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                            input_shape, n_copies, couple_copies, generator, soft)
+                            input_shape, n_copies, couple_copies, generator, soft, bias_copies)
     n_in = front[-1].out_features if front else int(n_features)
     sizes = [n_in, *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
     n_layers = len(sizes) - 1
@@ -349,7 +360,7 @@ def _soft_kinds(layer, conv_layer, conv_channels, residual_pull):
 
 
 def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                    input_shape, n_copies, couple_copies, generator, soft):
+                    input_shape, n_copies, couple_copies, generator, soft, bias_copies=1):
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
     conv_channels = tuple(int(c) for c in conv_channels)
@@ -373,6 +384,7 @@ def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel
             sharing = ConvFilterSharing(c_out // n_copies, c_in, kernel_size, n_copies=n_copies,
                                         in_copies=in_copies, generator=generator)
         conv = SharedConv2d(shape, sharing, bias=bias, generator=generator,
+                            bias_copies=bias_copies,
                             **(soft if conv_layer.endswith(RESIDUAL_SUFFIX) else {}))
         modules.append(conv)
         shape = conv.output_shape
