@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .nn.network import MetaNetwork
-from .optim import META_OPTIMIZERS, MetaAdam, hidden_sharing_lr_scale
+from .optim import make_meta_optimizer
 
 __all__ = ["LOSSES", "MetaModel", "TaskBatch", "adapt", "adapted_outputs",
            "cross_entropy_loss", "evaluate_task_losses", "make_meta_optimizer", "meta_step",
@@ -386,70 +386,6 @@ def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1
                   inner_steps=inner_steps, first_order=first_order,
                   symmetry_gradient=symmetry_gradient)
     return LOSSES[loss](model(batch.x_query, inner), batch.y_query, batch.query_mask)
-
-
-def make_meta_optimizer(model: MetaModel, meta_lr=1e-3, meta_optimizer="adam"):
-    """The outer-loop optimizer over every learned meta-parameter (U, v0, biases, inner lrs).
-
-    Parameters with ``requires_grad=False`` (fixed inner learning rates, a frozen
-    ``U``) are left out. The fused Adam kernel is used on CPU and CUDA.
-
-    Parameters
-    ----------
-    model : MetaModel
-        The model whose parameters the optimizer updates.
-    meta_lr : float, default=1e-3
-        The outer (meta) learning rate.
-    meta_optimizer : {"msr_adam", "adam"}, default="adam"
-        ``"adam"``: Adam on every parameter (the paper's code). ``"msr_adam"``: Adam
-        with one second moment per sharing tensor (:class:`msr_sklearn.optim.MetaAdam`),
-        so the entries of ``U`` that carry no signal move in proportion to their
-        gradient instead of by the full learning rate, and a large sharing of a hidden
-        layer at a reduced rate (:func:`~msr_sklearn.optim.hidden_sharing_lr_scale`:
-        every later layer's features depend on it); the other meta-parameters get
-        plain Adam.
-
-    Returns
-    -------
-    msr_sklearn.optim.MetaAdam
-        A :class:`torch.optim.Adam` subclass; with ``"adam"`` every group is plain Adam.
-
-    Examples
-    --------
-    >>> from msr_sklearn.meta import MetaModel, make_meta_optimizer
-    >>> from msr_sklearn.nn import build_network
-    >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
-    >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2, meta_optimizer="msr_adam")
-    >>> [(len(g["params"]), g["second_moment"]) for g in optimizer.param_groups]
-    [(1, 'tensor'), (3, 'element')]
-    >>> mlp = MetaModel(build_network(64, 5, hidden_layer_sizes=(64,), n_filters=(256, 40),
-    ...                               random_state=0))
-    >>> [g.get("lr_scale", 1.0) for g in make_meta_optimizer(mlp, meta_optimizer="msr_adam")
-    ...  .param_groups]                  # hidden sharing (2**20 entries), output, the rest
-    [0.125, 1.0, 1.0]
-    >>> [len(g["params"]) for g in make_meta_optimizer(model).param_groups]  # plain Adam
-    [4]
-    """
-    if meta_optimizer not in META_OPTIMIZERS:
-        raise ValueError(f"meta_optimizer must be one of {META_OPTIMIZERS}; got "
-                         f"{meta_optimizer!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    device = params[0].device if params else torch.device("cpu")
-    # the fused kernel cuts the step's dispatch overhead, which dominates for small U
-    fused = device.type in ("cpu", "cuda")
-    groups = [{"params": params}]
-    if meta_optimizer == "msr_adam":
-        layers = model.network.meta_layers
-        learned = {id(p) for p in params}
-        sharings = [p for layer in layers for p in layer.sharing.parameters() if id(p) in learned]
-        output = {id(p) for p in layers[-1].sharing.parameters()}
-        groups = [{"params": [p], "second_moment": "tensor",
-                   "lr_scale": 1.0 if id(p) in output else hidden_sharing_lr_scale(p.numel())}
-                  for p in sharings]
-        taken = {id(p) for p in sharings}
-        groups.append({"params": [p for p in params if id(p) not in taken]})
-        groups = [g for g in groups if g["params"]]
-    return MetaAdam(groups or params, lr=meta_lr, fused=fused)
 
 
 def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inner_steps=1,

@@ -10,16 +10,17 @@ signal's. That noise keeps ``span(U)`` a few degrees off the symmetry
 second moment for the whole tensor instead, so an entry moves in proportion to its
 own gradient, as in SGD with momentum; the scale-free step of Adam is kept per
 tensor. Every other meta-parameter (``v0``, biases, inner learning rates) gets the
-usual, fused Adam. :func:`msr_sklearn.meta.make_meta_optimizer` builds it.
+usual, fused Adam. :func:`make_meta_optimizer` builds it.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["HIDDEN_SHARING_SIZE", "META_OPTIMIZERS", "MetaAdam", "hidden_sharing_lr_scale"]
+__all__ = ["HIDDEN_SHARING_SIZE", "META_OPTIMIZERS", "MetaAdam", "hidden_sharing_lr_scale",
+           "make_meta_optimizer"]
 
-#: the ``meta_optimizer`` names :func:`msr_sklearn.meta.make_meta_optimizer` accepts
+#: the ``meta_optimizer`` names :func:`make_meta_optimizer` accepts
 META_OPTIMIZERS = ("msr_adam", "adam")
 
 #: ``"msr_adam"`` moves a hidden layer's sharing of ``n`` entries at
@@ -139,3 +140,68 @@ class MetaAdam(torch.optim.Adam):
         state["exp_avg_sq"].lerp_(grad.square().mean(), 1 - beta2)
         denom = (state["exp_avg_sq"] / (1 - beta2 ** t)).sqrt_().add_(group["eps"])
         p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** t))
+
+
+def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam"):
+    """The outer-loop optimizer over every learned meta-parameter (U, v0, biases, inner lrs).
+
+    Parameters with ``requires_grad=False`` (fixed inner learning rates, a frozen
+    ``U``) are left out. The fused Adam kernel is used on CPU and CUDA.
+
+    Parameters
+    ----------
+    model : MetaModel
+        The model whose parameters the optimizer updates.
+    meta_lr : float, default=1e-3
+        The outer (meta) learning rate.
+    meta_optimizer : {"msr_adam", "adam"}, default="adam"
+        ``"adam"``: Adam on every parameter (the paper's code). ``"msr_adam"``: Adam
+        with one second moment per sharing tensor (:class:`msr_sklearn.optim.MetaAdam`),
+        so the entries of ``U`` that carry no signal move in proportion to their
+        gradient instead of by the full learning rate, and a large sharing of a hidden
+        layer at a reduced rate (:func:`~msr_sklearn.optim.hidden_sharing_lr_scale`:
+        every later layer's features depend on it); the other meta-parameters get
+        plain Adam.
+
+    Returns
+    -------
+    msr_sklearn.optim.MetaAdam
+        A :class:`torch.optim.Adam` subclass; with ``"adam"`` every group is plain Adam.
+
+    Examples
+    --------
+    >>> from msr_sklearn.meta import MetaModel
+    >>> from msr_sklearn.optim import make_meta_optimizer
+    >>> from msr_sklearn.nn import build_network
+    >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
+    >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2, meta_optimizer="msr_adam")
+    >>> [(len(g["params"]), g["second_moment"]) for g in optimizer.param_groups]
+    [(1, 'tensor'), (3, 'element')]
+    >>> mlp = MetaModel(build_network(64, 5, hidden_layer_sizes=(64,), n_filters=(256, 40),
+    ...                               random_state=0))
+    >>> [g.get("lr_scale", 1.0) for g in make_meta_optimizer(mlp, meta_optimizer="msr_adam")
+    ...  .param_groups]                  # hidden sharing (2**20 entries), output, the rest
+    [0.125, 1.0, 1.0]
+    >>> [len(g["params"]) for g in make_meta_optimizer(model).param_groups]  # plain Adam
+    [4]
+    """
+    if meta_optimizer not in META_OPTIMIZERS:
+        raise ValueError(f"meta_optimizer must be one of {META_OPTIMIZERS}; got "
+                         f"{meta_optimizer!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device if params else torch.device("cpu")
+    # the fused kernel cuts the step's dispatch overhead, which dominates for small U
+    fused = device.type in ("cpu", "cuda")
+    groups = [{"params": params}]
+    if meta_optimizer == "msr_adam":
+        layers = model.network.meta_layers
+        learned = {id(p) for p in params}
+        sharings = [p for layer in layers for p in layer.sharing.parameters() if id(p) in learned]
+        output = {id(p) for p in layers[-1].sharing.parameters()}
+        groups = [{"params": [p], "second_moment": "tensor",
+                   "lr_scale": 1.0 if id(p) in output else hidden_sharing_lr_scale(p.numel())}
+                  for p in sharings]
+        taken = {id(p) for p in sharings}
+        groups.append({"params": [p for p in params if id(p) not in taken]})
+        groups = [g for g in groups if g["params"]]
+    return MetaAdam(groups or params, lr=meta_lr, fused=fused)

@@ -196,7 +196,7 @@ class Trainer:
     model : MetaModel
         The meta-parameters, trained in place.
     optimizer : torch.optim.Optimizer
-        Over the model's learned parameters (:func:`~msr_sklearn.meta.make_meta_optimizer`).
+        Over the model's learned parameters (:func:`~msr_sklearn.optim.make_meta_optimizer`).
     batches : MetaBatches
         The meta-batches; its ``generator`` is part of :meth:`state_dict`.
     n_steps : int
