@@ -67,11 +67,12 @@ RESULTS = Path(__file__).parent / "results"
 PROTOCOL = dict(bias=False, n_support=1, support_split="random", inner_steps=1, inner_lr=0.1,
                 learn_inner_lr=True, first_order=False, meta_lr=1e-3, meta_batch_size=32,
                 meta_lr_schedule="constant", symmetry_gradient="second_order",
-                meta_optimizer="adam")
+                meta_optimizer="adam", sharing_sparsity=0.0)
 #: the protocol's data and inner loop without its outer loop: the "defaults" rows leave
 #: meta_lr, its schedule, the symmetry gradient and the optimizer at the learner's defaults
 DATA_PROTOCOL = {k: v for k, v in PROTOCOL.items()
-                 if k not in ("meta_lr", "meta_lr_schedule", "symmetry_gradient", "meta_optimizer")}
+                 if k not in ("meta_lr", "meta_lr_schedule", "symmetry_gradient", "meta_optimizer",
+                              "sharing_sparsity")}
 N_TASKS, N_TRAIN = 10000, 8000
 K_OF_RANK = {1: 3, 2: 6, 5: 30}
 TRANSLATION_MODELS = {
@@ -629,8 +630,9 @@ def main(argv=None):
         "",
         "The same data, inner loop and budget; the 'defaults' rows leave the outer loop at "
         "the learner's defaults (meta_lr 1e-2 under `inverse_time`, `msr_adam`, "
-        "`symmetry_gradient='auto'`: first order for these one-layer networks) instead of "
-        "the protocol's (Adam 1e-3, constant, second order). Fresh runs of "
+        "`symmetry_gradient='auto'`: first order for these one-layer networks, "
+        "`sharing_sparsity='auto'`: 0.15 for a dense MSR layer) instead of the protocol's "
+        "(Adam 1e-3, constant, second order, no prior). Fresh runs of "
         f"{cfg['steps']} steps (the schedule spans the whole fit).",
         "",
         *defaults_table(df, cfg),

@@ -52,3 +52,27 @@ def test_plain_adam_and_bad_names():
         make_meta_optimizer(model, meta_optimizer="sgd")
     with pytest.raises(ValueError, match="second_moment must be"):
         MetaAdam([{"params": [torch.nn.Parameter(torch.zeros(1))], "second_moment": "row"}])
+
+
+def test_row_sparsity_zeroes_unused_rows_and_shrinks_the_others():
+    basis = torch.nn.Parameter(torch.tensor([[3.0, 0.02, 0.0], [4.0, 0.0, 0.05]]))  # (k, n_w)
+    opt = MetaAdam([{"params": [basis], "row_sparsity": 0.1, "second_moment": "tensor"}],
+                   lr=1.0)
+    basis.grad = torch.zeros_like(basis)
+    opt.step()  # no gradient: only the proximal step, threshold lr * 0.1 per row (column)
+    torch.testing.assert_close(basis.detach()[:, 0], torch.tensor([3.0, 4.0]) * (1 - 0.1 / 5))
+    assert torch.all(basis.detach()[:, 1:] == 0)  # norms 0.02 and 0.05 are below 0.1
+    with pytest.raises(ValueError, match="row_sparsity must be >= 0"):
+        MetaAdam([{"params": [basis], "row_sparsity": -1.0}])
+
+
+def test_sharing_sparsity_acts_on_dense_sharings_only():
+    model = MetaModel(build_network(6, 3, hidden_layer_sizes=(4,), n_filters=2, random_state=0))
+    opt = make_meta_optimizer(model, meta_optimizer="adam", sharing_sparsity=0.2)
+    assert [g["row_sparsity"] for g in opt.param_groups] == [0.2, 0.2, 0.0]
+    assert [g["second_moment"] for g in opt.param_groups] == ["element"] * 3  # plain Adam
+    kron = MetaModel(build_network(6, 4, layer="msr_kron", n_filters=4, random_state=0))
+    opt = make_meta_optimizer(kron, meta_optimizer="msr_adam", sharing_sparsity=0.2)
+    assert all(g["row_sparsity"] == 0 for g in opt.param_groups)
+    with pytest.raises(ValueError, match="sharing_sparsity must be >= 0"):
+        make_meta_optimizer(model, sharing_sparsity=-0.1)
