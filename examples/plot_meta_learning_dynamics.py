@@ -30,22 +30,33 @@ train, valid = (X[:1000], y[:1000]), (X[1000:], y[1000:])
 band = translation_sharing(n_features, 3)
 
 # %%
-# Meta-training in chunks
-# -----------------------
-# ``warm_start=True`` makes every ``fit`` continue where the last one stopped, so we can
-# look at ``U`` every 50 meta-steps. The same loop with ``layer="dense"`` is plain MAML.
-common = dict(bias=False, n_support=1, validation_interval=25, warm_start=True,
-              random_state=0)
-msr = MetaSymmetryLearner(layer="msr", n_filters=3, **common)
-maml = MetaSymmetryLearner(layer="dense", **common)
+# One run, watched by a callback
+# ------------------------------
+# A :class:`~msr_sklearn.training.Callback` sees the model after every meta-step; this
+# one measures the angle of ``span(U)`` to the band every 50 steps. The same fit with
+# ``layer="dense"`` is plain MAML.
+from msr_sklearn.training import Callback
 
-steps, angles = [], []
-for _ in range(16):
-    msr.set_params(n_meta_steps=50).fit(*train, validation_tasks=valid)
-    U = msr.symmetry_.symmetry_matrix(0)
-    steps.append(len(msr.history_))
-    angles.append(np.degrees(subspace_angles(U, band).max()))
-maml.set_params(n_meta_steps=800).fit(*train, validation_tasks=valid)
+
+class AngleToBand(Callback):
+    def __init__(self, every=50):
+        self.every, self.steps, self.angles = every, [], []
+
+    def on_step_end(self, trainer):
+        done = trainer.fit_step + 1
+        if done % self.every == 0:
+            U = trainer.model.network.meta_layers[0].sharing.matrix().detach().numpy()
+            self.steps.append(done)
+            self.angles.append(np.degrees(subspace_angles(U, band).max()))
+
+
+watch = AngleToBand()
+common = dict(bias=False, n_support=1, n_meta_steps=800, validation_interval=25,
+              random_state=0)
+msr = MetaSymmetryLearner(layer="msr", n_filters=3, callbacks=[watch], **common)
+msr.fit(*train, validation_tasks=valid)
+maml = MetaSymmetryLearner(layer="dense", **common).fit(*train, validation_tasks=valid)
+steps, angles = watch.steps, watch.angles
 
 print(msr.history_.tail(3).to_string())
 
@@ -54,7 +65,10 @@ print(msr.history_.tail(3).to_string())
 # ----------------------
 # The validation loss of MSR drops as soon as ``span(U)`` turns towards the band; MAML's
 # barely moves. The inner learning rate grows as ``U`` sharpens: once every step stays
-# inside the right subspace, larger steps are safe.
+# inside the right subspace, larger steps are safe. In the second half of the run the
+# meta learning rate decays (``meta_lr_schedule="inverse_time"``, the dotted line,
+# ``history_["meta_lr"]``), which averages out the noise that task sampling leaves in
+# ``U``: the angle keeps falling, to about a degree.
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
 for name, learner, color in [("MSR (k=3)", msr, "C0"), ("MAML", maml, "C1")]:
     hist = learner.history_
@@ -69,11 +83,13 @@ axes[0].set_ylabel("query MSE after adaptation")
 axes[0].legend(fontsize=8)
 
 axes[1].plot(steps, angles, "o-", color="C0")
-axes[1].axhline(90, color="0.6", ls=":")
-axes[1].set_ylim(0, 95)
+axes[1].set_yscale("log")
 axes[1].set_xlabel("meta-step")
 axes[1].set_ylabel("largest angle to the band (°)")
-axes[1].set_title("span(U) vs the convolution")
+axes[1].set_title(f"span(U) vs the convolution: {angles[-1]:.2f}° at the end")
+lr_axis = axes[1].twinx()
+lr_axis.plot(msr.history_["step"], msr.history_["meta_lr"], color="0.5", ls=":")
+lr_axis.set_ylabel("meta learning rate", color="0.5")
 
 lr_columns = [c for c in msr.history_.columns if c.startswith("inner_lr")]
 for column in lr_columns:
@@ -91,5 +107,5 @@ plt.show()
 # %%
 # ``history_`` is a :class:`pandas.DataFrame` with one row per meta-step, so any of these
 # curves is one line of pandas away. For a long run, ``verbose=1`` shows a progress bar
-# and ``checkpoint_path=`` saves the current symmetry every ``checkpoint_interval``
-# steps.
+# and ``checkpoint_path=`` with ``resume=True`` keeps the whole training state, so a
+# killed run continues where it was.

@@ -33,7 +33,7 @@ EXAMPLE_ORDER = (
 
 #: write-ups by others, listed first in this order when present; any other
 #: ``docs/*.md`` follows, by name (titles come from the documents themselves)
-OPTIONAL_PAGES = ("design", "reproduction", "aug_digits")
+OPTIONAL_PAGES = ("design", "reproduction", "convergence", "aug_digits")
 
 _MARKER = ".. optional-pages::"
 
