@@ -171,9 +171,11 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         An Occam prior on the weights a learned dense ``U`` uses: after every
         meta-step the row of ``U`` of each weight of the layer is shrunk towards 0 by
         ``sharing_sparsity`` times the current meta-lr (a proximal group-lasso step),
-        which drives the weights that no task needs out of ``span(U)``. ``"auto"``: 0.15 for a
-        network of one dense MSR layer (``layer="msr"`` without hidden layers, where it
-        halves the angle to a local symmetry at no cost in query error), 0 otherwise.
+        which drives the weights that no task needs out of ``span(U)``. ``"auto"``: 0.15
+        for a network of one strict dense MSR layer (``layer="msr"`` without hidden
+        layers, where it halves the angle to a local symmetry at no cost in query
+        error), 0 otherwise (deep networks and residual layers were not studied with
+        it).
     meta_lr : float, default=1e-2
         Peak learning rate of the outer loop (see ``meta_lr_schedule``).
     meta_batch_size : int, default=32
@@ -537,7 +539,8 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         if self.sharing_sparsity != "auto":
             return float(self.sharing_sparsity)
         layers = self.model_.network.meta_layers
-        one_dense = len(layers) == 1 and isinstance(layers[0].sharing, DenseSharing)
+        one_dense = (len(layers) == 1 and isinstance(layers[0].sharing, DenseSharing)
+                     and layers[0].residual is None)  # a residual's R is left alone
         return AUTO_SHARING_SPARSITY if one_dense else 0.0
 
     def _symmetry_gradient(self):
