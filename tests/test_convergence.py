@@ -65,10 +65,13 @@ def test_auto_resolves_by_depth():
                                hidden_layer_sizes=(4,)).fit(X, y)
     kron = MetaSymmetryLearner(layer="msr_kron", n_filters=2, n_support=1,
                                n_meta_steps=2).fit(X, y)
+    soft = MetaSymmetryLearner(layer="msr_residual", n_filters=2, n_support=1,
+                               n_meta_steps=2).fit(X, y)
     assert one._symmetry_gradient() == "first_order"
     assert deep._symmetry_gradient() == "second_order"
     assert one._sharing_sparsity() == 0.15
     assert deep._sharing_sparsity() == kron._sharing_sparsity() == 0.0
+    assert soft._sharing_sparsity() == 0.0 and soft._symmetry_gradient() == "first_order"
     assert [g["row_sparsity"] for g in one._optimizer.param_groups] == [0.15, 0.0]
 
 
