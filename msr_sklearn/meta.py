@@ -272,12 +272,13 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
         layers adapt on) and all terms of ``v0``, biases and inner lrs are kept. For
         one linear layer its fixed point satisfies ``U E[v' v'^T] = E[w v'^T]`` (``w``
         the task's true weights, ``v'`` the adapted filters), so ``span(U)`` lies
-        inside the span of the task weights: the symmetry. ``"second_order"`` (the paper's full MAML gradient) also
-        differentiates through the support gradients; with few support rows its
-        optimum tilts ``span(U)`` off the symmetry by a few degrees, trading
-        exactness for a slightly lower one-step query loss (``docs/convergence.md``).
-        The engine's defaults are the paper's; :class:`~msr_sklearn.MetaSymmetryLearner`
-        defaults to ``"first_order"``.
+        inside the span of the task weights: the symmetry. ``"second_order"`` (the
+        paper's full MAML gradient) also differentiates through the read; with few
+        support rows its optimum tilts ``span(U)`` off the symmetry by a few degrees,
+        trading exactness for a slightly lower one-step query loss
+        (``docs/convergence.md``). The engine's defaults are the paper's;
+        :class:`~msr_sklearn.MetaSymmetryLearner` defaults to ``"auto"`` (first order
+        for one layer).
     track_meta_gradients : bool, default=True
         Keep the graph from the result back to the meta-parameters (for
         :func:`task_losses`). ``False`` detaches the meta-parameters and every step
