@@ -26,3 +26,14 @@ def library_version():
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + (" (msr_sklearn/ with uncommitted changes)" if dirty else "")
+
+
+def cpu_name():
+    """The CPU's model name (from /proc/cpuinfo), else what ``platform`` knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()

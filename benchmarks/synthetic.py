@@ -59,7 +59,7 @@ from msr_sklearn.datasets import make_rotation_tasks, make_translation_tasks, tr
 from msr_sklearn.tasks import mean_confidence_interval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
-from _report import library_version  # noqa: E402
+from _report import cpu_name, library_version  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -588,12 +588,7 @@ def main(argv=None):
         fig_path = out / fig_path
         save_figure(U, fig_path, f", seed 0, {cfg['long_steps']} steps")
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = [
         "# The paper's synthetic experiments: ours vs the official implementation",
         "",

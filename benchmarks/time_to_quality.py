@@ -250,14 +250,9 @@ def ratio_cell(official, mean, ci):
 def machine_lines(argv, wall, n_runs, loads, fingerprints):
     import torch
 
-    from _report import library_version
+    from _report import cpu_name, library_version
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     loads = sorted(loads)
     return [
         f"Command: `{' '.join(['python benchmarks/time_to_quality.py', *argv])}`; "
