@@ -15,8 +15,8 @@ from ._validation import Interval, StrOptions, check_device, fit_context
 from .meta import SYMMETRY_GRADIENTS, MetaModel, make_meta_optimizer
 from .nn.sharing import DenseSharing
 from .optim import META_OPTIMIZERS
-from .nn.network import (ACTIVATIONS, CONV_BIASES, CONV_LAYER_KINDS, LAYER_KINDS, POOLINGS,
-                         build_network)
+from .nn.network import (ACTIVATIONS, CONV_BIASES, CONV_INITS, CONV_LAYER_KINDS, LAYER_KINDS,
+                         POOLINGS, build_network)
 from .streams import as_task_stream
 from ._soft_symmetry import set_residual_lr
 from ._task_scoring import TaskScoringMixin
@@ -113,6 +113,12 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         ``n_copies`` channels shared by its copies, which a group convolution between
         regular fields needs to stay equivariant (with ``pooling="mean_fields"`` the
         network can then be exactly invariant).
+    conv_init : {"identity", "random"}, default="identity"
+        How the MSR-Conv front-end's sharings start: every copy of a field equal (as the
+        paper's code does for its square factors), or random orthonormal factors, whose
+        copies start different. With ``pooling="mean_fields"`` identity factors never
+        tell the copies apart (their meta-gradients are equal), so use ``"random"``.
+        Only the initialization: not part of the learned symmetry's architecture.
     residual_lr : float >= 0 or None, default=None
         Initial inner learning rate of every residual ``R`` (meta-learned like the
         others): 0 starts at the strict symmetry, a large rate at MAML. ``None``:
@@ -287,6 +293,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         "pooling": [StrOptions(set(POOLINGS))],
         "couple_copies": ["boolean"],
         "conv_bias": [StrOptions(set(CONV_BIASES))],
+        "conv_init": [StrOptions(set(CONV_INITS))],
         "residual_lr": [None, Interval(Real, 0, None, closed="left")],
         "residual_pull": ["boolean"],
         "objective": [StrOptions({"auto", "regression", "classification"})],
@@ -323,7 +330,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
     def __init__(self, hidden_layer_sizes=(), activation="relu", layer="msr", n_filters=8,
                  bias=True, kernel_size=3, input_shape=None, n_copies=1, conv_channels=(),
                  conv_layer="msr_conv2d", pooling="none", couple_copies=False,
-                 conv_bias="channels", residual_lr=None,
+                 conv_bias="channels", conv_init="identity", residual_lr=None,
                  residual_pull=False, objective="auto",
                  n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
                  learn_inner_lr=True, learn_symmetry=True, initial_symmetry=None,
@@ -348,6 +355,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         self.pooling = pooling
         self.couple_copies = couple_copies
         self.conv_bias = conv_bias
+        self.conv_init = conv_init
         self.residual_lr = residual_lr
         self.residual_pull = residual_pull
         self.objective = objective
@@ -564,6 +572,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         if not run.warm:
             if self.initial_symmetry is None:
                 network = build_network(random_state=torch.Generator().manual_seed(run.seed),
+                                        conv_init=self.conv_init,
                                         **self._architecture(self.n_features_in_,
                                                              self.n_outputs_))
                 model = MetaModel(network, self.inner_lr, self.learn_inner_lr)

@@ -295,6 +295,28 @@ def test_field_biases_are_shared_by_the_copies_and_keep_an_exact_d4_net_invarian
                       conv_bias="fields", input_shape=(1, 8, 8))
 
 
+def test_conv_init_random_starts_the_copies_of_a_field_different():
+    from msr_sklearn import MetaSymmetryLearner
+    from msr_sklearn.datasets import load_aug_digits_tasks
+
+    kw = dict(conv_channels=(16,), n_copies=8, pooling="mean_fields", input_shape=(1, 8, 8),
+              random_state=0)
+    v = torch.randn(18)
+    for init, equal in (("identity", True), ("random", False)):
+        w = build_network(64, 5, conv_init=init, **kw).layers[0].sharing.weight(v)
+        assert torch.allclose(w[0], w[1]) == equal  # copies 0 and 1 of field 0
+    with pytest.raises(ValueError, match="conv_init must be one of"):
+        build_network(64, 5, conv_init="zeros", **kw)
+    # the learner passes it on, and its symmetry needs no such setting to be rebuilt
+    tasks = load_aug_digits_tasks(8, standardize=True, random_state=0)
+    learner = MetaSymmetryLearner(layer="dense", conv_init="random", n_support=5,
+                                  support_split="first", n_meta_steps=1, meta_batch_size=4,
+                                  **kw).fit(tasks)
+    u = learner.symmetry_.symmetry_matrix(0).reshape(16, 9, -1)
+    assert not np.allclose(u[0], u[1])
+    assert "conv_init" not in learner.symmetry_.architecture
+
+
 def test_square_per_axis_factors_cannot_rotate_copies():
     # with n_copies=1 and a square spatial factor, one C shared by all output channels
     # cannot make channel 1 a rotation of channel 0 for every filter (paper §2.4)

@@ -39,6 +39,8 @@ RESIDUAL_SUFFIX = "_residual"
 POOLINGS = ("none", "mean", "mean_fields")
 #: the front-end's biases: one per output channel, or one per field of copies
 CONV_BIASES = ("channels", "fields")
+#: how the MSR-Conv front-end's sharings start (``ConvFilterSharing``'s ``init``)
+CONV_INITS = ("identity", "random")
 
 
 class MetaNetwork(nn.Module):
@@ -225,7 +227,7 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
                   activation="relu", bias=True, kernel_size=3, input_shape=None, n_copies=1,
                   conv_channels=(), conv_layer="msr_conv2d", pooling="none",
                   couple_copies=False, residual_pull=False, conv_bias="channels",
-                  random_state=None):
+                  conv_init="identity", random_state=None):
     """Build a :class:`MetaNetwork` from sklearn-style settings.
 
     Parameters
@@ -290,6 +292,12 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         one per field of ``n_copies`` channels, shared by its copies
         (:class:`SharedConv2d`'s ``bias_copies``): a group convolution between regular
         fields stays equivariant only with tied biases.
+    conv_init : {"identity", "random"}
+        How the MSR-Conv front-end's sharings start (:class:`ConvFilterSharing`'s
+        ``init``): ``"identity"``, every copy of a field equal; ``"random"``, random
+        orthonormal factors, so the copies start different. With identity factors the
+        copies stay equal when nothing downstream tells them apart (e.g.
+        ``pooling="mean_fields"``): their meta-gradients are equal too.
     random_state : int, torch.Generator or None
 
     Returns
@@ -327,9 +335,12 @@ def build_network(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_f
         return _small_output_init(MetaNetwork([net_layer], activation), generator)
     if conv_bias not in CONV_BIASES:
         raise ValueError(f"conv_bias must be one of {CONV_BIASES}; got {conv_bias!r}")
+    if conv_init not in CONV_INITS:
+        raise ValueError(f"conv_init must be one of {CONV_INITS}; got {conv_init!r}")
     bias_copies = n_copies if conv_bias == "fields" else 1
     front = _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                            input_shape, n_copies, couple_copies, generator, soft, bias_copies)
+                            input_shape, n_copies, couple_copies, generator, soft, bias_copies,
+                            conv_init)
     n_in = front[-1].out_features if front else int(n_features)
     sizes = [n_in, *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
     n_layers = len(sizes) - 1
@@ -360,7 +371,8 @@ def _soft_kinds(layer, conv_layer, conv_channels, residual_pull):
 
 
 def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel_size,
-                    input_shape, n_copies, couple_copies, generator, soft, bias_copies=1):
+                    input_shape, n_copies, couple_copies, generator, soft, bias_copies=1,
+                    conv_init="identity"):
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
     conv_channels = tuple(int(c) for c in conv_channels)
@@ -382,7 +394,8 @@ def _conv_front_end(n_features, conv_channels, conv_layer, pooling, bias, kernel
             # the image's channels are plain fields; later inputs are the copies before
             in_copies = n_copies if couple_copies and i > 0 else 1
             sharing = ConvFilterSharing(c_out // n_copies, c_in, kernel_size, n_copies=n_copies,
-                                        in_copies=in_copies, generator=generator)
+                                        in_copies=in_copies, init=conv_init,
+                                        generator=generator)
         conv = SharedConv2d(shape, sharing, bias=bias, generator=generator,
                             bias_copies=bias_copies,
                             **(soft if conv_layer.endswith(RESIDUAL_SUFFIX) else {}))
