@@ -8,7 +8,7 @@ episodes come from disjoint images (a fixed, class-stratified half of each digit
 
 Methods (same meta-training budget: ``n_meta_steps`` steps of ``meta_batch_size``
 episodes, the same inner steps, the same training episodes; the learner's defaults,
-with each method's meta-lr tuned on validation episodes by ``--tune``):
+meta-lr included; ``--tune`` checks a meta-lr grid on validation episodes):
 
 - ``MSR-Conv``: two 3×3 MSR-Conv layers (16 channels, fields of 4 copies,
   ``ConvFilterSharing``), global mean pooling, an MSR-FC head (learned dense ``U``).
@@ -109,9 +109,8 @@ class Method(NamedTuple):
     init: str | None = None
 
 
-#: name -> Method. Each method's meta_lr is the best of META_LR_GRID on validation
-#: episodes under the learner's defaults (``--tune``: ``split="val"``, 1,000
-#: meta-steps, seed 0; results/aug_digits_tuning.md).
+#: name -> Method. Every method runs at the learner's default meta-lr (1e-2): the
+#: defaults are what a user gets; ``--tune`` checks the grid on validation episodes.
 METHODS = {
     "MSR-Conv": Method(dict(MSR_CONV, meta_lr=1e-2)),
     "MSR-Conv, coupled copies": Method(dict(MSR_CONV, couple_copies=True, meta_lr=1e-2)),
@@ -130,6 +129,13 @@ METHODS = {
 }
 #: the meta-lrs ``--tune`` tries per method (the learner's default is 1e-2)
 META_LR_GRID = (3e-3, 1e-2, 3e-2)
+#: the paper's protocol (before the learner's defaults changed), with each method's
+#: meta-lr as the previous benchmark had tuned it; ``--tune`` tries it too
+PAPER_PROTOCOL = dict(meta_lr_schedule="constant", meta_optimizer="adam",
+                      symmetry_gradient="second_order")
+OLD_TUNED_META_LR = {"MSR-Conv": 1e-2, "MSR-Conv, coupled copies": 3e-3,
+                     "MSR-Conv, U frozen": 1e-2, "MAML-Conv": 3e-3,
+                     "MAML-Conv + aug. support": 3e-3, "MSR-FC MLP": 3e-4, "MAML MLP": 3e-3}
 
 
 # --------------------------------------------------------------------- training
@@ -271,25 +277,32 @@ def run(n_meta_steps, n_train, n_test, methods=None, seeds=(0, 1, 2), split_by="
 
 
 def tune_one(job):
-    """One row of :func:`tune`: validation accuracy of ``name`` at ``meta_lr``."""
-    name, meta_lr, n_meta_steps, n_train, n_val, seed = job
+    """One row of :func:`tune`: validation accuracy of ``name`` at ``meta_lr`` (and, with
+    ``protocol="paper"``, :data:`PAPER_PROTOCOL`)."""
+    name, meta_lr, protocol, n_meta_steps, n_train, n_val, seed = job
     episodes = _episodes(n_train, 1)
     val = load_aug_digits_tasks(n_val, n_way=N_WAY, n_shot=N_SHOT, n_query=N_QUERY,
                                 split="val", standardize=True, random_state=0)
+    overrides = PAPER_PROTOCOL if protocol == "paper" else {}
     learner, seconds = train(name, n_meta_steps, episodes["train"], episodes["train_aug"],
-                             random_state=seed, meta_lr=meta_lr)
+                             random_state=seed, meta_lr=meta_lr, **overrides)
     acc, half = mean_confidence_interval(episode_accuracy(learner.model_, val, N_WAY * N_SHOT))
-    print(f"{name:26s} meta_lr {meta_lr:g}  val {acc:.3f} ± {half:.3f}  {seconds:.0f} s",
-          flush=True)
-    return {"method": name, "meta_lr": meta_lr, "val_acc": acc, "ci95": half,
-            "train_s": seconds}
+    print(f"{name:26s} meta_lr {meta_lr:g} {protocol}  val {acc:.3f} ± {half:.3f}  "
+          f"{seconds:.0f} s", flush=True)
+    return {"method": name, "meta_lr": meta_lr, "protocol": protocol, "val_acc": acc,
+            "ci95": half, "train_s": seconds}
 
 
-def tune(n_meta_steps, n_train, n_val, methods=None, grid=META_LR_GRID, seed=0, n_jobs=1):
+def tune(n_meta_steps, n_train, n_val, methods=None, grid=META_LR_GRID, seed=0, n_jobs=1,
+         protocols=("defaults", "paper")):
     """Validation accuracy (augmented queries, 1-shot) of every method at every meta-lr
-    of ``grid``: one training seed, ``n_val`` episodes of ``split="val"``."""
-    jobs = [(name, lr, n_meta_steps, n_train, n_val, seed)
-            for name in methods or METHODS for lr in grid]
+    of ``grid`` under the learner's defaults, and at its previously tuned meta-lr under
+    the paper's protocol: one training seed, ``n_val`` episodes of ``split="val"``."""
+    names = list(methods or METHODS)
+    jobs = [(name, lr, "defaults", n_meta_steps, n_train, n_val, seed)
+            for name in names for lr in grid if "defaults" in protocols]
+    jobs += [(name, OLD_TUNED_META_LR[name], "paper", n_meta_steps, n_train, n_val, seed)
+             for name in names if name in OLD_TUNED_META_LR and "paper" in protocols]
     return pd.DataFrame(_map(tune_one, jobs, n_jobs))
 
 
@@ -388,7 +401,8 @@ def write_report(results, settings, total_s, path_md, path_csv):
         f"step, inner lr initialised at {COMMON['inner_lr']} and learned per tensor, the "
         "learner's defaults (`meta_optimizer=\"msr_adam\"`, `meta_lr_schedule=\"inverse_time\"`, "
         "`symmetry_gradient=\"auto\"`: second order for these multi-layer networks) with "
-        f"the meta-lr tuned per method on validation episodes ({lrs}); training seeds "
+        f"the meta-lr per method ({lrs}: the learner's default, not re-tuned for this "
+        "run; `--tune` runs a grid on validation episodes); training seeds "
         f"{seeds}. Meta-test: the same {settings['n_test']} episodes for every method and "
         "seed. Accuracy: mean ± 95% CI over episodes of the per-episode accuracy averaged "
         "over the seeds; the per-seed means follow. The 5-shot column adapts the "
@@ -473,29 +487,47 @@ def _equivariance_section(summary):
 
 
 def _write_tuning(table, settings, path_md, path_csv):
+    table = table.assign(protocol=table.get("protocol", "defaults")).fillna(
+        {"protocol": "defaults"})
     table.to_csv(path_csv, index=False)
-    wide = table.pivot(index="method", columns="meta_lr", values="val_acc")
-    wide = wide.loc[list(dict.fromkeys(table.method))]
+    ours = table[table.protocol == "defaults"]
+    wide = ours.pivot(index="method", columns="meta_lr", values="val_acc")
+    wide = wide.loc[list(dict.fromkeys(ours.method))]
+    paper = table[table.protocol == "paper"].set_index("method")
     lines = ["# Aug-Digits: meta-lr tuning on validation episodes", "",
-             f"Library: commit {settings['commit']}; `python benchmarks/aug_digits.py "
-             f"--tune{settings['flags']}`. Validation accuracy (%, augmented queries, 1-shot) "
-             f"on {settings['n_val']} episodes of `split=\"val\"` after "
-             f"{settings['n_meta_steps']} meta-steps (training seed 0; ± about 1.2 points), "
-             "the learner's defaults otherwise. Bold: the best per method.", "",
-             "| method | " + " | ".join(f"meta-lr {lr:g}" for lr in wide.columns) + " |",
-             "|---|" + "---|" * len(wide.columns)]
+             f"Library: commit {settings['commit']}; {settings['command']}. Validation "
+             f"accuracy (%, augmented queries, 1-shot) on {settings['n_val']} episodes of "
+             f"`split=\"val\"` after {settings['n_meta_steps']} meta-steps (training seed 0; "
+             "± about 1.2 points). *defaults*: the learner's defaults "
+             "(`msr_adam`, `inverse_time`, `symmetry_gradient=\"auto\"`) at each meta-lr; "
+             "*paper protocol*: `meta_lr_schedule=\"constant\"`, `meta_optimizer=\"adam\"`, "
+             "`symmetry_gradient=\"second_order\"` at the meta-lr the previous benchmark had "
+             "tuned (in brackets). Bold: the best per method.", "",
+             "| method | " + " | ".join(f"defaults, meta-lr {lr:g}" for lr in wide.columns)
+             + " | paper protocol |", "|---|" + "---|" * (len(wide.columns) + 1)]
     for method, row in wide.iterrows():
-        best = row.max()
-        lines.append(f"| {method} | " + " | ".join(
-            f"**{100 * v:.1f}**" if v == best else f"{100 * v:.1f}" for v in row) + " |")
+        values = list(row)
+        old = paper.loc[method] if method in paper.index else None
+        best = max(values + ([old.val_acc] if old is not None else []))
+        cells = [f"**{100 * v:.1f}**" if v == best else f"{100 * v:.1f}" for v in values]
+        if old is None:
+            cells.append("—")
+        else:
+            value = f"{100 * old.val_acc:.1f}"
+            cells.append(f"{f'**{value}**' if old.val_acc == best else value} "
+                         f"({old.meta_lr:g})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     path_md.write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
-    parser.add_argument("--tune", action="store_true",
-                        help="the meta-lr grid on validation episodes (one seed)")
+    parser.add_argument("--tune", nargs="?", const="both", default=None,
+                        choices=("both", "defaults", "paper"),
+                        help="tune on validation episodes (one seed): the meta-lr grid under "
+                             "the defaults, the paper's protocol at the old tuned meta-lr, or "
+                             "both; a part replaces its rows in an existing tuning table")
     parser.add_argument("--steps", type=int, default=None, help="meta-steps per method")
     parser.add_argument("--seeds", type=int, nargs="*", default=None,
                         help="training seeds (default 0 1 2; --quick: 0)")
@@ -507,8 +539,8 @@ def main(argv=None):
     n_meta_steps = args.steps or (60 if args.quick else 1000)
     seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
     n_train, n_test = (500, 100) if args.quick else (8000, 600)
-    flags = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])
-                    if a != "--tune")
+    given = list(argv if argv is not None else sys.argv[1:])
+    flags = "".join(f" {a}" for a in given if a not in ("--tune", "both", "defaults", "paper"))
     settings = dict(quick=args.quick, n_meta_steps=n_meta_steps, n_train=n_train,
                     n_test=n_test, seeds=seeds, cores=os.cpu_count(), flags=flags,
                     commit=library_version(), n_invariance=min(200, n_test), n_val=500,
@@ -517,11 +549,19 @@ def main(argv=None):
     RESULTS.mkdir(exist_ok=True)
     start = time.perf_counter()
     if args.tune:
+        protocols = ("defaults", "paper") if args.tune == "both" else (args.tune,)
         table = tune(n_meta_steps, n_train, 100 if args.quick else 500, args.methods,
-                     n_jobs=args.jobs)
+                     n_jobs=args.jobs, protocols=protocols)
+        path_csv = RESULTS / f"aug_digits_tuning{suffix}.csv"
+        settings["command"] = f"`python benchmarks/aug_digits.py {' '.join(given)}`"
+        if args.tune != "both" and path_csv.exists():  # keep the other part's rows
+            old = pd.read_csv(path_csv)
+            old = old.assign(protocol=old.get("protocol", "defaults")).fillna(
+                {"protocol": "defaults"})
+            table = pd.concat([old[~old.protocol.isin(protocols)], table], ignore_index=True)
+            settings["command"] += " (added to the rows of an earlier run in the .csv)"
         settings["n_val"] = 100 if args.quick else 500
-        _write_tuning(table, settings, RESULTS / f"aug_digits_tuning{suffix}.md",
-                      RESULTS / f"aug_digits_tuning{suffix}.csv")
+        _write_tuning(table, settings, RESULTS / f"aug_digits_tuning{suffix}.md", path_csv)
         print(f"tuning {time.perf_counter() - start:.0f} s")
         return
     results = run(n_meta_steps, n_train, n_test, args.methods, seeds=seeds,
