@@ -188,12 +188,17 @@ def lifting_error(network, group="c4", random_state=0):
     6×6 output) is then measured on random images and random filters in the span of
     ``U``. When the assignments do not split the channels into such fields (no
     relabelling exists) the layer's own order is used. NaN when the layer does not read
-    one image channel or its channels are not a multiple of ``m``.
+    one image channel, its channels are not a multiple of ``m``, or it is a plain
+    convolution too large to measure (``U`` the identity on more than 4096 weights: its
+    span holds every filter, so the value would be that of unrelated filters, and the
+    assignment would need the whole identity in memory).
     """
     conv = next(m for m in network.layers if isinstance(m, SharedConv2d))
     c_out, c_in, kh, kw = conv.sharing.weight_shape
     elements = grid_transforms(group)
-    if c_in != 1 or c_out % len(elements):
+    n_weights = c_out * c_in * kh * kw
+    if (c_in != 1 or c_out % len(elements)
+            or (conv.sharing.n_filters == n_weights and n_weights > 4096)):
         return float("nan")
     with torch.no_grad():
         u = conv.sharing.matrix().double()  # (c_out * kh * kw, k)

@@ -220,7 +220,7 @@ def main(argv=None):
     defaults = MetaSymmetryLearner().get_params()
     shown = ("inner_lr", "inner_steps", "residual_lr", "residual_pull", "meta_lr",
              "meta_lr_schedule", "meta_batch_size", "symmetry_gradient", "meta_optimizer",
-             "first_order", "learn_inner_lr", "bias")
+             "sharing_sparsity", "first_order", "learn_inner_lr", "bias")
     table, verdicts = main_table(df)
     command = "python benchmarks/soft_symmetry.py " + " ".join(argv or sys.argv[1:])
     lines = [

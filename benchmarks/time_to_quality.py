@@ -27,10 +27,9 @@ tasks: the floor that seed's tasks allow.
 
 Each (rank, n_meta_steps, seed) is its own subprocess (``--worker``), timed from outside
 with ``time.perf_counter()`` around ``subprocess.run``: interpreter start-up, imports,
-data generation, fitting, scoring and exit. Inside, the worker times its phases; the
-lazy ``import torch._dynamo`` that torch's first ``torch.optim`` optimizer triggers is
-done explicitly, right after the imports, so that it shows as a phase of its own (the process
-does the same work either way). Workers run one at a time, single-threaded
+data generation, fitting, scoring and exit. Inside, the worker times its phases (the
+learner's meta-optimizer is its own, so no process imports ``torch._dynamo``, which
+torch's first ``torch.optim`` optimizer would). Workers run one at a time, single-threaded
 (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=MKL_NUM_THREADS=1``, as the official
 runs).
 
@@ -91,7 +90,6 @@ def worker(rank, n_meta_steps, seed, t_launch, layer="msr"):
     from msr_sklearn.datasets import make_translation_tasks
     t1 = time.perf_counter()
     torch.set_num_threads(1)
-    import torch._dynamo  # noqa: F401  what the first torch.optim optimizer imports
     t2 = time.perf_counter()
     X, y = make_translation_tasks(N_TASKS, rank=rank, random_state=seed)
     train, test = (X[:N_TRAIN], y[:N_TRAIN]), (X[N_TRAIN:], y[N_TRAIN:])
@@ -109,7 +107,7 @@ def worker(rank, n_meta_steps, seed, t_launch, layer="msr"):
                 mse=float(summary.loc["mse", "mean"]), mse_ci95=float(summary.loc["mse", "ci95"]),
                 n_test_tasks=int(summary.loc["mse", "n_tasks"]),
                 mse_300=float(mse[official_style].mean()),
-                startup_s=t_enter - t_launch, imports_s=t1 - t0, dynamo_s=t2 - t1,
+                startup_s=t_enter - t_launch, imports_s=t1 - t0,
                 data_s=t3 - t2, fit_s=t4 - t3, score_s=t5 - t4, inside_s=t5 - t0,
                 fit_cpu_s=c4 - c3)
 
@@ -315,10 +313,7 @@ def report(df, chosen, smallest, cfg, argv, wall, loads, fingerprints, ranks):
         "and the seconds).",
         "- **Our seconds**: each run is its own process, timed from outside around "
         "`subprocess.run` (interpreter start-up, imports, data generation, fit, scoring, "
-        "exit): mean ± 95% CI over seeds. **Fit-only**: `learner.fit` alone, without the "
-        "one-time `import torch._dynamo` that torch's first `torch.optim` optimizer does "
-        "(timed as its own phase, inside the whole-process time; the official code does it "
-        "at start-up too, outside its loop).",
+        "exit): mean ± 95% CI over seeds. **Fit-only**: `learner.fit` alone.",
         "- **Official seconds**: derived from its logged 5000-step curves (below); it has "
         "n = 1 run per rank, so its side has no CI, and the ratios' CIs come from ours only.",
         "",
@@ -378,16 +373,16 @@ def report(df, chosen, smallest, cfg, argv, wall, loads, fingerprints, ranks):
         "",
         "### Where our seconds go (chosen n_meta_steps, mean over seeds, wall s)",
         "",
-        "| rank | start-up | imports (torch, sklearn, msr_sklearn) | `import torch._dynamo` | "
+        "| rank | start-up | imports (torch, sklearn, msr_sklearn) | "
         "data | fit | score (2000 tasks) | exit | whole process | cpu s | all but fit | "
         "best possible whole-process ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         m = s["at"].mean(numeric_only=True)
         fixed = m["wall_s"] - m["fit_s"]
         lines.append(
-            f"| {s['rank']} | {m['startup_s']:.2f} | {m['imports_s']:.2f} | {m['dynamo_s']:.2f} "
+            f"| {s['rank']} | {m['startup_s']:.2f} | {m['imports_s']:.2f} "
             f"| {m['data_s']:.2f} | {m['fit_s']:.2f} | {m['score_s']:.2f} | {m['other_s']:.2f} "
             f"| {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {fixed:.2f} | "
             f"{s['off']['whole_s'] / fixed:.1f}× |")
@@ -495,7 +490,7 @@ def goal_lines(summary):
             f"fit-only **{fit:.1f}×** (load-adjusted {cpu_fit:.1f}×): the goal is "
             f"**{verdict(whole, cpu_whole)}** whole-process and **{verdict(fit, cpu_fit)}** "
             f"fit-only. Outside `fit` a process spends {fixed:.1f} s (imports "
-            f"{m['imports_s']:.1f} s, `torch._dynamo` {m['dynamo_s']:.1f} s, data "
+            f"{m['imports_s']:.1f} s, data "
             f"{m['data_s']:.1f} s, scoring {m['score_s']:.1f} s, start-up and exit "
             f"{m['startup_s'] + m['other_s']:.1f} s), which caps the whole-process ratio at "
             f"{off['whole_s'] / fixed:.1f}× even with an instant fit; 30× would need the whole "
@@ -579,8 +574,8 @@ def main(argv=None):
         print(f"[{time.perf_counter() - start:5.0f} s] rank {row['rank']} {row['layer']} steps "
               f"{row['n_meta_steps']:>4} seed {row['seed']}: mse {row['mse']:.4f} "
               f"({'meets' if row['meets'] else 'above'} {row['target']}) whole "
-              f"{row['wall_s']:.2f} s (fit {row['fit_s']:.2f}, imports {row['imports_s']:.2f}, "
-              f"dynamo {row['dynamo_s']:.2f}), cpu {row['cpu_s']:.2f}, load "
+              f"{row['wall_s']:.2f} s (fit {row['fit_s']:.2f}, imports {row['imports_s']:.2f}), "
+              f"cpu {row['cpu_s']:.2f}, load "
               f"{row['load_1min']:.1f}", flush=True)
 
     rows, chosen, smallest = [], {}, {}
