@@ -76,3 +76,23 @@ def test_sharing_sparsity_acts_on_dense_sharings_only():
     assert all(g["row_sparsity"] == 0 for g in opt.param_groups)
     with pytest.raises(ValueError, match="sharing_sparsity must be >= 0"):
         make_meta_optimizer(model, sharing_sparsity=-0.1)
+
+
+def test_element_mode_is_torch_adam_step_for_step():
+    """``second_moment="element"`` is Adam: the same iterates as ``torch.optim.Adam``
+    (and its state loads into torch's), so ``meta_optimizer="adam"`` is the paper's."""
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=gen), torch.randn(4, generator=gen)]
+    ours = [torch.nn.Parameter(t.clone()) for t in start]
+    theirs = [torch.nn.Parameter(t.clone()) for t in start]
+    opt_ours = MetaAdam(ours, lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    opt_theirs = torch.optim.Adam(theirs, lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    for _ in range(20):
+        grads = [torch.randn(t.shape, generator=gen) for t in start]
+        for params, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    opt_theirs.load_state_dict(opt_ours.state_dict())
