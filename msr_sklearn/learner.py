@@ -113,12 +113,14 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         ``n_copies`` channels shared by its copies, which a group convolution between
         regular fields needs to stay equivariant (with ``pooling="mean_fields"`` the
         network can then be exactly invariant).
-    conv_init : {"identity", "random"}, default="identity"
-        How the MSR-Conv front-end's sharings start: every copy of a field equal (as the
-        paper's code does for its square factors), or random orthonormal factors, whose
-        copies start different. With ``pooling="mean_fields"`` identity factors never
-        tell the copies apart (their meta-gradients are equal), so use ``"random"``.
-        Only the initialization: not part of the learned symmetry's architecture.
+    conv_init : {"random", "identity"}, default="random"
+        How the MSR-Conv front-end's sharings start: random orthonormal factors, whose
+        copies of a field start different, or every copy equal (``"identity"``, as the
+        paper's code does for its square factors). With identical copies a deep MSR-Conv
+        net can stay on the loss plateau of a constant prediction (Aug-Digits: one seed
+        in three at the default meta-lr, none with ``"random"``; ``docs/aug_digits.md``),
+        and with ``pooling="mean_fields"`` they never come apart (their meta-gradients are
+        equal). Only the initialization: not part of the learned symmetry's architecture.
     residual_lr : float >= 0 or None, default=None
         Initial inner learning rate of every residual ``R`` (meta-learned like the
         others): 0 starts at the strict symmetry, a large rate at MAML. ``None``:
@@ -330,7 +332,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
     def __init__(self, hidden_layer_sizes=(), activation="relu", layer="msr", n_filters=8,
                  bias=True, kernel_size=3, input_shape=None, n_copies=1, conv_channels=(),
                  conv_layer="msr_conv2d", pooling="none", couple_copies=False,
-                 conv_bias="channels", conv_init="identity", residual_lr=None,
+                 conv_bias="channels", conv_init="random", residual_lr=None,
                  residual_pull=False, objective="auto",
                  n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
                  learn_inner_lr=True, learn_symmetry=True, initial_symmetry=None,
