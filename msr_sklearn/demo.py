@@ -68,8 +68,10 @@ def main(argv=None):
     print("Which weights W[out, in] the learned U ties (top-left corner; a convolution is a "
           "band of width 3):")
     print(sharing_picture(u, 68, 70))
-    print("Inner learning rate learned by MSR:",
-          ", ".join(f"{k}={v:.3f}" for k, v in msr.symmetry_.inner_lrs.items()))
+    # the keys are "<layer>.<tensor>", e.g. "0.filters": said in words
+    print("Inner learning rates learned by MSR:", ", ".join(
+        f"layer {key.partition('.')[0]} {key.partition('.')[2]} {rate:.3f}"
+        for key, rate in msr.symmetry_.inner_lrs.items()))
 
 
 if __name__ == "__main__":
