@@ -245,6 +245,22 @@ def ratio_cell(official, mean, ci):
     return f"**{official / mean:.1f}×** ({lo:.1f}–{hi:.1f})"
 
 
+def load_line(loads):
+    """What the 1-minute load averages at the runs' starts say about the timings."""
+    median = loads[len(loads) // 2]
+    span = (f"1-minute load average {loads[0]:.1f}–{loads[-1]:.1f} (median {median:.1f}) at "
+            "the starts of the runs")
+    cores = os.cpu_count() or 1
+    if median < cores:  # the worker itself adds about 1
+        return (f"Load: {span}, below the {cores} cores, so no other job was competing for "
+                "them and the wall seconds are those of a quiet machine; the CPU seconds "
+                "(user + system) of the same runs are given beside them.")
+    return (f"Load: **other jobs were running on this {cores}-core machine**: {span}. Wall "
+            "seconds therefore include waiting for a core (the official runs were timed one "
+            "at a time); the CPU seconds (user + system) of the same runs are given beside "
+            "them as the load-robust figure.")
+
+
 def machine_lines(argv, wall, n_runs, loads, fingerprints):
     import torch
 
@@ -259,11 +275,7 @@ def machine_lines(argv, wall, n_runs, loads, fingerprints):
         f"{platform.python_version()}, torch {torch.__version__} (CPU). **1 thread** per "
         "worker (`torch.set_num_threads(1)`, `OMP_NUM_THREADS=MKL_NUM_THREADS=1`), one worker "
         "at a time.",
-        "Load: **other jobs were running on this 2-core machine** throughout: 1-minute load "
-        f"average {loads[0]:.1f}–{loads[-1]:.1f} (median {loads[len(loads) // 2]:.1f}) at the "
-        "starts of the runs. Wall seconds therefore include waiting for a core (the official "
-        "runs were timed one at a time); the CPU seconds (user + system) of the same runs "
-        "are given beside them as the load-robust figure.",
+        load_line(loads),
         f"Library: commit {library_version()}; its sources (sha256 {fingerprints[0]}) "
         + ("did not change during the run." if len(set(fingerprints)) == 1 else
            f"**changed during the run** (now {fingerprints[-1]}): the runs mix versions.")
