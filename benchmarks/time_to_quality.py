@@ -33,7 +33,7 @@ torch's first ``torch.optim`` optimizer would). Workers run one at a time, singl
 (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=MKL_NUM_THREADS=1``, as the official
 runs).
 
-Run ``python benchmarks/time_to_quality.py`` (full: 5 seeds, about 12 min on a busy
+Run ``python benchmarks/time_to_quality.py`` (full: 5 seeds, about 5 min on a quiet
 2-core machine) or ``--quick`` (one seed, grid 150 / 600, about a minute, prints only).
 The full run writes ``benchmarks/results/time_to_quality.md`` and ``.csv``.
 """
