@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from numbers import Integral, Real
 from types import SimpleNamespace
@@ -42,15 +41,6 @@ AUTO_SHARING_SPARSITY = 0.15
 #: parameters that do not change what a fit computes: a resume may change them
 _NOT_SETTINGS = ("callbacks", "checkpoint_interval", "checkpoint_path", "device", "resume",
                  "verbose", "warm_start")
-
-
-def _symmetry_fingerprint(symmetry):
-    """SHA-256 of a LearnedSymmetry's file contents: equal symmetries, equal strings."""
-    digest = hashlib.sha256()
-    for name, data in sorted(symmetry._members().items()):
-        digest.update(name.encode())
-        digest.update(data)
-    return "LearnedSymmetry sha256:" + digest.hexdigest()
 
 
 class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
@@ -566,7 +556,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         if not isinstance(params["random_state"], Integral):
             params["random_state"] = None  # a resumed fit takes the checkpoint's seed
         if params["initial_symmetry"] is not None:  # JSON: the file's hash stands for it
-            params["initial_symmetry"] = _symmetry_fingerprint(params["initial_symmetry"])
+            params["initial_symmetry"] = params["initial_symmetry"].fingerprint()
         return {k: _plain(v) for k, v in params.items() if k not in _NOT_SETTINGS}
 
     def _build_or_resume(self, run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -188,6 +189,28 @@ class LearnedSymmetry:
         was.
         """
         _write_archive(path, self._members())
+
+    def fingerprint(self):
+        """A hash of the file this symmetry saves as: equal symmetries, equal strings.
+
+        SHA-256 over the names and bytes of the file's members (what :meth:`save`
+        writes), e.g. to record which ``initial_symmetry`` a training run started from.
+
+        Examples
+        --------
+        >>> from msr_sklearn import LearnedSymmetry
+        >>> symmetry = LearnedSymmetry.initial(n_features=5, n_outputs=3, random_state=0)
+        >>> symmetry.fingerprint() == LearnedSymmetry.initial(
+        ...     n_features=5, n_outputs=3, random_state=0).fingerprint()
+        True
+        >>> symmetry.fingerprint()[:23]
+        'LearnedSymmetry sha256:'
+        """
+        digest = hashlib.sha256()
+        for name, data in sorted(self._members().items()):
+            digest.update(name.encode())
+            digest.update(data)
+        return "LearnedSymmetry sha256:" + digest.hexdigest()
 
     def _members(self):
         """The file's members, name -> bytes."""
