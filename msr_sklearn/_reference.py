@@ -36,21 +36,17 @@ def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inn
             with _given_weights(model.network, weights):
                 support_loss = loss_fn(model(batch.x_support[t], inner), batch.y_support[t])
             support_loss = support_loss + _pull(model, inner)
-            wrt = [weights[int(name.split(".")[0])] if name in _filter_names(weights) else p
-                   for name, p in inner.items()]
+            # the gradient of a held layer's filters is taken at its weight, then read
+            held = {f"{i}.filters": i for i in weights}
+            wrt = [weights[held[name]] if name in held else p for name, p in inner.items()]
             grads = torch.autograd.grad(support_loss, wrt, create_graph=not first_order)
-            grads = [_read(model.network.layers[int(name.split(".")[0])], g, p)
-                     if name in _filter_names(weights) else g
+            grads = [_read(model.network.layers[held[name]], g, p) if name in held else g
                      for (name, p), g in zip(inner.items(), grads)]
             inner = {name: p - model.inner_lrs[j] * g
                      for j, ((name, p), g) in enumerate(zip(inner.items(), grads))}
         mask = None if batch.query_mask is None else batch.query_mask[t]
         losses.append(loss_fn(model(batch.x_query[t], inner), batch.y_query[t], mask))
     return torch.stack(losses)
-
-
-def _filter_names(weights):
-    return {f"{i}.filters" for i in weights}
 
 
 def _read(layer, grad_weight, filters):
