@@ -157,22 +157,24 @@ def filter_equivariance(network, group, filters="random", random_state=0, image_
                     else:
                         moved = w if perm is None else w[:, torch.argsort(perm)]
                         moved = _grid_transform(moved, g, inverse=True)
-                        cost = torch.cdist(moved.flatten(1), w.flatten(1)) ** 2
-                        rows, cols = linear_sum_assignment(cost.numpy())
-                        sigma = torch.as_tensor(cols[np.argsort(rows)])
+                        sigma = torch.as_tensor(_best_relabelling(moved, w))
                         err = (moved - w[sigma]).norm() / w.norm()
                         perm = sigma
                     worst[name] = max(worst.get(name, 0.0), float(err))
     return worst
 
 
+def _best_relabelling(moved, target):
+    """``σ`` minimizing ``sum_d ||moved[d] - target[σ[d]]||^2`` (Hungarian assignment)."""
+    cost = torch.cdist(moved.flatten(1), target.flatten(1)) ** 2
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return cols[np.argsort(rows)]
+
+
 def _transform_assignment(per_channel, element):
     """``t[d]``: the channel whose filters best match channel ``d``'s moved by
     ``element`` (Hungarian assignment over the whole span of ``U``)."""
-    moved = _grid_transform(per_channel, element)
-    cost = torch.cdist(moved.flatten(1), per_channel.flatten(1)) ** 2
-    rows, cols = linear_sum_assignment(cost.numpy())
-    return cols[np.argsort(rows)]
+    return _best_relabelling(_grid_transform(per_channel, element), per_channel)
 
 
 def lifting_error(network, group="c4", random_state=0):

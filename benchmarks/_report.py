@@ -37,3 +37,21 @@ def cpu_name():
             return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def map_single_threaded(function, jobs, n_jobs):
+    """``function(job)`` for each job, yielded in the jobs' order.
+
+    With ``n_jobs > 1`` the jobs run in that many worker processes, each limited to
+    one torch thread; otherwise here, also single-threaded.
+    """
+    import torch
+
+    if n_jobs <= 1:
+        torch.set_num_threads(1)
+        yield from map(function, jobs)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n_jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        yield from pool.map(function, jobs)

@@ -76,7 +76,7 @@ from _aug_digits_measures import (  # noqa: E402,F401  (re-exported for the test
     C4, D4, episode_accuracy, estimator_check, exact_d4_symmetry, filter_equivariance,
     lifting_error, n_orbit_filters, nearest_neighbour_accuracy, output_invariance_error,
     report_verdicts)
-from _report import library_version  # noqa: E402
+from _report import library_version, map_single_threaded  # noqa: E402
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner  # noqa: E402
 from msr_sklearn._digits import load_aug_digits_tasks  # noqa: E402
@@ -248,16 +248,6 @@ def _episodes(n_train, n_test, split_by="images"):
     return _EPISODES[key]
 
 
-def _map(function, jobs, n_jobs):
-    """``[function(job) for job in jobs]``, in ``n_jobs`` single-threaded processes."""
-    if n_jobs <= 1:
-        return [function(job) for job in jobs]
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(n_jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        return list(pool.map(function, jobs))
-
-
 def run_one(job):
     """One row of :func:`run`: meta-train ``name`` with ``seed`` and measure it."""
     name, seed, n_meta_steps, n_train, n_test, split_by, n_invariance = job
@@ -279,7 +269,7 @@ def run(n_meta_steps, n_train, n_test, methods=None, seeds=(0, 1, 2), split_by="
     """Long-format results: one row per (method, seed), per-episode values kept."""
     jobs = [(name, seed, n_meta_steps, n_train, n_test, split_by, n_invariance)
             for name in methods or METHODS for seed in seeds]
-    rows = _map(run_one, jobs, n_jobs)
+    rows = list(map_single_threaded(run_one, jobs, n_jobs))
     episodes = _episodes(n_train, n_test, split_by)
     for name, group in (("1-NN (pixels)", None), ("1-NN, D4-invariant distance", D4)):
         row = {"method": name, "seed": -1, "train_s": 0.0}
@@ -317,7 +307,7 @@ def tune(n_meta_steps, n_train, n_val, methods=None, grid=META_LR_GRID, seed=0, 
             for name in names for lr in grid if "defaults" in protocols]
     jobs += [(name, OLD_TUNED_META_LR[name], "paper", n_meta_steps, n_train, n_val, seed)
              for name in names if name in OLD_TUNED_META_LR and "paper" in protocols]
-    return pd.DataFrame(_map(tune_one, jobs, n_jobs))
+    return pd.DataFrame(list(map_single_threaded(tune_one, jobs, n_jobs)))
 
 
 def _seed_average(results, method, key):

@@ -38,7 +38,6 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,7 @@ import torch
 from scipy.linalg import subspace_angles
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import library_version, write_results  # noqa: E402
+from _report import library_version, map_single_threaded, write_results  # noqa: E402
 from synthetic import conv_weight_subspace  # noqa: E402
 
 from msr_sklearn import MetaSymmetryLearner  # noqa: E402
@@ -128,7 +127,6 @@ class StiefelRetraction(Callback):
 
 def run_one(job):
     """One (family, condition, seed, steps): the angle, the query MSE and the fit time."""
-    torch.set_num_threads(1)
     family, condition, seed, steps, n_tasks = job
     k, n_support, _ = FAMILIES[family]
     X, y, subspace = family_data(family, seed, n_tasks)
@@ -224,12 +222,11 @@ def main(argv=None):
                n_tasks=1200 if args.quick else 6000, families=args.families)
     start = time.perf_counter()
     rows = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for row in pool.map(run_one, list(jobs(cfg))):
-            rows.append(row)
-            print(f"[{time.perf_counter() - start:5.0f} s] {row['family']:>20} "
-                  f"{row['condition']:<32} seed {row['seed']}: angle {row['angle_deg']:6.2f}° "
-                  f"mse {row['mse']:.3f} ({row['fit_s']:.1f} s)", flush=True)
+    for row in map_single_threaded(run_one, list(jobs(cfg)), args.jobs):
+        rows.append(row)
+        print(f"[{time.perf_counter() - start:5.0f} s] {row['family']:>20} "
+              f"{row['condition']:<32} seed {row['seed']}: angle {row['angle_deg']:6.2f}° "
+              f"mse {row['mse']:.3f} ({row['fit_s']:.1f} s)", flush=True)
     wall = time.perf_counter() - start
     df = pd.DataFrame(rows)
     main_families = [f for f, (_, _, m) in FAMILIES.items() if m and f in set(df.family)]
