@@ -2,7 +2,7 @@
 
 Used by ``benchmarks/aug_digits.py`` (which re-exports these names) and its tests. Every
 function takes a fitted learner, its meta-model or its network, and episodes of
-:func:`msr_sklearn._digits.load_aug_digits_tasks` (8×8 images, support rows first).
+:func:`msr_sklearn.datasets.load_aug_digits_tasks` (8×8 images, support rows first).
 Also builds the oracle's initial symmetry, the exact D4 group-convolution network
 (:func:`exact_d4_symmetry`).
 """
@@ -14,12 +14,17 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from msr_sklearn import LearnedSymmetry
-from msr_sklearn.groups import (equivariance_error, exact_group_conv_sharing,
-                                exact_lifting_sharing, grid_group, grid_transforms,
-                                symmetry_report, transform_grid)
-from msr_sklearn.meta import adapt, adapted_outputs
+from msr_sklearn.groups import (
+    exact_group_conv_sharing,
+    exact_lifting_sharing,
+    grid_group,
+    grid_transforms,
+    transform_grid,
+)
+from msr_sklearn.inspection import equivariance_error, symmetry_report
+from msr_sklearn.engine import adapt, adapted_outputs
 from msr_sklearn.nn import FixedSharing, SharedConv2d, SharedLinear
-from msr_sklearn.tasks import check_tasks
+from msr_sklearn.data.tasks import check_tasks
 
 #: D4 on a square grid as (quarter turns, flip): flip left-right, then rotate
 C4 = grid_transforms("c4")

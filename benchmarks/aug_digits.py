@@ -1,7 +1,7 @@
 """Aug-Digits: few-shot digit classification with clean support and D4-augmented queries.
 
 The paper's Aug-Omniglot protocol (reference notes §3.2) on scikit-learn's 8×8 digits
-(:func:`msr_sklearn._digits.load_aug_digits_tasks`): 5-way 1-shot episodes whose
+(:func:`msr_sklearn.datasets.load_aug_digits_tasks`): 5-way 1-shot episodes whose
 support images are clean and whose query images are transformed by a random element
 of D4 (90° rotations and flips, exact on the pixel grid). Meta-train and meta-test
 episodes come from disjoint images (a fixed, class-stratified half of each digit).
@@ -47,8 +47,8 @@ Reported per method: meta-test accuracy on 1-shot episodes with augmented querie
 of query images whose predicted label is the same under all 8 D4 transforms, measured
 on per-task ``learner.make_estimator().fit(support)`` estimators), the equivariance
 error of every meta-learned conv layer to C4 and D4 (up to a relabelling of channels,
-:func:`filter_equivariance`; the project's ``groups.equivariance_error`` on the first
-layer, :func:`lifting_error`), what ``groups.symmetry_report`` names for each conv
+:func:`filter_equivariance`; the project's ``inspection.equivariance_error`` on the first
+layer, :func:`lifting_error`), what ``inspection.symmetry_report`` names for each conv
 layer, and the wall time of meta-training.
 
 Run: ``python benchmarks/aug_digits.py [--quick]``; writes
@@ -79,10 +79,10 @@ from _aug_digits_measures import (  # noqa: E402,F401  (re-exported for the test
 from _report import library_version, map_single_threaded  # noqa: E402
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner  # noqa: E402
-from msr_sklearn._digits import load_aug_digits_tasks  # noqa: E402
+from msr_sklearn.datasets.digits import load_aug_digits_tasks  # noqa: E402
 from msr_sklearn.nn import SharedConv2d  # noqa: E402
 from msr_sklearn.symmetry import ARCHITECTURE_KEYS  # noqa: E402
-from msr_sklearn.tasks import mean_confidence_interval  # noqa: E402
+from msr_sklearn.data.tasks import mean_confidence_interval  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -467,10 +467,10 @@ def _equivariance_section(summary):
              "filters give about 1.4. *span*: random `W = U v`, the worst of 4 draws (what "
              "the inner loop can reach); *v0*: the meta-learned initial network. Mean over "
              "seeds (`filter_equivariance`). *groups*: the first layer's lifting error by "
-             "the project's `msr_sklearn.groups.equivariance_error` (random images, random "
+             "the project's `msr_sklearn.inspection.equivariance_error` (random images, random "
              "`v`), after putting its channels in the canonical regular order read off `U` "
              "(`lifting_error`; D4 needs fields of 8 copies). *report*: the group that "
-             "`groups.symmetry_report(learner.symmetry_, layer=i)` names with its default "
+             "`inspection.symmetry_report(learner.symmetry_, layer=i)` names with its default "
              "candidates (tol 0.3; the seeds' names joined when they differ) and its "
              "rot90 / flip scores (mean over seeds; 0 = exact, about 1.4 for no symmetry).",
              "",

@@ -56,7 +56,7 @@ from msr_sklearn.datasets import (  # noqa: E402
     make_translation_tasks,
     translation_sharing,
 )
-from msr_sklearn.tasks import mean_confidence_interval  # noqa: E402
+from msr_sklearn.data.tasks import mean_confidence_interval  # noqa: E402
 from msr_sklearn.training import Callback  # noqa: E402
 
 #: the paper's outer loop (the official code's defaults)

@@ -19,9 +19,9 @@ import torch
 from _report import write_results
 
 from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.meta import MetaModel, TaskBatch, make_meta_optimizer, meta_step
+from msr_sklearn.engine import MetaModel, TaskBatch, make_meta_optimizer, meta_step
 from msr_sklearn.nn import build_network
-from msr_sklearn.tasks import mean_confidence_interval
+from msr_sklearn.data.tasks import mean_confidence_interval
 
 
 

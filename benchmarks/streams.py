@@ -27,7 +27,7 @@ def run_one(mode, n_tasks):
 
     from msr_sklearn import MetaSymmetryLearner
     from msr_sklearn.datasets import make_translation_tasks
-    from msr_sklearn.streams import TaskStream
+    from msr_sklearn.data.streams import TaskStream
 
     torch.set_num_threads(1)
     steps = max(1, n_tasks // BATCH)
@@ -58,7 +58,7 @@ def main(argv=None):
                                      check=True, capture_output=True, text=True).stdout
                 rows.append(json.loads(out.strip().splitlines()[-1]))
     df = pd.DataFrame(rows)
-    from msr_sklearn.tasks import mean_confidence_interval
+    from msr_sklearn.data.tasks import mean_confidence_interval
 
     lines = ["# Peak memory: task stream vs materialized tasks", "",
              "Rank-1 translation tasks, MSR-FC k=3, meta-batch 32, 1 thread, one subprocess "

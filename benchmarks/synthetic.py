@@ -53,10 +53,10 @@ import torch
 from scipy.linalg import subspace_angles
 
 import msr_sklearn.learner as learner_module
-import msr_sklearn.meta as meta_module
+import msr_sklearn.engine.meta as meta_module
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_rotation_tasks, make_translation_tasks, translation_sharing
-from msr_sklearn.tasks import mean_confidence_interval
+from msr_sklearn.data.tasks import mean_confidence_interval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 from _report import cpu_name, library_version  # noqa: E402
@@ -521,7 +521,7 @@ def curve_lines(curves, every):
 
 def save_figure(U, path, note=""):
     """The learned rank-1 U beside the true band, zoomed on the top-left corner."""
-    from msr_sklearn.plotting import plot_symmetry_matrix
+    from msr_sklearn.inspection.plotting import plot_symmetry_matrix
 
     band = translation_sharing(70, 3)
     fig = plot_symmetry_matrix(U, (68, 70), reference=band, align=False, max_columns=3)

@@ -284,7 +284,7 @@ def machine_lines(argv, wall, n_runs, loads, fingerprints):
 
 
 def report(df, chosen, smallest, cfg, argv, wall, loads, fingerprints, ranks):
-    from msr_sklearn.tasks import mean_confidence_interval
+    from msr_sklearn.data.tasks import mean_confidence_interval
 
     def mci(values):
         return mean_confidence_interval(list(values))

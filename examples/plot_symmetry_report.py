@@ -5,7 +5,7 @@ Which symmetry was learned? Report, harden and export it
 
 MSR meta-learns a sharing pattern ``U`` from tasks, never being told which symmetry the
 tasks have. :mod:`msr_sklearn.groups` turns a learned ``U`` into an answer:
-:func:`~msr_sklearn.groups.symmetry_report` tests candidate symmetries one generator at
+:func:`~msr_sklearn.inspection.symmetry_report` tests candidate symmetries one generator at
 a time, names the group the passing ones generate and measures the angle between
 ``U`` and that group's exact sharing ``U^G``. The learned sharing is then *hardened*
 onto ``U^G`` and exported as a small frozen layer that is exactly equivariant.
@@ -28,16 +28,14 @@ import torch
 
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_permutation_tasks, make_rotation_tasks
-from msr_sklearn.groups import (
-    compare_subspaces,
+from msr_sklearn.groups import compare_subspaces, grid_group, symmetric_group
+from msr_sklearn.inspection import (
     equivariance_error,
     export_layer,
-    grid_group,
     harden_to_group,
-    symmetric_group,
     symmetry_report,
 )
-from msr_sklearn.plotting import plot_symmetry_matrix
+from msr_sklearn.inspection.plotting import plot_symmetry_matrix
 
 torch.set_num_threads(1)  # small ops: one thread is fastest on a CPU
 

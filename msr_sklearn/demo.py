@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from scipy.linalg import subspace_angles
 
-from msr_sklearn import MetaSymmetryLearner
-from msr_sklearn.datasets import make_translation_tasks, translation_sharing
+from . import MetaSymmetryLearner
+from .datasets.synthetic import make_translation_tasks, translation_sharing
 
 
 def sharing_picture(u, n_out, n_in, rows=10, cols=16):

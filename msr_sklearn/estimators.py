@@ -6,7 +6,7 @@ network (``vec(W) = U v`` per layer), start the filter values ``v`` and the bias
 their meta-learned initial values and take ``inner_steps`` full-batch SGD steps on
 those inner parameters only, each tensor with its own meta-learned learning rate:
 exactly the inner loop the symmetry was meta-trained with
-(:func:`msr_sklearn.meta.adapt`), so ``fit`` then ``predict`` reproduces the
+(:func:`msr_sklearn.engine.adapt`), so ``fit`` then ``predict`` reproduces the
 engine's adapted outputs. A soft symmetry (a ``"_residual"`` layer kind) also adapts
 each layer's free residual ``R`` from its meta-learned ``R0``, at its own rate, and a
 residual pull adds the same penalty ``exp(log_pull) ||R - R0||^2`` to the loss. With
@@ -106,7 +106,7 @@ class _FirstLogitsCrossEntropy(nn.Module):
     A symmetry meta-learned for ``N``-way tasks has ``N`` outputs; a task with
     ``C <= N`` classes uses the first ``C`` (labels encoded ``0..C-1`` in sorted
     order, as the meta-learner encodes each task). With ``C == N`` this is
-    :func:`msr_sklearn.meta.cross_entropy_loss`.
+    :func:`msr_sklearn.engine.cross_entropy_loss`.
     """
 
     def __init__(self, n_classes):
@@ -361,7 +361,7 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
     all output elements) with respect to the inner parameters only (filters ``v``,
     starting at the symmetry's ``v0``, and biases), each tensor at its own learning
     rate: the inner loop of MSR, so a bound regressor's predictions equal
-    :func:`msr_sklearn.meta.adapted_outputs` for the same task.
+    :func:`msr_sklearn.engine.adapted_outputs` for the same task.
 
     Parameters
     ----------
@@ -391,7 +391,7 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
 
     >>> import numpy as np
     >>> from msr_sklearn import LearnedSymmetry
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> from msr_sklearn.estimators import EquivariantRegressor
     >>> X, y = make_translation_tasks(n_tasks=1, n_samples=25, random_state=0)
     >>> X, y = X[0], y[0]                       # one task: 70 features, 68 outputs

@@ -11,18 +11,18 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ._validation import Interval, StrOptions, check_device, fit_context
-from .meta import SYMMETRY_GRADIENTS, MetaModel, make_meta_optimizer
+from .engine.meta import SYMMETRY_GRADIENTS, MetaModel, make_meta_optimizer
 from .nn.sharing import DenseSharing
-from .optim import META_OPTIMIZERS
+from .engine.optim import META_OPTIMIZERS
 from .nn.network import (ACTIVATIONS, CONV_BIASES, CONV_INITS, CONV_LAYER_KINDS, LAYER_KINDS,
                          POOLINGS, build_network)
-from .streams import as_task_stream
-from ._soft_symmetry import set_residual_lr
-from ._task_scoring import TaskScoringMixin
+from .data.streams import as_task_stream
+from .inspection.soft_symmetry import set_residual_lr
+from .scoring.mixin import TaskScoringMixin
 from .symmetry import LearnedSymmetry, _plain
-from ._routing import check_score_request
-from .tasks import MetaBatches, check_tasks
-from .callbacks import (
+from .data.routing import check_score_request
+from .data.tasks import MetaBatches, check_tasks
+from .training.callbacks import (
     Checkpoint,
     DivergenceStop,
     EarlyStopping,
@@ -32,7 +32,7 @@ from .callbacks import (
     resume_mismatch,
     resume_state,
 )
-from .training import SCHEDULES, Callback, Trainer, _distributed_context, shared_seed
+from .training.loop import SCHEDULES, Callback, Trainer, _distributed_context, shared_seed
 
 _LOSS_OF = {"regression": "mse", "classification": "cross_entropy"}
 #: ``sharing_sparsity="auto"`` for one dense MSR layer (docs/convergence.md: rank-1
@@ -158,13 +158,13 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         with few support rows its optimum tilts ``U`` a few degrees off the symmetry,
         for a slightly lower one-step loss, and in deeper networks that read path is
         what adapts the head well. ``"auto"``: ``"first_order"`` for a network of one
-        layer, ``"second_order"`` otherwise (:func:`msr_sklearn.meta.adapt`,
+        layer, ``"second_order"`` otherwise (:func:`msr_sklearn.engine.adapt`,
         ``docs/convergence.md``).
     meta_optimizer : {"msr_adam", "adam"}, default="msr_adam"
         ``"msr_adam"``: Adam with one second moment per sharing tensor, so the entries
         of ``U`` that carry no signal move in proportion to their (noise) gradient;
         ``"adam"``: plain Adam on everything, as the paper's code
-        (:func:`msr_sklearn.optim.make_meta_optimizer`).
+        (:func:`msr_sklearn.engine.make_meta_optimizer`).
     sharing_sparsity : float >= 0 or "auto", default="auto"
         An Occam prior on the weights a learned dense ``U`` uses: after every
         meta-step the row of ``U`` of each weight of the layer is shrunk towards 0 by
@@ -261,7 +261,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=200, n_features=12, random_state=0)
     >>> learner = MetaSymmetryLearner(n_filters=3, bias=False, n_support=1,
     ...                               n_meta_steps=50, random_state=0)
@@ -442,7 +442,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         ----------
         X : list of (X_i, y_i), or array-like (n_tasks, n_samples, n_features), or
             array-like / DataFrame (n_rows, n_features) with ``groups``, or a task source
-            (a :class:`~msr_sklearn.streams.TaskStream`, a callable
+            (a :class:`~msr_sklearn.data.streams.TaskStream`, a callable
             ``(n_tasks, random_state) -> tasks`` or an iterator of ``(X_i, y_i)``) from
             which every meta-step draws ``meta_batch_size`` fresh tasks
         y : None, array-like (n_tasks, n_samples[, n_outputs]) or (n_rows[, n_outputs])

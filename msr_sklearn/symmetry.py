@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .meta import MetaModel
+from .engine.meta import MetaModel
 from .nn.network import SINGLE_LAYER_KINDS, build_network
 
 #: bumped when the file layout changes; ``load`` refuses versions it does not know.
@@ -115,7 +115,7 @@ class LearnedSymmetry:
         return network.to(device)
 
     def build_model(self, device="cpu", learn_inner_lr=True):
-        """A :class:`~msr_sklearn.meta.MetaModel` (network + learned lrs), e.g. to resume."""
+        """A :class:`~msr_sklearn.engine.MetaModel` (network + learned lrs), e.g. to resume."""
         model = MetaModel(self.build_network(), learn_inner_lr=learn_inner_lr)
         with torch.no_grad():
             model.inner_lrs.copy_(torch.tensor([self.inner_lrs[n] for n in model.inner_names]))

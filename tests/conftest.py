@@ -15,7 +15,7 @@ def _single_thread():
 def interrupt_at(monkeypatch):
     """``interrupt_at(n)``: the n-th meta-step of the training loop raises KeyboardInterrupt
     (as Ctrl-C would); ``interrupt_at(None)`` restores the real meta-step."""
-    import msr_sklearn.training as training_module
+    import msr_sklearn.training.loop as training_module
 
     real_step = training_module.meta_step
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from msr_sklearn._digits import aug_digits_split, load_aug_digits_tasks
+from msr_sklearn.datasets.digits import aug_digits_split, load_aug_digits_tasks
 
 IMAGES = load_digits().images / 16.0
 TARGET = load_digits().target
@@ -390,7 +390,7 @@ def test_the_oracle_keeps_its_u_and_every_adapted_estimator_is_invariant(bench, 
 
 
 def test_output_invariance_error_is_zero_for_an_invariant_network(bench):
-    from msr_sklearn.meta import MetaModel
+    from msr_sklearn.engine import MetaModel
     from msr_sklearn.nn import build_network
 
     # a mean-pooled network of one 1x1 convolution ignores where pixels are

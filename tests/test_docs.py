@@ -29,9 +29,9 @@ EXAMPLES = ROOT / "examples"
 
 #: the modules whose public names are checked (the user-facing API)
 CHECKED_MODULES = ("msr_sklearn", "msr_sklearn.nn", "msr_sklearn.datasets",
-                   "msr_sklearn.groups", "msr_sklearn.plotting", "msr_sklearn.streams",
-                   "msr_sklearn.meta", "msr_sklearn.tasks", "msr_sklearn.training",
-                   "msr_sklearn.callbacks")
+                   "msr_sklearn.groups", "msr_sklearn.inspection", "msr_sklearn.data.streams",
+                   "msr_sklearn.engine", "msr_sklearn.data.batch", "msr_sklearn.data.tasks",
+                   "msr_sklearn.training", "msr_sklearn.training.callbacks")
 
 #: modules documented through the top-level namespace (or not API at all)
 NOT_IN_API_REFERENCE = {"msr_sklearn.learner", "msr_sklearn.estimators",

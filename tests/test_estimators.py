@@ -19,7 +19,7 @@ from msr_sklearn import LearnedSymmetry
 from msr_sklearn._validation import InvalidParameterError
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.estimators import EquivariantClassifier, EquivariantRegressor
-from msr_sklearn.meta import TaskBatch, adapted_outputs
+from msr_sklearn.engine import TaskBatch, adapted_outputs
 from msr_sklearn.nn import MetaNetwork
 
 

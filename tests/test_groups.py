@@ -13,24 +13,26 @@ from msr_sklearn import LearnedSymmetry
 from msr_sklearn.datasets import translation_sharing
 from msr_sklearn.groups import (
     FiniteGroup,
-    candidate_generators,
     compare_subspaces,
     exact_group_conv_sharing,
     exact_lifting_sharing,
     cyclic_group,
     dihedral_group,
-    equivariance_error,
-    export_layer,
     grid_group,
     grid_transforms,
-    harden_to_group,
     partition_distance,
     partition_sharing,
     stacked_sharing,
     symmetric_group,
+    transform_grid,
+)
+from msr_sklearn.inspection import (
+    candidate_generators,
+    equivariance_error,
+    export_layer,
+    harden_to_group,
     symmetry_report,
     tied_weight_partition,
-    transform_grid,
 )
 from msr_sklearn.nn import ConvFilterSharing, DenseSharing, SharedConv2d, SharedLinear
 
@@ -381,7 +383,7 @@ def test_export_layer_builds_convolutions_and_checks_shapes():
 # --------------------------------------------------------------------------- plotting
 def test_plot_symmetry_matrix_writes_a_picture(tmp_path):
     pytest.importorskip("matplotlib")
-    from msr_sklearn.plotting import plot_symmetry_matrix
+    from msr_sklearn.inspection.plotting import plot_symmetry_matrix
 
     group = cyclic_group(8)
     soft = noisy_basis(group.sharing_basis(), 1e-2, np.random.default_rng(0))
@@ -397,7 +399,7 @@ def test_plot_symmetry_matrix_writes_a_picture(tmp_path):
 
 
 def test_plotting_without_matplotlib_says_how_to_install(monkeypatch):
-    from msr_sklearn.plotting import plot_symmetry_matrix
+    from msr_sklearn.inspection.plotting import plot_symmetry_matrix
 
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)

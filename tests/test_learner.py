@@ -305,7 +305,7 @@ def test_divergence_stops_and_keeps_last_finite_state(small_tasks):
 def test_a_nan_meta_loss_skips_the_update_and_the_learner_stays_usable(small_tasks,
                                                                          monkeypatch):
     X, y = small_tasks
-    import msr_sklearn.meta as meta_module
+    import msr_sklearn.engine.meta as meta_module
 
     calls = {"n": 0}
     real_losses = meta_module.task_losses
@@ -377,7 +377,7 @@ def test_make_estimator_reproduces_the_learners_adaptation(small_tasks):
     assert isinstance(reg, EquivariantRegressor) and reg.symmetry is learner.symmetry_
     assert not hasattr(reg, "network_")  # unfitted
     # adapting on a task's first rows predicts exactly what the learner's engine predicts
-    from msr_sklearn.meta import TaskBatch, adapted_outputs
+    from msr_sklearn.engine import TaskBatch, adapted_outputs
 
     Xt = torch.tensor(X[30:31], dtype=torch.float32)
     yt = torch.tensor(y[30:31], dtype=torch.float32)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from msr_sklearn._reference import reference_task_losses
+from msr_sklearn.engine.reference import reference_task_losses
 from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.meta import (
+from msr_sklearn.engine import (
     MetaModel,
     TaskBatch,
     adapted_outputs,

@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
-from msr_sklearn.meta import MetaModel, make_meta_optimizer
+from msr_sklearn.engine import MetaModel, make_meta_optimizer
 from msr_sklearn.nn import build_network
-from msr_sklearn.optim import MetaAdam
+from msr_sklearn.engine import MetaAdam
 
 
 def test_tensor_second_moment_moves_entries_in_proportion_to_their_gradient():

@@ -12,17 +12,19 @@ from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_rotation_tasks
 from msr_sklearn.groups import (
     FiniteGroup,
-    default_candidates,
-    equivariance_error,
     exact_group_conv_sharing,
     exact_lifting_sharing,
-    export_layer,
     grid_group,
     grid_transforms,
-    harden_to_group,
-    symmetry_report,
     transform_grid,
     trivial_group,
+)
+from msr_sklearn.inspection import (
+    default_candidates,
+    equivariance_error,
+    export_layer,
+    harden_to_group,
+    symmetry_report,
 )
 from msr_sklearn.nn import ConvFilterSharing, FixedSharing, SharedConv2d
 

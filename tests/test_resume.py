@@ -16,7 +16,7 @@ import torch
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.streams import TaskStream
+from msr_sklearn.data.streams import TaskStream
 from msr_sklearn.symmetry import read_checkpoint, write_checkpoint
 from msr_sklearn.training import Callback
 

@@ -28,7 +28,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.tasks import mean_confidence_interval
+from msr_sklearn.data.tasks import mean_confidence_interval
 
 SMALL = dict(n_filters=2, bias=False, n_support=2, n_meta_steps=3, meta_batch_size=4,
              random_state=0)

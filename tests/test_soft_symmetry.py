@@ -12,7 +12,7 @@ import torch
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.estimators import EquivariantClassifier, EquivariantRegressor
-from msr_sklearn.meta import MetaModel, TaskBatch, adapt, adapted_outputs, task_losses
+from msr_sklearn.engine import MetaModel, TaskBatch, adapt, adapted_outputs, task_losses
 from msr_sklearn.nn import build_network
 
 DATA = Path(__file__).parent / "data"
@@ -225,7 +225,7 @@ def permutation_soft_symmetry(breaking=0.4):
 
 
 def test_symmetry_report_scores_U_and_states_the_residual():
-    from msr_sklearn.groups import symmetry_report
+    from msr_sklearn.inspection import symmetry_report
 
     sym = permutation_soft_symmetry()
     summary = symmetry_report(sym).attrs["summary"]
@@ -242,7 +242,8 @@ def test_symmetry_report_scores_U_and_states_the_residual():
 
 
 def test_harden_and_export_keep_U_and_name_the_dropped_residual():
-    from msr_sklearn.groups import export_layer, harden_to_group, symmetric_group
+    from msr_sklearn.groups import symmetric_group
+    from msr_sklearn.inspection import export_layer, harden_to_group
 
     sym = permutation_soft_symmetry()
     with pytest.warns(UserWarning, match=r"harden_to_group acts on the shared part U of "
@@ -334,7 +335,7 @@ def test_a_warm_start_continues_the_residual_and_refuses_a_changed_pull():
 
 
 def test_a_residual_learner_trains_on_a_task_stream():
-    from msr_sklearn.streams import TaskStream
+    from msr_sklearn.data.streams import TaskStream
 
     stream = TaskStream(lambda n, rng: make_translation_tasks(
         n_tasks=n, n_samples=8, n_features=10, shared_breaking=0.5,

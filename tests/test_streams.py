@@ -3,7 +3,7 @@ import pytest
 
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.streams import TaskStream, as_task_stream
+from msr_sklearn.data.streams import TaskStream, as_task_stream
 
 PARAMS = dict(n_filters=3, bias=False, n_support=1, n_meta_steps=20, meta_batch_size=4,
               random_state=0)

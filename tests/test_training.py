@@ -7,7 +7,7 @@ import pytest
 
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.streams import TaskStream
+from msr_sklearn.data.streams import TaskStream
 from msr_sklearn.training import Callback, meta_lr_at
 
 # the constant schedule: these tests compare stopped, resumed and shortened fits, whose

@@ -1,4 +1,4 @@
-"""Ground-truth sharing for finite groups, and diagnostics for a learned ``U``.
+"""Ground-truth sharing for finite groups: the group math, in numpy.
 
 A finite group ``G`` acts on a layer's inputs through ``rho_in`` and on its outputs
 through ``rho_out``. The weights of the equivariant layers ``rho_out(g) W = W
@@ -8,14 +8,11 @@ that MSR tries to learn (Proposition 1 of the paper). With row-major ``vec`` (as
 
     (rho_out(g) ⊗ rho_in(g)^{-T} - I) vec(W) = 0
 
-This module builds ``U^G`` (:meth:`FiniteGroup.sharing_basis`, by the null space of
+This package builds ``U^G`` (:meth:`FiniteGroup.sharing_basis`, by the null space of
 the stacked constraints or, for permutation representations, by orbits of weight
-indices), measures how far a model or a learned ``U`` is from it
-(:func:`equivariance_error`, :func:`compare_subspaces`, :func:`symmetry_report` with
-its :func:`default_candidates` for every kind of layer),
-hardens a learned ``U`` into an exact one (:func:`harden_to_group`,
-:func:`tied_weight_partition`) and exports it as a frozen layer
-(:func:`export_layer`).
+indices) and compares subspaces (:func:`compare_subspaces`). What acts on a learned
+symmetry (the symmetry report, equivariance errors, hardening, export) is in
+:mod:`msr_sklearn.inspection`.
 
 Conventions
 -----------
@@ -35,16 +32,7 @@ Examples
 (64, 2)
 """
 
-from .candidates import candidate_generators, default_candidates
-from .diagnostics import equivariance_error, symmetry_report
-from .export import export_layer
 from .finite_group import MAX_ORDER, FiniteGroup
-from .hardening import (
-    harden_to_group,
-    partition_distance,
-    partition_sharing,
-    tied_weight_partition,
-)
 from .library import (
     cyclic_group,
     dihedral_group,
@@ -58,30 +46,25 @@ from .library import (
     transform_grid,
     trivial_group,
 )
+from .partitions import partition_distance, partition_sharing
 from .subspaces import SubspaceComparison, compare_subspaces
 
 __all__ = [
+    "MAX_ORDER",
     "FiniteGroup",
     "SubspaceComparison",
-    "candidate_generators",
     "compare_subspaces",
     "cyclic_group",
-    "default_candidates",
     "dihedral_group",
-    "equivariance_error",
     "exact_group_conv_sharing",
     "exact_lifting_sharing",
-    "export_layer",
     "grid_group",
     "grid_transforms",
-    "harden_to_group",
     "lifting_filter_stack",
     "partition_distance",
     "partition_sharing",
     "stacked_sharing",
     "symmetric_group",
-    "symmetry_report",
-    "tied_weight_partition",
     "transform_grid",
     "trivial_group",
 ]

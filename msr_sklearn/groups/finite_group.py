@@ -16,6 +16,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .partitions import partition_sharing
 from .subspaces import _orth
 
 #: above this many elements, :meth:`FiniteGroup.elements` refuses to enumerate
@@ -332,8 +333,6 @@ class FiniteGroup:
                              f"matrix generators")
         if method == "nullspace" or (method == "auto" and not self.is_permutation):
             return _nullspace_basis(self.generator_matrices(), rcond)
-        from .hardening import partition_sharing
-
         return partition_sharing(self.weight_orbits())
 
     def weight_orbits(self):

@@ -98,7 +98,7 @@ class Sharing(nn.Module):
         ``weight(filters)``; the derivative w.r.t. ``filters`` (``U^T dL/dW``, how an
         inner step reads a gradient) uses a detached ``U``. A support gradient taken
         through it so has no second-order path back into ``U`` through that read
-        (``symmetry_gradient="first_order"`` in :func:`msr_sklearn.meta.adapt`).
+        (``symmetry_gradient="first_order"`` in :func:`msr_sklearn.engine.adapt`).
 
         Examples
         --------

@@ -15,14 +15,7 @@ import numpy as np
 import torch
 from sklearn import get_config
 
-#: how long-format data reach the learner through scikit-learn's meta-estimators
-LONG_FORMAT_NEEDS_GROUPS = (
-    "Long-format data need the task id of every row as groups=. A Pipeline, "
-    "cross_validate or a search passes groups on to fit and score only with metadata "
-    "routing: sklearn.set_config(enable_metadata_routing=True), "
-    "learner.set_fit_request(groups=True).set_score_request(groups=True), then e.g. "
-    "cross_validate(..., params={'groups': task_ids}). Or pass the tasks as a list of "
-    "(X_i, y_i) pairs, which needs no groups.")
+from .tasks import _is_3d, task_rows
 
 
 def check_score_request(estimator, groups):
@@ -52,8 +45,6 @@ def check_score_request(estimator, groups):
 
 def _task_weights(sample_weight, X, y, groups, sizes):
     """``sample_weight`` as one array per task, in the form ``X`` came in."""
-    from .tasks import _is_3d, task_rows
-
     n_tasks, n_rows = len(sizes), int(sum(sizes))
     if groups is not None:
         w = np.asarray(sample_weight)
@@ -83,7 +74,7 @@ def query_weights(sample_weight, X, y, groups, sizes, order, n_support):
     ``sample_weight`` comes in the form of ``X``: ``(n_rows,)`` for long format,
     ``(n_tasks, n_samples)`` for 3-D ``X``, a list of per-task arrays for a list of
     tasks. ``sizes`` are the tasks' row counts and ``order`` the split's row order
-    (:meth:`~msr_sklearn.tasks.TaskSet.split` with ``return_order=True``). Raises a
+    (:meth:`~msr_sklearn.data.tasks.TaskSet.split` with ``return_order=True``). Raises a
     ``ValueError`` for weights of the wrong shape, not numeric, not finite, negative,
     or summing to 0 over a task's query rows.
     """

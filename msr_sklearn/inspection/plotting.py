@@ -21,7 +21,7 @@ def _new_figure(**kwargs):
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(
-            "msr_sklearn.plotting needs matplotlib, which is not installed; install it with "
+            "msr_sklearn.inspection.plotting needs matplotlib, which is not installed; install it with "
             "`pip install matplotlib` (or `pip install msr_sklearn[plot]`)") from exc
     figure = Figure(**kwargs)
     FigureCanvasAgg(figure)
@@ -83,15 +83,15 @@ def plot_symmetry_matrix(U, weight_shape=None, reference=None, *, layer=0, max_c
 
     Examples
     --------
-    >>> from msr_sklearn.datasets import translation_sharing
-    >>> from msr_sklearn.plotting import plot_symmetry_matrix
+    >>> from msr_sklearn.datasets.synthetic import translation_sharing
+    >>> from msr_sklearn.inspection.plotting import plot_symmetry_matrix
     >>> band = translation_sharing(n_features=10, kernel_size=3)
     >>> fig = plot_symmetry_matrix(band, (8, 10), reference=band)
     >>> len(fig.axes)
     8
     """
-    from .groups._inputs import _sharing_of
-    from .groups.subspaces import _orth
+    from ._inputs import _sharing_of
+    from ..groups.subspaces import _orth
 
     U, shape = _sharing_of(U, layer, weight_shape, flatten=False)
     if shape is None:

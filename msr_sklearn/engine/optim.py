@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .nn.sharing import DenseSharing
+from ..nn.sharing import DenseSharing
 
 __all__ = ["HIDDEN_SHARING_SIZE", "META_OPTIMIZERS", "MetaAdam", "hidden_sharing_lr_scale",
            "make_meta_optimizer"]
@@ -52,7 +52,7 @@ def hidden_sharing_lr_scale(n_entries):
 
     Examples
     --------
-    >>> from msr_sklearn.optim import hidden_sharing_lr_scale
+    >>> from msr_sklearn.engine.optim import hidden_sharing_lr_scale
     >>> hidden_sharing_lr_scale(36 * 9), hidden_sharing_lr_scale(256 * 64 * 64)
     (1.0, 0.125)
     """
@@ -98,7 +98,7 @@ class MetaAdam:
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.optim import MetaAdam
+    >>> from msr_sklearn.engine.optim import MetaAdam
     >>> signal, noise = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     >>> opt = MetaAdam([{"params": [signal]},
     ...                 {"params": [noise], "second_moment": "tensor"}], lr=0.1)
@@ -242,10 +242,10 @@ def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam", sharing_spar
         The outer (meta) learning rate.
     meta_optimizer : {"msr_adam", "adam"}, default="adam"
         ``"adam"``: Adam on every parameter (the paper's code). ``"msr_adam"``: Adam
-        with one second moment per sharing tensor (:class:`msr_sklearn.optim.MetaAdam`),
+        with one second moment per sharing tensor (:class:`msr_sklearn.engine.MetaAdam`),
         so the entries of ``U`` that carry no signal move in proportion to their
         gradient instead of by the full learning rate, and a large sharing of a hidden
-        layer at a reduced rate (:func:`~msr_sklearn.optim.hidden_sharing_lr_scale`:
+        layer at a reduced rate (:func:`~msr_sklearn.engine.hidden_sharing_lr_scale`:
         every later layer's features depend on it); the other meta-parameters get
         plain Adam.
     sharing_sparsity : float >= 0, default=0.0
@@ -262,8 +262,8 @@ def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam", sharing_spar
 
     Examples
     --------
-    >>> from msr_sklearn.meta import MetaModel
-    >>> from msr_sklearn.optim import make_meta_optimizer
+    >>> from msr_sklearn.engine.meta import MetaModel
+    >>> from msr_sklearn.engine.optim import make_meta_optimizer
     >>> from msr_sklearn.nn import build_network
     >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
     >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2, meta_optimizer="msr_adam")

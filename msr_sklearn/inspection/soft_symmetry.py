@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .meta import adapt
-from .nn import FixedSharing, MetaLayer
-from .tasks import mean_confidence_interval
+from ..engine.meta import adapt
+from ..nn import FixedSharing, MetaLayer
+from ..data.tasks import mean_confidence_interval
 
 
 def _span_basis(sharing):
@@ -51,7 +51,7 @@ def residual_info(source, layer=0, inner_lrs=None):
     ``||R0||_F / ||reshape(U v0) + R0||_F``, the share of the meta-learned initial
     weight that lies in the residual (0 when that weight is 0).
     """
-    from .symmetry import LearnedSymmetry
+    from ..symmetry import LearnedSymmetry
 
     if isinstance(source, LearnedSymmetry):
         source, layer, inner_lrs = (source.build_network(), source._layer_index(layer),
@@ -86,7 +86,7 @@ def warn_dropped_residual(source, layer, what):
 def symmetry_strength(model, batch, *, loss="mse", inner_steps=1, chunk_size=512):
     """Per layer, the fraction of the adapted weights' squared norm inside ``span(U)``.
 
-    Every task of ``batch`` is adapted on its support rows (:func:`msr_sklearn.meta.adapt`,
+    Every task of ``batch`` is adapted on its support rows (:func:`msr_sklearn.engine.adapt`,
     without meta-gradients, ``chunk_size`` tasks at a time); for each layer and task,
     ``||P_U vec(W_t)||^2 / ||vec(W_t)||^2`` of the adapted ``W_t = reshape(U v_t) + R_t``.
 

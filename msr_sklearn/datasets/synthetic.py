@@ -14,10 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._digits import AUG_DIGITS_AUGMENTATIONS, aug_digits_split, load_aug_digits_tasks
-
-__all__ = ["AUG_DIGITS_AUGMENTATIONS", "aug_digits_split", "load_aug_digits_tasks",
-           "make_permutation_tasks", "make_rotation_tasks", "make_translation_tasks",
+__all__ = ["make_permutation_tasks", "make_rotation_tasks", "make_translation_tasks",
            "translation_sharing"]
 
 
@@ -50,7 +47,7 @@ def translation_sharing(n_features=70, kernel_size=3):
     Examples
     --------
     >>> import numpy as np
-    >>> from msr_sklearn.datasets import translation_sharing
+    >>> from msr_sklearn.datasets.synthetic import translation_sharing
     >>> U = translation_sharing(n_features=4, kernel_size=2)
     >>> U.shape
     (12, 2)
@@ -192,7 +189,7 @@ def _check_task_arguments(noise, **integers):
 def _lifting_filters(filters, group):
     """(..., n_fields, k, k) filters -> (..., n_fields * |G|, k, k): every field under every
     element of :func:`~msr_sklearn.groups.grid_transforms` (field-major channels)."""
-    from .groups import grid_transforms, transform_grid
+    from ..groups import grid_transforms, transform_grid
 
     copies = np.stack([transform_grid(filters, t) for t in grid_transforms(group)], axis=-3)
     return copies.reshape(*filters.shape[:-3], -1, *filters.shape[-2:])
@@ -235,13 +232,13 @@ def make_rotation_tasks(group="c4", n_tasks=1000, n_samples=20, image_size=9, ke
 
     Examples
     --------
-    >>> from msr_sklearn.datasets import make_rotation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_rotation_tasks
     >>> X, y, U = make_rotation_tasks("d4", n_tasks=3, image_size=7, return_subspace=True,
     ...                               random_state=0)
     >>> X.shape, y.shape, U.shape          # 8 channels of 5x5; 72 filter weights -> 9
     ((3, 20, 49), (3, 20, 200), (72, 9))
     """
-    from .groups import grid_transforms
+    from ..groups import grid_transforms
 
     m = len(grid_transforms(group))  # validates group
     _check_task_arguments(noise, n_tasks=n_tasks, n_samples=n_samples, image_size=image_size,
@@ -293,7 +290,7 @@ def make_permutation_tasks(n_tasks=1000, n_samples=20, n_features=8, noise=0.0,
 
     Examples
     --------
-    >>> from msr_sklearn.datasets import make_permutation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_permutation_tasks
     >>> X, y, U = make_permutation_tasks(n_tasks=4, n_features=5, return_subspace=True,
     ...                                  random_state=0)
     >>> X.shape, y.shape, U.shape

@@ -14,13 +14,12 @@ by :func:`meta_step`.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .nn.network import MetaNetwork
+from ..data.batch import TaskBatch
+from ..nn.network import MetaNetwork
 from .optim import make_meta_optimizer
 
 __all__ = ["LOSSES", "MetaModel", "TaskBatch", "adapt", "adapted_outputs",
@@ -31,63 +30,6 @@ __all__ = ["LOSSES", "MetaModel", "TaskBatch", "adapt", "adapted_outputs",
 SYMMETRY_GRADIENTS = ("first_order", "second_order")
 
 
-class TaskBatch(NamedTuple):
-    """A meta-batch of ``T`` tasks with equal support and (padded) query sizes.
-
-    A :class:`~typing.NamedTuple` of tensors, each with a leading task dimension.
-    Targets are float ``(T, n, n_outputs)`` for regression or int64 class indices
-    ``(T, n)`` for classification. :meth:`msr_sklearn.tasks.TaskSet.split` builds one
-    from validated tasks.
-
-    Parameters
-    ----------
-    x_support : Tensor of shape (T, n_support, n_features)
-        Inputs the inner loop adapts on.
-    y_support : Tensor of shape (T, n_support, n_outputs) or (T, n_support)
-        Their targets.
-    x_query : Tensor of shape (T, n_query, n_features)
-        Inputs the adapted networks are scored on (the outer loss).
-    y_query : Tensor of shape (T, n_query, n_outputs) or (T, n_query)
-        Their targets.
-    query_mask : bool Tensor of shape (T, n_query) or None, default=None
-        Which query rows are real when tasks of different sizes were padded to
-        ``n_query``; padded rows do not enter any loss. ``None``: every row is real.
-
-    See Also
-    --------
-    msr_sklearn.tasks.TaskSet.split : Draw a TaskBatch from a TaskSet.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from msr_sklearn.meta import TaskBatch
-    >>> _ = torch.manual_seed(0)
-    >>> x, y = torch.randn(4, 10, 5), torch.randn(4, 10, 2)
-    >>> batch = TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])
-    >>> batch.n_tasks, batch.x_query.shape
-    (4, torch.Size([4, 7, 5]))
-    >>> batch.select(slice(0, 2)).y_support.shape
-    torch.Size([2, 3, 2])
-    """
-
-    x_support: torch.Tensor
-    y_support: torch.Tensor
-    x_query: torch.Tensor
-    y_query: torch.Tensor
-    query_mask: torch.Tensor | None = None
-
-    @property
-    def n_tasks(self):
-        """The number of tasks ``T``."""
-        return self.x_support.shape[0]
-
-    def to(self, device):
-        """A copy with every tensor moved to ``device``."""
-        return TaskBatch(*(t if t is None else t.to(device) for t in self))
-
-    def select(self, index):
-        """The tasks at ``index`` (a slice, an index array or a boolean mask)."""
-        return TaskBatch(*(t if t is None else t[index] for t in self))
 
 
 def _mean_over_samples(per_sample, mask):
@@ -116,7 +58,7 @@ def mse_loss(pred, target, mask=None):
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import mse_loss
+    >>> from msr_sklearn.engine.meta import mse_loss
     >>> target = torch.arange(6.0).reshape(2, 3, 1)
     >>> mse_loss(torch.zeros(2, 3, 1), target)
     tensor([ 1.6667, 16.6667])
@@ -146,7 +88,7 @@ def cross_entropy_loss(logits, target, mask=None):
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import cross_entropy_loss
+    >>> from msr_sklearn.engine.meta import cross_entropy_loss
     >>> cross_entropy_loss(torch.zeros(2, 3, 4), torch.tensor([[0, 1, 2], [3, 3, 3]]))
     tensor([1.3863, 1.3863])
     """
@@ -189,7 +131,7 @@ class MetaModel(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import MetaModel
+    >>> from msr_sklearn.engine.meta import MetaModel
     >>> from msr_sklearn.nn import build_network
     >>> net = build_network(5, 2, hidden_layer_sizes=(8,), n_filters=4, random_state=0)
     >>> model = MetaModel(net, inner_lr=0.1)
@@ -293,7 +235,7 @@ def adapt(model: MetaModel, x_support, y_support, *, loss="mse", inner_steps=1,
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import MetaModel, adapt
+    >>> from msr_sklearn.engine.meta import MetaModel, adapt
     >>> from msr_sklearn.nn import build_network
     >>> net = build_network(5, 2, hidden_layer_sizes=(8,), n_filters=4, random_state=0)
     >>> model = MetaModel(net)
@@ -374,7 +316,7 @@ def task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import MetaModel, TaskBatch, task_losses
+    >>> from msr_sklearn.engine.meta import MetaModel, TaskBatch, task_losses
     >>> from msr_sklearn.nn import build_network
     >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
     >>> _ = torch.manual_seed(0)
@@ -440,7 +382,7 @@ def meta_step(model: MetaModel, optimizer, batch: TaskBatch, *, loss="mse", inne
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import MetaModel, TaskBatch, make_meta_optimizer, meta_step
+    >>> from msr_sklearn.engine.meta import MetaModel, TaskBatch, make_meta_optimizer, meta_step
     >>> from msr_sklearn.nn import build_network
     >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
     >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2)
@@ -509,7 +451,7 @@ def adapted_outputs(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_ste
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import MetaModel, TaskBatch, adapted_outputs
+    >>> from msr_sklearn.engine.meta import MetaModel, TaskBatch, adapted_outputs
     >>> from msr_sklearn.nn import build_network
     >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
     >>> _ = torch.manual_seed(0)
@@ -555,7 +497,7 @@ def evaluate_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inne
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.meta import MetaModel, TaskBatch, evaluate_task_losses, task_losses
+    >>> from msr_sklearn.engine.meta import MetaModel, TaskBatch, evaluate_task_losses, task_losses
     >>> from msr_sklearn.nn import build_network
     >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
     >>> _ = torch.manual_seed(0)

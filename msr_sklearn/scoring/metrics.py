@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .tasks import mean_confidence_interval
+from ..data.tasks import mean_confidence_interval
 
 
 def per_task_scores(objective, outputs, batch, classes, n_support, weights=None):

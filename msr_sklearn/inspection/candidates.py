@@ -1,4 +1,4 @@
-"""The default candidate symmetries of :func:`~msr_sklearn.groups.symmetry_report`.
+"""The default candidate symmetries of :func:`~msr_sklearn.inspection.symmetry_report`.
 
 A candidate is a generator that permutes a layer's weights. Square dense layers get
 fixed ones (:func:`candidate_generators`). Layers on grids get the rotations and flips
@@ -18,10 +18,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ._inputs import _check_positive, _sharing_of
-from .finite_group import FiniteGroup
-from .library import _field_permutation, _grid_permutation
-from .subspaces import _orth
+from ..groups._inputs import _check_positive
+from ._inputs import _sharing_of
+from ..groups.finite_group import FiniteGroup
+from ..groups.library import _field_permutation, _grid_permutation
+from ..groups.subspaces import _orth
 
 #: the generators tried on grids that are all square, and on the others
 _SQUARE_TRANSFORMS = (("rot90", (1, 0)), ("flip", (0, 1)))
@@ -54,7 +55,7 @@ def candidate_generators(n_out, n_in=None):
 
     Examples
     --------
-    >>> from msr_sklearn.groups import candidate_generators
+    >>> from msr_sklearn.inspection import candidate_generators
     >>> candidate_generators(9).names
     ('shift', 'reflection', 'transposition', 'rot90', 'flip')
     """
@@ -341,7 +342,8 @@ def default_candidates(symmetry, layer=0, weight_shape=None, input_shape=None,
     --------
     A lifting convolution whose 4 output copies are the rotations of one filter:
 
-    >>> from msr_sklearn.groups import default_candidates, exact_lifting_sharing
+    >>> from msr_sklearn.groups import exact_lifting_sharing
+    >>> from msr_sklearn.inspection import default_candidates
     >>> candidates = default_candidates(exact_lifting_sharing("c4"))
     >>> candidates.names, candidates.weight_shape
     (('rot90', 'flip'), (4, 9))

@@ -1,6 +1,6 @@
 """A slow, per-task loop implementation of the inner/outer loop.
 
-It exists only to check the vectorized engine (:mod:`msr_sklearn.meta`) against, in
+It exists only to check the vectorized engine (:mod:`msr_sklearn.engine.meta`) against, in
 the tests and in ``benchmarks/speed.py``: each task runs on its own, unbatched, with
 its own ``autograd.grad`` calls, as the official implementation does.
 """

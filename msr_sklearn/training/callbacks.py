@@ -1,5 +1,5 @@
 """The built-in training callbacks: history, divergence, validation, early stopping,
-checkpoints and the progress bar (:mod:`msr_sklearn.training` runs them).
+checkpoints and the progress bar (:mod:`msr_sklearn.training.loop` runs them).
 
 :class:`~msr_sklearn.MetaSymmetryLearner` builds them from its parameters, in this
 order, then your ``callbacks``, then :class:`Checkpoint` and :class:`ProgressBar`:
@@ -15,9 +15,9 @@ import warnings
 import numpy as np
 import torch
 
-from .meta import evaluate_task_losses
-from .symmetry import _plain, read_checkpoint, write_checkpoint
-from .training import Callback
+from ..engine.meta import evaluate_task_losses
+from ..symmetry import _plain, read_checkpoint, write_checkpoint
+from .loop import Callback
 
 __all__ = ["Checkpoint", "DivergenceStop", "EarlyStopping", "History", "ProgressBar",
            "Validation", "resume_mismatch", "resume_state"]
@@ -33,7 +33,7 @@ class History(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=3, random_state=0).fit(X, y)
     >>> list(learner.history_.columns)  # doctest: +NORMALIZE_WHITESPACE
@@ -53,14 +53,14 @@ class History(Callback):
 class DivergenceStop(Callback):
     """Stop, with a ``RuntimeWarning``, at the first non-finite meta-loss.
 
-    :func:`~msr_sklearn.meta.meta_step` skipped that update, so the last finite state
+    :func:`~msr_sklearn.engine.meta_step` skipped that update, so the last finite state
     is kept; the step's row gets ``diverged=True`` and a NaN ``train_loss``.
 
     Examples
     --------
     >>> import warnings
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> with warnings.catch_warnings(record=True):
     ...     learner = MetaSymmetryLearner(n_filters=3, meta_lr=1e6, inner_lr=50.0,
@@ -97,7 +97,7 @@ class Validation(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=25, validation_fraction=0.2,
     ...                               validation_interval=10, random_state=0).fit(X, y)
@@ -147,7 +147,7 @@ class EarlyStopping(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=1000, early_stopping=True,
     ...                               validation_fraction=0.2, validation_interval=5,
@@ -212,7 +212,7 @@ class Checkpoint(Callback):
     --------
     >>> import tempfile, os
     >>> from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> path = os.path.join(tempfile.mkdtemp(), "run.msr")
     >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=20, checkpoint_path=path,
@@ -268,7 +268,7 @@ def resume_state(path, settings, process_group=None):
 
     Examples
     --------
-    >>> from msr_sklearn.callbacks import resume_state
+    >>> from msr_sklearn.training.callbacks import resume_state
     >>> resume_state("no-such-file.msr", {}) is None
     True
     """
@@ -320,7 +320,7 @@ def resume_mismatch(saved, info, path, keys):
 
     Examples
     --------
-    >>> from msr_sklearn.callbacks import resume_mismatch
+    >>> from msr_sklearn.training.callbacks import resume_mismatch
     >>> print(resume_mismatch({"settings": {"n_filters": 3}}, {"settings": {"n_filters": 4}},
     ...                       "run.msr", ["settings"]))  # doctest: +ELLIPSIS
     the checkpoint 'run.msr' was written with n_filters=3, but the learner has n_filters=4; ...
@@ -355,7 +355,7 @@ class ProgressBar(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> _ = MetaSymmetryLearner(n_filters=3, n_meta_steps=5, verbose=1).fit(X, y)
     """

@@ -2,7 +2,7 @@
 
 :func:`harden_to_group` projects onto a group's sharing; :func:`tied_weight_partition`
 finds groups of tied weights, :func:`partition_sharing` turns a partition into a
-sharing and :func:`partition_distance` compares two partitions.
+sharing (in :mod:`msr_sklearn.groups`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.utils import check_random_state
 
-from ._inputs import _check_positive, _sharing_of
-from .finite_group import FiniteGroup, _relabel
-from .subspaces import _orth
+from ..groups._inputs import _check_positive
+from ._inputs import _sharing_of
+from ..groups.finite_group import FiniteGroup, _relabel
+from ..groups.partitions import partition_sharing
+from ..groups.subspaces import _orth
 
 
 # --------------------------------------------------------------------- hardening
@@ -45,7 +47,8 @@ def harden_to_group(U, group, weight_shape=None, layer=0):
     Examples
     --------
     >>> import numpy as np
-    >>> from msr_sklearn.groups import compare_subspaces, cyclic_group, harden_to_group
+    >>> from msr_sklearn.groups import compare_subspaces, cyclic_group
+    >>> from msr_sklearn.inspection import harden_to_group
     >>> g = cyclic_group(5)
     >>> noisy = g.sharing_basis() + 1e-3 * np.random.default_rng(0).normal(size=(25, 5))
     >>> hard = harden_to_group(noisy, g, weight_shape=(5, 5))
@@ -59,7 +62,7 @@ def harden_to_group(U, group, weight_shape=None, layer=0):
     if not isinstance(group, FiniteGroup):
         raise TypeError(f"group must be a FiniteGroup or a symmetry_report; got "
                         f"{type(group).__name__}")
-    from .._soft_symmetry import warn_dropped_residual
+    from .soft_symmetry import warn_dropped_residual
 
     warn_dropped_residual(U, layer, "harden_to_group")
     U, shape = _sharing_of(U, layer, weight_shape)
@@ -72,42 +75,6 @@ def harden_to_group(U, group, weight_shape=None, layer=0):
     return basis @ left[:, :min(q.shape[1], basis.shape[1])]
 
 
-def partition_sharing(labels):
-    """The hard sharing of a partition: one unit-norm 0/1 column per label ``>= 0``.
-
-    Weights labelled ``-1`` are tied to zero (no column).
-
-    Parameters
-    ----------
-    labels : array-like of int, shape (n_weights,)
-        The group of each weight (e.g. from :meth:`FiniteGroup.weight_orbits` or
-        :func:`tied_weight_partition`); ``-1`` ties a weight to zero.
-
-    Returns
-    -------
-    ndarray of shape (n_weights, n_labels)
-        Orthonormal columns, one per distinct label ``>= 0`` in increasing order;
-        column ``j`` is ``1/sqrt(size)`` on the weights of its group, 0 elsewhere.
-
-    Examples
-    --------
-    >>> from msr_sklearn.groups import partition_sharing
-    >>> partition_sharing([0, 1, 0, -1]) ** 2
-    array([[0.5, 0. ],
-           [0. , 1. ],
-           [0.5, 0. ],
-           [0. , 0. ]])
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array; got dtype {labels.dtype} and "
-                         f"shape {labels.shape}")
-    keep = np.flatnonzero(labels >= 0)
-    groups, column = np.unique(labels[keep], return_inverse=True)
-    sizes = np.bincount(column)
-    U = np.zeros((labels.shape[0], groups.shape[0]))
-    U[keep, column] = 1.0 / np.sqrt(sizes[column])
-    return U
 
 
 def tied_weight_partition(U, n_groups=None, tol=0.1, n_probes=8, weight_shape=None, layer=0,
@@ -139,7 +106,8 @@ def tied_weight_partition(U, n_groups=None, tol=0.1, n_probes=8, weight_shape=No
 
     Examples
     --------
-    >>> from msr_sklearn.groups import cyclic_group, partition_distance, tied_weight_partition
+    >>> from msr_sklearn.groups import cyclic_group, partition_distance
+    >>> from msr_sklearn.inspection import tied_weight_partition
     >>> g = cyclic_group(6)
     >>> labels = tied_weight_partition(g.sharing_basis(), random_state=0)
     >>> partition_distance(labels, g.weight_orbits())
@@ -175,37 +143,3 @@ def tied_weight_partition(U, n_groups=None, tol=0.1, n_probes=8, weight_shape=No
     labels = np.where(zero[labels], -1, labels)
     return _relabel(labels)
 
-
-def partition_distance(labels_a, labels_b):
-    """Fewest weights to move so two partitions agree (Hungarian matching of groups).
-
-    Groups are matched one-to-one to maximize the weights they share; the label
-    values themselves do not matter (``-1`` is a group like any other).
-
-    Parameters
-    ----------
-    labels_a, labels_b : array-like of shape (n_weights,)
-        The group label of every weight in each partition (flattened).
-
-    Returns
-    -------
-    int
-        ``n_weights`` minus the weights on which the best matching agrees.
-
-    Examples
-    --------
-    >>> from msr_sklearn.groups import partition_distance
-    >>> partition_distance([0, 0, 1, 1], [5, 5, 2, 2])   # same groups, other names
-    0
-    >>> partition_distance([0, 0, 0, 1], [0, 0, 1, 1])   # one weight must move
-    1
-    """
-    a, b = np.asarray(labels_a).ravel(), np.asarray(labels_b).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"the partitions label {a.shape[0]} and {b.shape[0]} weights")
-    _, ia = np.unique(a, return_inverse=True)
-    _, ib = np.unique(b, return_inverse=True)
-    table = np.zeros((ia.max() + 1, ib.max() + 1), dtype=np.int64)
-    np.add.at(table, (ia, ib), 1)
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    return int(a.shape[0] - table[rows, cols].sum())

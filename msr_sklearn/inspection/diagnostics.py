@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 from sklearn.utils import check_random_state
 
-from ._inputs import _check_positive
+from ..groups._inputs import _check_positive
 from .candidates import _candidates_for, _describe
-from .finite_group import MAX_ORDER, FiniteGroup
-from .subspaces import _orth, compare_subspaces
+from ..groups.finite_group import MAX_ORDER, FiniteGroup
+from ..groups.subspaces import _orth, compare_subspaces
 
 
 # --------------------------------------------------------------------- equivariance
@@ -110,7 +110,8 @@ def equivariance_error(model, group, n_samples=32, elements="all", layer=0, n_dr
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.groups import cyclic_group, equivariance_error, export_layer
+    >>> from msr_sklearn.groups import cyclic_group
+    >>> from msr_sklearn.inspection import equivariance_error, export_layer
     >>> g = cyclic_group(6)
     >>> layer = export_layer(g.sharing_basis(), (6, 6), weight=torch.randn(6, 6))
     >>> equivariance_error(layer, g, random_state=0) < 1e-6
@@ -208,7 +209,8 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
 
     Examples
     --------
-    >>> from msr_sklearn.groups import symmetric_group, symmetry_report
+    >>> from msr_sklearn.groups import symmetric_group
+    >>> from msr_sklearn.inspection import symmetry_report
     >>> U = symmetric_group(6).sharing_basis()           # the exact S_6 sharing
     >>> report = symmetry_report(U, weight_shape=(6, 6))
     >>> report["passed"].tolist()
@@ -247,7 +249,7 @@ def symmetry_report(symmetry, candidates=None, layer=0, tol=0.3, weight_shape=No
         comparison = compare_subspaces(info.U, basis)
         summary.update(containment_angle=comparison.containment_angle,
                        excess=comparison.excess, chordal_distance=comparison.chordal_distance)
-    from .._soft_symmetry import residual_info
+    from .soft_symmetry import residual_info
 
     summary.update(residual_info(symmetry, layer) or {})
     report.attrs["group"] = group

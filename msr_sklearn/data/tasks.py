@@ -20,10 +20,18 @@ from scipy import stats
 from scipy.sparse import issparse
 from sklearn.utils.multiclass import type_of_target
 
-from ._routing import LONG_FORMAT_NEEDS_GROUPS
-from .meta import TaskBatch
+from .batch import TaskBatch
 
-__all__ = ["MetaBatches", "TaskSet", "check_tasks", "mean_confidence_interval",
+#: how long-format data reach the learner through scikit-learn's meta-estimators
+LONG_FORMAT_NEEDS_GROUPS = (
+    "Long-format data need the task id of every row as groups=. A Pipeline, "
+    "cross_validate or a search passes groups on to fit and score only with metadata "
+    "routing: sklearn.set_config(enable_metadata_routing=True), "
+    "learner.set_fit_request(groups=True).set_score_request(groups=True), then e.g. "
+    "cross_validate(..., params={'groups': task_ids}). Or pass the tasks as a list of "
+    "(X_i, y_i) pairs, which needs no groups.")
+
+__all__ = ["LONG_FORMAT_NEEDS_GROUPS", "MetaBatches", "TaskSet", "check_tasks", "mean_confidence_interval",
            "resolve_objective"]
 
 
@@ -64,7 +72,7 @@ class TaskSet:
     Examples
     --------
     >>> import numpy as np
-    >>> from msr_sklearn.tasks import check_tasks
+    >>> from msr_sklearn.data.tasks import check_tasks
     >>> rng = np.random.default_rng(0)
     >>> tasks = [(rng.normal(size=(n, 3)), rng.normal(size=n)) for n in (5, 6, 8)]
     >>> task_set = check_tasks(tasks, n_support=2)
@@ -141,7 +149,7 @@ class TaskSet:
         return digest.hexdigest()
 
     def split(self, n_support, generator=None, index=None, shuffle=True, return_order=False):
-        """A :class:`~msr_sklearn.meta.TaskBatch` of tasks ``index`` (default all).
+        """A :class:`~msr_sklearn.engine.TaskBatch` of tasks ``index`` (default all).
 
         Each task's first ``n_support`` (shuffled) rows are the support and the other
         ``n_max - n_support`` rows the query. For ragged tasks the padding rows sort
@@ -173,7 +181,7 @@ class TaskSet:
         --------
         >>> import numpy as np
         >>> import torch
-        >>> from msr_sklearn.tasks import check_tasks
+        >>> from msr_sklearn.data.tasks import check_tasks
         >>> rng = np.random.default_rng(0)
         >>> tasks = [(rng.normal(size=(n, 3)), rng.normal(size=n)) for n in (5, 8)]
         >>> batch = check_tasks(tasks).split(2, generator=torch.Generator().manual_seed(0))
@@ -208,10 +216,10 @@ class TaskSet:
 class MetaBatches:
     """Meta-batches of tasks, drawn from a finite :class:`TaskSet` or from a task stream.
 
-    An endless iterator of :class:`~msr_sklearn.meta.TaskBatch`. Every random choice
+    An endless iterator of :class:`~msr_sklearn.engine.TaskBatch`. Every random choice
     comes from one ``generator``: from a task set, each batch draws ``batch_size``
     task indices (with replacement) and then every task's support rows; from a
-    stream (:class:`~msr_sklearn.streams.TaskStream`), a seed for the stream's next
+    stream (:class:`~msr_sklearn.data.streams.TaskStream`), a seed for the stream's next
     ``batch_size`` fresh tasks and then their support rows. Restoring the
     generator's state (``generator.set_state``) therefore replays the same batches.
 
@@ -241,9 +249,9 @@ class MetaBatches:
     --------
     >>> import numpy as np
     >>> import torch
-    >>> from msr_sklearn.datasets import make_translation_tasks
-    >>> from msr_sklearn.streams import TaskStream
-    >>> from msr_sklearn.tasks import MetaBatches, check_tasks
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.data.streams import TaskStream
+    >>> from msr_sklearn.data.tasks import MetaBatches, check_tasks
     >>> task_set = check_tasks(make_translation_tasks(n_tasks=5, n_features=6, random_state=0))
     >>> batches = MetaBatches(task_set, 8, 2, torch.Generator().manual_seed(0))
     >>> batches.batch_size, next(batches).x_support.shape
@@ -363,7 +371,7 @@ def resolve_objective(objective, ys):
     Examples
     --------
     >>> import numpy as np
-    >>> from msr_sklearn.tasks import resolve_objective
+    >>> from msr_sklearn.data.tasks import resolve_objective
     >>> resolve_objective("auto", [np.array([0.5, 1.0])])
     'regression'
     >>> resolve_objective("auto", [np.array([0.5, 1.0]), np.array(["a", "b"])])
@@ -425,7 +433,7 @@ or (n_samples, n_outputs), default=None
     Examples
     --------
     >>> import numpy as np
-    >>> from msr_sklearn.tasks import check_tasks
+    >>> from msr_sklearn.data.tasks import check_tasks
     >>> X = np.arange(24.0).reshape(12, 2)
     >>> y = np.array(["a", "b", "a", "b", "x", "y", "x", "y", "z", "x", "y", "z"])
     >>> task_set = check_tasks(X, y, groups=np.repeat([10, 20], [4, 8]))
@@ -580,7 +588,7 @@ def mean_confidence_interval(values, confidence=0.95, weights=None):
 
     Examples
     --------
-    >>> from msr_sklearn.tasks import mean_confidence_interval
+    >>> from msr_sklearn.data.tasks import mean_confidence_interval
     >>> mean, half_width = mean_confidence_interval([1.0, 2.0, 3.0, 4.0])
     >>> mean, round(half_width, 4)
     (2.5, 2.0543)

@@ -1,10 +1,10 @@
 """The meta-training loop: one place runs meta-steps, and callbacks act at named points.
 
-:class:`Trainer` runs meta-steps (:func:`msr_sklearn.meta.meta_step`) on
-:class:`~msr_sklearn.tasks.MetaBatches`, with the meta learning rate of
+:class:`Trainer` runs meta-steps (:func:`msr_sklearn.engine.meta_step`) on
+:class:`~msr_sklearn.data.tasks.MetaBatches`, with the meta learning rate of
 :func:`meta_lr_at`, and calls the hooks of its callbacks in the order they are
 listed. Everything else done while training is a callback, as in skorch
-(:mod:`msr_sklearn.callbacks`): the history, the stop on a non-finite loss, the
+(:mod:`msr_sklearn.training.callbacks`): the history, the stop on a non-finite loss, the
 validation loss, early stopping, checkpoints and the progress bar.
 ``MetaSymmetryLearner(callbacks=[...])`` adds yours.
 
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .meta import meta_step
+from ..engine.meta import meta_step
 
 if torch.distributed.is_available():
     # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments
@@ -107,7 +107,7 @@ def meta_lr_at(schedule, step, n_steps, meta_lr):
 
     Examples
     --------
-    >>> from msr_sklearn.training import meta_lr_at
+    >>> from msr_sklearn.training.loop import meta_lr_at
     >>> [round(meta_lr_at("cosine", s, 100, 1e-3), 6) for s in (0, 4, 5, 52, 99)]
     [0.000167, 0.000833, 0.001, 0.000505, 1e-05]
     >>> meta_lr_at("constant", 99, 100, 1e-3)
@@ -132,8 +132,8 @@ class Callback:
     stops training once the meta-loss falls below a threshold:
 
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets import make_translation_tasks
-    >>> from msr_sklearn.training import Callback
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.training.loop import Callback
     >>> class StopBelow(Callback):
     ...     def __init__(self, threshold):
     ...         self.threshold = threshold
@@ -189,14 +189,14 @@ class Trainer:
     The meta learning rate of every step comes from :func:`meta_lr_at` and is set on
     the optimizer's parameter groups before the step. Under ``torch.distributed``
     every process draws the whole meta-batch and takes its own shard of it, and
-    :func:`~msr_sklearn.meta.meta_step` all-reduces the gradients.
+    :func:`~msr_sklearn.engine.meta_step` all-reduces the gradients.
 
     Parameters
     ----------
     model : MetaModel
         The meta-parameters, trained in place.
     optimizer : torch.optim.Optimizer
-        Over the model's learned parameters (:func:`~msr_sklearn.optim.make_meta_optimizer`).
+        Over the model's learned parameters (:func:`~msr_sklearn.engine.make_meta_optimizer`).
     batches : MetaBatches
         The meta-batches; its ``generator`` is part of :meth:`state_dict`.
     n_steps : int
@@ -208,8 +208,8 @@ class Trainer:
     callbacks : list of Callback, default=()
         Hooks called in this order.
     engine : dict or None, default=None
-        Keyword arguments of :func:`~msr_sklearn.meta.meta_step` (``loss``,
-        ``inner_steps``, ``first_order``); :class:`~msr_sklearn.callbacks.Validation`
+        Keyword arguments of :func:`~msr_sklearn.engine.meta_step` (``loss``,
+        ``inner_steps``, ``first_order``); :class:`~msr_sklearn.training.callbacks.Validation`
         reads them too.
     history : list of dict or None, default=None
         The rows of earlier fits (a warm start); this fit's steps are numbered on
@@ -241,12 +241,12 @@ class Trainer:
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.datasets import make_translation_tasks
-    >>> from msr_sklearn.meta import MetaModel, make_meta_optimizer
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.engine.meta import MetaModel, make_meta_optimizer
     >>> from msr_sklearn.nn import build_network
-    >>> from msr_sklearn.tasks import MetaBatches, check_tasks
-    >>> from msr_sklearn.callbacks import History
-    >>> from msr_sklearn.training import Trainer
+    >>> from msr_sklearn.data.tasks import MetaBatches, check_tasks
+    >>> from msr_sklearn.training.callbacks import History
+    >>> from msr_sklearn.training.loop import Trainer
     >>> tasks = check_tasks(make_translation_tasks(n_tasks=20, n_features=6, random_state=0))
     >>> model = MetaModel(build_network(6, tasks.n_outputs, n_filters=3, random_state=0))
     >>> batches = MetaBatches(tasks, 8, 1, torch.Generator().manual_seed(0))
@@ -384,7 +384,7 @@ def seed_from(random_state):
 
     Examples
     --------
-    >>> from msr_sklearn.training import seed_from
+    >>> from msr_sklearn.training.loop import seed_from
     >>> seed_from(3)
     3
     """
@@ -413,7 +413,7 @@ def shared_seed(random_state, process_group=None):
 
     Examples
     --------
-    >>> from msr_sklearn.training import shared_seed
+    >>> from msr_sklearn.training.loop import shared_seed
     >>> shared_seed(7)
     7
     """

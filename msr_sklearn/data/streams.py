@@ -24,8 +24,8 @@ class TaskStream:
 
     Examples
     --------
-    >>> from msr_sklearn.datasets import make_translation_tasks
-    >>> from msr_sklearn.streams import TaskStream
+    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.data.streams import TaskStream
     >>> stream = TaskStream(lambda n, rng: make_translation_tasks(
     ...     n_tasks=n, n_features=12, random_state=rng.integers(2**31)))
     >>> X, y = stream.draw(4, random_state=0)
@@ -87,7 +87,7 @@ def as_task_stream(tasks):
     Examples
     --------
     >>> import numpy as np
-    >>> from msr_sklearn.streams import TaskStream, as_task_stream
+    >>> from msr_sklearn.data.streams import TaskStream, as_task_stream
     >>> tasks = [(np.zeros((5, 3)), np.zeros(5)) for _ in range(4)]
     >>> as_task_stream(tasks) is None                # a collection
     True

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._inputs import _sharing_of, _to_numpy
+from ..groups._inputs import _to_numpy
+from ._inputs import _sharing_of
 
 
 # --------------------------------------------------------------------- export
@@ -44,7 +45,8 @@ def export_layer(U, weight_shape=None, weight=None, bias=None, input_shape=None,
 
     Examples
     --------
-    >>> from msr_sklearn.groups import export_layer, symmetric_group
+    >>> from msr_sklearn.groups import symmetric_group
+    >>> from msr_sklearn.inspection import export_layer
     >>> layer = export_layer(symmetric_group(4).sharing_basis(), (4, 4))
     >>> sum(p.numel() for p in layer.parameters())
     2
@@ -62,7 +64,7 @@ def export_layer(U, weight_shape=None, weight=None, bias=None, input_shape=None,
     >>> hard.filters.shape, hard.residual is None
     (torch.Size([2]), True)
     """
-    from .._soft_symmetry import warn_dropped_residual
+    from .soft_symmetry import warn_dropped_residual
     from ..nn import FixedSharing, MetaLayer, SharedConv2d, SharedLinear, Sharing
     from ..symmetry import LearnedSymmetry
 

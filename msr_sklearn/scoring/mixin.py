@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._routing import query_weights
-from ._scores import mean_weights, per_task_scores, summarize_scores
-from ._soft_symmetry import symmetry_strength
-from .meta import adapted_outputs
-from .training import seed_from
+from ..data.routing import query_weights
+from .metrics import mean_weights, per_task_scores, summarize_scores
+from ..inspection.soft_symmetry import symmetry_strength
+from ..engine.meta import adapted_outputs
+from ..training.loop import seed_from
 
 __all__ = ["TaskScoringMixin"]
 
@@ -75,12 +75,12 @@ class TaskScoringMixin:
         summary : pandas.DataFrame, only with ``return_summary=True``
             Per metric: ``mean``, ``ci95`` (Student-t half-width) and ``n_tasks``;
             with ``sample_weight`` the tasks' means and intervals are weighted by
-            ``weight`` (:func:`~msr_sklearn.tasks.mean_confidence_interval`).
+            ``weight`` (:func:`~msr_sklearn.data.tasks.mean_confidence_interval`).
 
         Examples
         --------
         >>> from msr_sklearn import MetaSymmetryLearner
-        >>> from msr_sklearn.datasets import make_translation_tasks
+        >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
         ...                               random_state=0)
         >>> tasks = [(X[t], y[t]) for t in range(40)]
@@ -128,7 +128,7 @@ class TaskScoringMixin:
         --------
         >>> import numpy as np
         >>> from msr_sklearn import MetaSymmetryLearner
-        >>> from msr_sklearn.datasets import make_translation_tasks
+        >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
         ...                               random_state=0)
         >>> X, y, groups = X.reshape(240, 6), y.reshape(240, -1), np.repeat(range(40), 6)
@@ -177,7 +177,7 @@ class TaskScoringMixin:
         Examples
         --------
         >>> from msr_sklearn import MetaSymmetryLearner
-        >>> from msr_sklearn.datasets import make_translation_tasks
+        >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=120, n_features=10, random_state=0)
         >>> learner = MetaSymmetryLearner(layer="msr_residual", n_filters=3, n_support=5,
         ...                               n_meta_steps=20, random_state=0).fit(X, y)
@@ -198,7 +198,7 @@ class TaskScoringMixin:
         (by ``objective_``) with ``symmetry=self.symmetry_`` and ``params``.
         """
         check_is_fitted(self, "symmetry_")
-        from .estimators import EquivariantClassifier, EquivariantRegressor
+        from ..estimators import EquivariantClassifier, EquivariantRegressor
 
         cls = EquivariantRegressor if self.objective_ == "regression" else EquivariantClassifier
         params.setdefault("device", self.device)

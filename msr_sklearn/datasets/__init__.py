@@ -1,0 +1,25 @@
+"""Task generators with known symmetries, and real-data few-shot tasks.
+
+Synthetic families (:func:`make_translation_tasks`, :func:`make_rotation_tasks`,
+:func:`make_permutation_tasks`) come with the sharing that generated them; Aug-Digits
+(:func:`load_aug_digits_tasks`) is few-shot classification on scikit-learn's digits
+with augmented queries.
+"""
+
+from .digits import AUG_DIGITS_AUGMENTATIONS, aug_digits_split, load_aug_digits_tasks
+from .synthetic import (
+    make_permutation_tasks,
+    make_rotation_tasks,
+    make_translation_tasks,
+    translation_sharing,
+)
+
+__all__ = [
+    "AUG_DIGITS_AUGMENTATIONS",
+    "aug_digits_split",
+    "load_aug_digits_tasks",
+    "make_permutation_tasks",
+    "make_rotation_tasks",
+    "make_translation_tasks",
+    "translation_sharing",
+]
