@@ -36,10 +36,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
-from torch.nn import functional as F
 
 from ._validation import Interval, StrOptions, check_device, fit_context
-from .nn.network import ACTIVATIONS, build_network
+from .engine import InnerLoop, MetaModel, inner_objective, inner_update
+from .models import ACTIVATIONS, MLP
 from .symmetry import LearnedSymmetry
 
 __all__ = ["EquivariantClassifier", "EquivariantRegressor"]
@@ -72,49 +72,74 @@ class _InOrderBatches:
             yield X[start:stop], (None if y is None else y[start:stop])
 
 
-class _AdaptationNet(NeuralNet):
-    """A ``NeuralNet`` whose optimizer sees only the trainable (inner) parameters.
+class _TaskNetwork(nn.Module):
+    """One task's network: a MetaModel's module at this task's inner tensors.
 
-    The sharings ``U`` are frozen (``requires_grad=False``); leaving them out of the
-    optimizer keeps its param groups exactly the per-tensor inner learning rates.
-    With ``pull_reference`` (the inner parameters' values when adaptation began, for a
-    network with residual pulls), ``get_loss`` adds the network's inner penalty
-    ``sum_l exp(log_pull_l) ||R_l - R0_l||^2``, as the meta-learner's inner loop does.
+    The inner tensors are this module's parameters (``inner``, started at the learned
+    ``v0``, ``R0`` and initial values); every outer parameter (``U``, a pull weight)
+    is frozen. The forward runs the engine's own task-batched call with one task, and
+    the network stays in eval mode (no dropout), as the engine adapts in evaluation.
     """
 
-    def __init__(self, *args, pull_reference=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.pull_reference = pull_reference
+    def __init__(self, model):
+        super().__init__()
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.names = list(model.inner_names)
+        self.inner = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in
+                                       model.initial_inner().values()])
 
-    def get_all_learnable_params(self):
-        for name, param in super().get_all_learnable_params():
-            if param.requires_grad:
-                yield name, param
+    def inner_dict(self):
+        """The current inner tensors by name, with a task dimension of 1."""
+        return {n: p.unsqueeze(0) for n, p in zip(self.names, self.inner)}
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def forward(self, x):
+        return self.model(x.unsqueeze(0), self.inner_dict())[0]
+
+
+class _InnerUpdate(torch.optim.Optimizer):
+    """SGD on the inner tensors through the engine's update rule, one rate per tensor."""
+
+    def __init__(self, params, lrs):
+        super().__init__([{"params": [p], "lr": float(lr)} for p, lr in zip(params, lrs)], {})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            (p,) = group["params"]
+            if p.grad is not None:
+                p.copy_(inner_update({"p": p}, [p.grad], [group["lr"]])["p"])
+        return loss
+
+
+class _AdaptationNet(NeuralNet):
+    """A ``NeuralNet`` whose loss is the engine's inner objective (with a residual's pull)."""
+
+    def __init__(self, *args, inner_loop=None, n_classes=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inner_loop = inner_loop
+        self.n_classes = n_classes
+
+    def initialize_optimizer(self, *_, **__):
+        lrs = self.module_.model.inner_lrs.detach().cpu().tolist()
+        self.optimizer_ = _InnerUpdate(list(self.module_.inner), lrs)
+        return self
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if self.pull_reference is None:
-            return loss
+        if self.n_classes is not None:  # a C-class task uses the first C of N logits
+            y_pred = y_pred[..., : self.n_classes]
         network = self.module_
-        return loss + network.inner_penalty(network.initial_inner_parameters(),
-                                            initial=self.pull_reference)
-
-
-class _FirstLogitsCrossEntropy(nn.Module):
-    """Mean cross-entropy over the first ``n_classes`` logits.
-
-    A symmetry meta-learned for ``N``-way tasks has ``N`` outputs; a task with
-    ``C <= N`` classes uses the first ``C`` (labels encoded ``0..C-1`` in sorted
-    order, as the meta-learner encodes each task). With ``C == N`` this is
-    :func:`msr_sklearn.engine.cross_entropy_loss`.
-    """
-
-    def __init__(self, n_classes):
-        super().__init__()
-        self.n_classes = int(n_classes)
-
-    def forward(self, logits, target):
-        return F.cross_entropy(logits[..., : self.n_classes], target)
+        return inner_objective(network.model, network.inner_dict(), y_pred.unsqueeze(0),
+                               y_true.unsqueeze(0), self.inner_loop)[0]
 
 
 def _gram_top_eigenvalue(X):
@@ -126,15 +151,11 @@ def _gram_top_eigenvalue(X):
     return float(np.linalg.eigvalsh(gram)[-1]) / n
 
 
-def _torch_generator(random_state):
-    """A local ``torch.Generator`` seeded from ``random_state`` (fresh entropy for None)."""
-    generator = torch.Generator()
+def _seed(random_state):
+    """An int seed from ``random_state`` (fresh entropy for None)."""
     if random_state is None:
-        generator.seed()
-    else:
-        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-        generator.manual_seed(int(seed))
-    return generator
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
 # ----------------------------------------------------------------------- base class
@@ -173,7 +194,8 @@ class _EquivariantEstimator(BaseEstimator):
 
     @property
     def network_(self):
-        """The adapted :class:`~msr_sklearn.nn.MetaNetwork` (eval mode): ``net_.module_``.
+        """The adapted network: a :class:`~msr_sklearn.engine.MetaModel` at this task's
+        inner tensors (``net_.module_.model`` with ``net_.module_.inner``).
 
         A view rather than a copy, so it stays the trained module after pickling.
         """
@@ -214,51 +236,41 @@ class _EquivariantEstimator(BaseEstimator):
         """``1 / L``: ``L`` bounds the curvature of the loss of a linear model on ``X``."""
         raise NotImplementedError
 
-    def _make_network(self, X, n_outputs):
-        """The untrained network, the inner steps and each inner tensor's learning rate."""
-        n_features = X.shape[1]
+    def _make_model(self, X, n_outputs):
+        """The untrained MetaModel, the inner steps and each inner tensor's learning rate.
+
+        Bound to a symmetry: its network under its policy, its learned rates (or
+        ``inner_lr`` for every tensor). Without one: an :class:`~msr_sklearn.models.MLP`
+        of ``hidden_layer_sizes`` adapted as is (every parameter inner).
+        """
         sym = self.symmetry
         if sym is not None:
-            network = sym.build_network()
+            model = sym.build_model()
             inner_steps = sym.inner_steps if self.inner_steps is None else self.inner_steps
-            names = tuple(network.initial_inner_parameters())
-            if self.inner_lr is None:
-                missing = set(names) - set(sym.inner_lrs)
-                if missing:
-                    raise ValueError(f"the symmetry has no learned inner lr for {sorted(missing)}")
-                lrs = {n: sym.inner_lrs[n] for n in names}
-            else:
-                lrs = dict.fromkeys(names, self.inner_lr)
         else:
-            network = build_network(
-                n_features, n_outputs, hidden_layer_sizes=self._hidden_sizes(), layer="dense",
-                activation=self.activation, bias=True,
-                random_state=_torch_generator(self.random_state))
-            inner_steps = DEFAULT_INNER_STEPS if self.inner_steps is None else self.inner_steps
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seed(self.random_state))
+                module = MLP(X.shape[1], n_outputs, self._hidden_sizes(), self.activation)
             lr = self._default_lr(X, n_outputs) if self.inner_lr is None else self.inner_lr
-            lrs = dict.fromkeys(network.initial_inner_parameters(), lr)
-        return network, int(inner_steps), {n: float(v) for n, v in lrs.items()}
+            model = MetaModel(module, inner_lr=lr)
+            inner_steps = DEFAULT_INNER_STEPS if self.inner_steps is None else self.inner_steps
+        if self.inner_lr is not None:
+            with torch.no_grad():
+                model.inner_lrs.fill_(float(self.inner_lr))
+        lrs = dict(zip(model.inner_names, model.inner_lrs.detach().tolist()))
+        return model, int(inner_steps), lrs
 
-    def _fit_network(self, X, y, n_outputs, criterion, **criterion_params):
-        """Adapt the inner parameters on ``(X, y)`` (tensors built here) through skorch."""
+    def _fit_network(self, X, y, n_outputs, n_classes=None):
+        """Adapt the inner tensors on ``(X, y)`` through skorch: the engine's inner loop
+        (:func:`~msr_sklearn.engine.inner_objective`, :func:`~msr_sklearn.engine.inner_update`)
+        for one task, so the adapted outputs equal :func:`~msr_sklearn.engine.adapted_outputs`."""
         device = check_device(self.device)
-        network, inner_steps, lrs = self._make_network(X, n_outputs)
-        network.to(device)
-        # U (and a pull weight) frozen: only v, biases and residuals R move, as in the
-        # inner loop; a residual pull holds R towards its starting value R0
-        for param in network.outer_parameters().values():
-            param.requires_grad_(False)
-        start = {name: p.detach().clone()
-                 for name, p in network.initial_inner_parameters().items()}
-        pulled = network.inner_penalty(start) is not None
-        module_name = {id(p): n for n, p in network.named_parameters()}
-        param_groups = [(module_name[id(p)], {"lr": lrs[name]})
-                        for name, p in network.initial_inner_parameters().items()]
+        model, inner_steps, lrs = self._make_model(X, n_outputs)
+        loss = "mse" if n_classes is None else "cross_entropy"
         net = _AdaptationNet(
-            module=network,
-            criterion=criterion,
-            optimizer=torch.optim.SGD,
-            optimizer__param_groups=param_groups,
+            module=_TaskNetwork(model.to(device)),
+            criterion=nn.Identity,  # the loss is get_loss's: the engine's inner objective
+            optimizer=torch.optim.SGD,  # replaced by the engine's update (initialize_optimizer)
             max_epochs=inner_steps,
             batch_size=-1,
             train_split=None,
@@ -269,14 +281,17 @@ class _EquivariantEstimator(BaseEstimator):
             callbacks__print_log=None,  # it only formats tables that verbose=0 never prints
             verbose=0,
             device=str(device),
-            pull_reference=start if pulled else None,
-            **{f"criterion__{k}": v for k, v in criterion_params.items()},
+            inner_loop=InnerLoop(loss=loss, steps=max(1, inner_steps)),
+            n_classes=n_classes,
         )
-        X_t = torch.tensor(X, dtype=torch.float32, device=device)
-        y_t = torch.tensor(y, device=device)
-        net.fit(Dataset(X_t, y_t), y=None)
+        X_t = torch.tensor(np.ascontiguousarray(X), dtype=torch.float32, device=device)
+        y_t = torch.tensor(np.ascontiguousarray(y), device=device)
+        if inner_steps:
+            net.fit(Dataset(X_t, y_t), y=None)
+        else:  # predict with the initial values
+            net.initialize()
         net.module_.eval()
-        if not all(torch.isfinite(p).all() for p in net.module_.parameters()):
+        if not all(torch.isfinite(p).all() for p in net.module_.inner):
             warnings.warn(
                 f"{type(self).__name__}: adaptation diverged (non-finite parameters after "
                 f"{inner_steps} SGD steps); lower inner_lr or standardize the features "
@@ -341,15 +356,15 @@ _COMMON_ATTRIBUTES = """\
         Names of the features seen during ``fit``; only when ``X`` had string column
         names.
     inner_lrs_ : dict of str to float
-        The SGD learning rate each inner tensor was adapted with (``"0.filters"``,
+        The SGD learning rate each inner tensor was adapted with (``"0.weight.filters"``,
         ``"0.bias"``...).
     net_ : skorch.NeuralNet
         The net that adapted the inner parameters: ``net_.history`` holds the training
         loss of every step, ``net_.module_`` the network.
-    network_ : msr_sklearn.nn.MetaNetwork
-        The adapted network, in eval mode (the same object as ``net_.module_``). Its
-        own inner parameters (``network_.initial_inner_parameters()``) are the adapted
-        ``v`` and biases; ``U`` is unchanged.
+    network_ : torch.nn.Module
+        The adapted network, in eval mode (the same object as ``net_.module_``):
+        ``network_.inner_dict()`` holds the adapted inner tensors (``v``, biases,
+        residuals) by name, ``network_.model`` the MetaModel with ``U`` unchanged.
 """
 
 
@@ -395,16 +410,17 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
     >>> from msr_sklearn.estimators import EquivariantRegressor
     >>> X, y = make_translation_tasks(n_tasks=1, n_samples=25, random_state=0)
     >>> X, y = X[0], y[0]                       # one task: 70 features, 68 outputs
-    >>> conv = LearnedSymmetry.initial(n_features=70, n_outputs=68, layer="conv1d",
-    ...                                bias=False, inner_lr=0.5, inner_steps=20)
+    >>> from msr_sklearn.models import Conv1dLayer
+    >>> conv = LearnedSymmetry.initial(Conv1dLayer, n_features=70, n_outputs=68,
+    ...                                module__bias=False, inner_lr=0.5, inner_steps=20)
     >>> reg = EquivariantRegressor(symmetry=conv).fit(X[:5], y[:5])
     >>> bool(np.mean((reg.predict(X[5:]) - y[5:]) ** 2) < 1e-4)
     True
     >>> plain = EquivariantRegressor(random_state=0).fit(X[:5], y[:5])
     >>> bool(np.mean((plain.predict(X[5:]) - y[5:]) ** 2) > 1.0)
     True
-    >>> reg.network_.layers[0].filters.shape    # all it adapted: 3 filter values
-    torch.Size([3])
+    >>> {{n: tuple(p.shape) for n, p in reg.network_.inner_dict().items()}}  # 3 taps
+    {{'conv.weight': (1, 1, 1, 3)}}
     """
 
     _objective = "regression"
@@ -450,7 +466,7 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
                 f"y has {n_outputs} output(s), but the symmetry of EquivariantRegressor was "
                 f"meta-learned for {sym.n_outputs} outputs"
                 + ("; pass y of shape (n_samples, n_outputs)" if y_1d else ""))
-        self._fit_network(X, y2.astype(np.float32), n_outputs, nn.MSELoss)
+        self._fit_network(X, y2.astype(np.float32), n_outputs)
         self.n_outputs_ = n_outputs
         self._y_1d_ = y_1d
         return self
@@ -565,8 +581,7 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
                 f"y has {len(classes)} classes, but the symmetry of {name} was meta-learned "
                 f"for {sym.n_outputs}-way tasks (at most {sym.n_outputs} classes)")
         n_outputs = len(classes) if sym is None else sym.n_outputs
-        self._fit_network(X, y_encoded.astype(np.int64), n_outputs, _FirstLogitsCrossEntropy,
-                          n_classes=len(classes))
+        self._fit_network(X, y_encoded.astype(np.int64), n_outputs, n_classes=len(classes))
         self.classes_ = classes
         return self
 

@@ -1,4 +1,12 @@
-"""LearnedSymmetry: what meta-training produced, as a plain value object."""
+"""LearnedSymmetry: what meta-training produced, as a plain value object and a file.
+
+It records the network (:class:`~msr_sklearn.architecture.ModuleSpec`), the policy that
+says how each of its parameters is shared, adapted, meta-learned or frozen, the state
+(every sharing's ``U``, the initial inner tensors ``v0``/``R0``, the outer parameters),
+the learned inner learning rates and the inner loop it was trained with. A file is a
+zip of ``.npy`` arrays and JSON metadata: it never runs code by itself (a user's module
+class is imported only when the caller allows it).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -13,170 +22,278 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine.meta import MetaModel
-from .nn.network import SINGLE_LAYER_KINDS, build_network
+from .architecture import ModuleSpec, build_meta_model, policy_from_json, resolved_policy
+from .sharing import attach_sharing
 
 #: bumped when the file layout changes; ``load`` refuses versions it does not know.
-#: 2: the ``residual_pull`` architecture key and the residual layer kinds (version-1
-#: files, which have neither, still load)
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-#: the layout of a checkpoint's training state (unchanged by the symmetry's version 2)
-_CHECKPOINT_VERSION = 1
+#: 2: the ``residual_pull`` architecture key and residual layer kinds; 3: any module
+#: (a module spec and a per-parameter policy instead of the built-in architecture
+#: flags), feature names. Version-1 and -2 files are converted on load.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+#: the layout of a checkpoint's training state
+_CHECKPOINT_VERSION = 2
 _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
 _CHECKPOINT_NAME = "msr_sklearn.TrainingCheckpoint"
 _TRAINING = "training.json"
 #: how a training state marks its tensors and numpy arrays in JSON
 _TENSOR, _ARRAY = "__tensor__", "__array__"
-
-#: the settings that define a network; ``build_network`` takes exactly these
-ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
-                     "activation", "bias", "kernel_size", "input_shape", "n_copies",
-                     "conv_channels", "conv_layer", "pooling", "couple_copies", "residual_pull",
-                     "conv_bias")
-#: settings added after the first files were written, with the value those files meant
-#: (``conv_bias`` came later than version 2 and needs no new version: a file without it
-#: meant one bias per channel)
-OPTIONAL_ARCHITECTURE = {"couple_copies": False, "residual_pull": False,
-                         "conv_bias": "channels"}
 OBJECTIVES = ("regression", "classification")
 
 
 class LearnedSymmetry:
-    """A meta-learned sharing pattern: architecture, ``U`` per layer, ``v0``, inner lrs.
+    """A meta-learned sharing pattern: the network, its policy, ``U`` and ``v0``, inner lrs.
 
-    A plain value object (numpy arrays and builtins only) so it survives ``clone``,
-    ``pickle`` and ``copy.deepcopy``, and travels to per-task estimators as a
-    constructor parameter. :meth:`save` / :meth:`load` use a zip of ``.npy`` arrays
-    and JSON metadata, which cannot execute code when read.
+    A plain value object (numpy arrays, builtins and the module's description) so it
+    survives ``clone``, ``pickle`` and ``copy.deepcopy``, and travels to per-task
+    estimators as a constructor parameter. Build one with
+    :meth:`MetaSymmetryLearner.fit <msr_sklearn.MetaSymmetryLearner.fit>` or
+    :meth:`initial`; save and load it with :meth:`save` / :meth:`load`.
 
     Parameters
     ----------
-    architecture : dict
-        Keyword arguments of :func:`msr_sklearn.nn.build_network` (``n_features``,
-        ``n_outputs``, ``hidden_layer_sizes``, ``layer``, ``n_filters``, ``activation``,
-        ``bias``, ``kernel_size``).
+    module : ModuleSpec
+        How to build the network.
+    policy : dict of str to (dict or str)
+        Every parameter's role: a sharing spec (shared), ``"inner"``, ``"outer"`` or
+        ``"frozen"``.
     state : dict of str to ndarray
-        The network's ``state_dict`` as numpy arrays (sharings and initial inner
-        parameters).
+        The MetaModel's ``state_dict`` as numpy arrays.
     inner_lrs : dict of str to float
-        The learned inner learning rate of each inner parameter (``"0.filters"``...).
-    objective : {"regression", "classification"}
-    inner_steps : int
+        The learned inner learning rate of each inner tensor.
+    objective : {"regression", "classification"}, default="regression"
+    inner_steps : int, default=1
         Inner SGD steps the symmetry was meta-trained with.
+    input_shape : tuple of int
+        One sample's shape (``(n_features,)`` for flat rows).
+    n_outputs : int
+        Outputs (regression) or ways (classification).
+    feature_names : array-like of str or None, default=None
+        The column names the learner was fitted on, if any.
 
     Examples
     --------
     >>> from msr_sklearn import LearnedSymmetry
-    >>> sym = LearnedSymmetry.initial(n_features=5, n_outputs=3, layer="msr", n_filters=2,
-    ...                               bias=False, random_state=0)
+    >>> sym = LearnedSymmetry.initial(n_features=5, n_outputs=3, n_filters=2, bias=False,
+    ...                               random_state=0)
     >>> sym.symmetry_matrix(0).shape
     (15, 2)
-    >>> sym.n_layers, sym.objective
-    (1, 'regression')
+    >>> sym.weight_names, sym.objective
+    (['0.weight'], 'regression')
     """
 
-    def __init__(self, architecture, state, inner_lrs, objective="regression", inner_steps=1):
-        architecture = {**OPTIONAL_ARCHITECTURE, **architecture}
-        missing = set(ARCHITECTURE_KEYS) - set(architecture)
-        if missing:
-            raise ValueError(f"architecture is missing {sorted(missing)}")
+    def __init__(self, module, policy, state, inner_lrs, objective="regression", inner_steps=1,
+                 input_shape=None, n_outputs=None, feature_names=None):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
-        self.architecture = {k: _plain(architecture[k]) for k in ARCHITECTURE_KEYS}
-        self.state = {k: np.asarray(v, dtype=np.float32).copy() for k, v in state.items()}
+        if not isinstance(module, ModuleSpec):
+            raise TypeError(f"module must be a ModuleSpec; got {type(module).__name__}")
+        self.module = module
+        self.policy = dict(policy)
+        self.state = {k: np.asarray(v).copy() for k, v in state.items()}
         self.inner_lrs = {str(k): float(v) for k, v in inner_lrs.items()}
         self.objective = objective
         self.inner_steps = int(inner_steps)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.n_outputs = int(n_outputs)
+        self.feature_names = None if feature_names is None else np.asarray(feature_names,
+                                                                          dtype=object)
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def initial(cls, objective="regression", inner_lr=0.1, inner_steps=1, random_state=None,
-                **architecture):
-        """The untrained symmetry a learner would start from (useful as a control)."""
-        arch = {"hidden_layer_sizes": (), "layer": "msr", "n_filters": 8, "activation": "relu",
-                "bias": True, "kernel_size": 3, "input_shape": None, "n_copies": 1,
-                "conv_channels": (), "conv_layer": "msr_conv2d", "pooling": "none",
-                **OPTIONAL_ARCHITECTURE, **architecture}
-        network = build_network(random_state=random_state, **arch)
-        model = MetaModel(network, inner_lr=inner_lr)
-        return cls.from_model(model, arch, objective=objective, inner_steps=inner_steps)
+    def initial(cls, module=None, sharing=None, *, n_features=None, input_shape=None,
+                n_outputs=1, objective="regression", hidden_layer_sizes=(), activation="relu",
+                layer="msr", n_filters=8, bias=True, inner_lr=0.1, inner_steps=1,
+                random_state=None, **module_params):
+        """The untrained symmetry a learner would start from (a control, or a given ``U``).
+
+        Parameters
+        ----------
+        module, sharing : as :class:`~msr_sklearn.MetaSymmetryLearner`'s
+            ``None`` builds the MLP of ``hidden_layer_sizes``, ``activation``, ``bias``.
+        n_features, input_shape : int or tuple
+            One sample's size (``n_features``) or shape (``input_shape``).
+        n_outputs : int, default=1
+        objective : {"regression", "classification"}, default="regression"
+        hidden_layer_sizes, activation, layer, n_filters, bias :
+            The learner's shorthands.
+        inner_lr : float, default=0.1
+        inner_steps : int, default=1
+        random_state : int or None, default=None
+        **module_params
+            ``module__<name>=value``: parameters of a module class.
+        """
+        if input_shape is None:
+            if n_features is None:
+                raise ValueError("give n_features or input_shape")
+            input_shape = (int(n_features),)
+        spec = ModuleSpec(module, _module_params(module, hidden_layer_sizes, activation, bias,
+                                                 module_params))
+        seed = 0 if random_state is None else int(random_state)
+        model = build_meta_model(spec, sharing, input_shape, n_outputs, inner_lr=inner_lr,
+                                 seed=seed, layer=layer, n_filters=n_filters)
+        return cls.from_model(model, spec, objective=objective, inner_steps=inner_steps,
+                              input_shape=input_shape, n_outputs=n_outputs)
 
     @classmethod
-    def from_model(cls, model: MetaModel, architecture, objective="regression", inner_steps=1):
-        state = {k: v.detach().cpu().numpy() for k, v in model.network.state_dict().items()}
+    def from_model(cls, model, module, objective="regression", inner_steps=1, input_shape=None,
+                   n_outputs=None, feature_names=None):
+        """The symmetry of a MetaModel built from the ModuleSpec ``module``."""
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
+                 if k != "inner_lrs"}  # they are inner_lrs, by name
         lrs = dict(zip(model.inner_names, model.inner_lrs.detach().cpu().tolist()))
-        return cls(architecture, state, lrs, objective=objective, inner_steps=inner_steps)
-
-    def build_network(self, device="cpu"):
-        """A fresh :class:`~msr_sklearn.nn.MetaNetwork` holding this symmetry's state."""
-        network = build_network(random_state=0, **self.architecture)
-        network.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
-        return network.to(device)
+        return cls(module, resolved_policy(model), state, lrs, objective=objective,
+                   inner_steps=inner_steps, input_shape=input_shape, n_outputs=n_outputs,
+                   feature_names=feature_names)
 
     def build_model(self, device="cpu", learn_inner_lr=True):
-        """A :class:`~msr_sklearn.engine.MetaModel` (network + learned lrs), e.g. to resume."""
-        model = MetaModel(self.build_network(), learn_inner_lr=learn_inner_lr)
-        with torch.no_grad():
-            model.inner_lrs.copy_(torch.tensor([self.inner_lrs[n] for n in model.inner_names]))
+        """A :class:`~msr_sklearn.engine.MetaModel` holding this symmetry's state."""
+        model = build_meta_model(self.module, policy_from_json(self.policy, True),
+                                 self.input_shape, self.n_outputs,
+                                 learn_inner_lr=learn_inner_lr)
+        missing = set(model.inner_names) - set(self.inner_lrs)
+        if missing:
+            raise ValueError(f"the symmetry has no learned inner lr for {sorted(missing)}")
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()}
+        state["inner_lrs"] = torch.tensor([self.inner_lrs[n] for n in model.inner_names],
+                                          dtype=model.inner_lrs.dtype)
+        model.load_state_dict(state)
         return model.to(device)
+
+    def to_module(self, device="cpu"):
+        """The network as a plain torch module, ready to adapt with any training loop.
+
+        Every shared weight is a parametrization (:func:`torch.nn.utils.parametrize`) of
+        its sharing, started at the learned ``v0`` (``R0``) with ``U`` frozen; every other
+        parameter holds its meta-learned value, and only the inner ones require
+        gradients. Adapting ``module.parameters()`` that require gradients with SGD at
+        :attr:`inner_lrs` is the learned inner loop.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from msr_sklearn import LearnedSymmetry
+        >>> sym = LearnedSymmetry.initial(n_features=5, n_outputs=3, n_filters=2,
+        ...                               random_state=0)
+        >>> net = sym.to_module()
+        >>> [n for n, p in net.named_parameters() if p.requires_grad]
+        ['0.bias', '0.parametrizations.weight.original']
+        >>> torch.allclose(net(torch.ones(1, 5)), sym.build_model()(torch.ones(1, 5)))
+        True
+        """
+        model = self.build_model(device)
+        module, initial = model.module, model.initial_inner()
+        for name in model.shared_names:
+            owner, _, attr = name.rpartition(".")
+            sharing = model.sharing(name)
+            inner = {n: initial[f"{name}.{n}"].detach() for n in sharing.inner_names}
+            # the slot is empty in the MetaModel's module: give it the current weight
+            module.get_submodule(owner).register_parameter(
+                attr, torch.nn.Parameter(sharing(*inner.values()).detach()))
+            attach_sharing(module, name, sharing, inner)
+        inner_params = {n for n, r in model.roles.items() if r == "inner"}
+        for name, param in module.named_parameters():
+            if name in model.roles and name not in inner_params:
+                param.requires_grad_(False)
+        return module
 
     # ------------------------------------------------------------- introspection
     @property
-    def n_layers(self):
-        arch = self.architecture
-        if arch["layer"] in SINGLE_LAYER_KINDS:
-            return 1
-        return len(arch["conv_channels"]) + len(arch["hidden_layer_sizes"]) + 1
-
-    @property
     def n_features(self):
-        return self.architecture["n_features"]
+        """The number of input values of one sample, ``prod(input_shape)``."""
+        return math.prod(self.input_shape)
 
     @property
-    def n_outputs(self):
-        return self.architecture["n_outputs"]
+    def weight_names(self):
+        """The weights a task adapts (shared, or inner with two or more dimensions), in order.
 
-    def _layer_index(self, layer):
+        ``layer=i`` in :meth:`symmetry_matrix` and the diagnostics counts these.
+        """
+        shapes = self._weight_shapes()
+        return [n for n, shape in shapes.items() if len(shape) >= 2]
+
+    @property
+    def n_layers(self):
+        """The number of adapted weights (:attr:`weight_names`)."""
+        return len(self.weight_names)
+
+    def _weight_shapes(self):
+        shapes = {}
+        for name, role in self.policy.items():
+            if role == "inner":
+                shapes[name] = self.state[f"module.{name}"].shape
+            elif isinstance(role, dict):
+                shapes[name] = self._shared_weight_shape(name)
+        return shapes
+
+    def _shared_weight_shape(self, name):
+        return tuple(self._model().sharing(name).weight_shape)
+
+    def _model(self):
+        cached = self.__dict__.get("_cached_model")
+        if cached is None:
+            cached = self.__dict__["_cached_model"] = self.build_model()
+        return cached
+
+    def _weight_name(self, layer):
+        names = self.weight_names
+        if isinstance(layer, str):
+            if layer not in names:
+                raise ValueError(f"layer={layer!r} is not an adapted weight; they are {names}")
+            return layer
         if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool):
-            raise TypeError(f"layer must be an int; got {type(layer).__name__}")
-        n = self.n_layers
+            raise TypeError(f"layer must be an int or a weight name; got {type(layer).__name__}")
+        n = len(names)
         if not -n <= layer < n:
-            raise ValueError(f"layer={layer} is out of range for {n} layer(s)")
-        return int(layer) % n
+            raise ValueError(f"layer={layer} is out of range for {n} adapted weight(s) {names}")
+        return names[int(layer) % n]
+
+    def sharing(self, layer=0):
+        """The bound sharing of a layer (``None`` for a weight adapted as is)."""
+        name = self._weight_name(layer)
+        model = self._model()
+        return model.sharing(name) if model.roles[name] == "shared" else None
 
     def symmetry_matrix(self, layer=0):
         """``U`` of a layer as a numpy array ``(n_weights, k)``; ``W = (U @ v).reshape``.
 
-        Kronecker-factored sharings are materialized.
+        ``layer`` counts :attr:`weight_names` (or names one). Factored sharings are
+        materialized; a weight adapted as is has the identity.
         """
+        sharing = self.sharing(layer)
+        if sharing is None:
+            return np.eye(math.prod(self._weight_shapes()[self._weight_name(layer)]),
+                          dtype=np.float32)
         with torch.no_grad():
-            return self._meta_layer(layer).sharing.matrix().cpu().numpy().copy()
+            return sharing.matrix().cpu().numpy().copy()
 
     def initial_filters(self, layer=0):
-        """The meta-learned initial filter values ``v0`` of a layer."""
-        return self._meta_layer(layer).filters.detach().cpu().numpy().copy()
+        """The meta-learned initial filter values ``v0`` of a layer (its initial weight
+        when it is adapted as is)."""
+        name = self._weight_name(layer)
+        key = f"shared.{name.replace('.', '-')}.filters"
+        source = self.state[key] if key in self.state else self.state[f"module.{name}"]
+        return np.asarray(source).reshape(-1).copy()
 
     def initial_residual(self, layer=0):
         """The meta-learned ``R0`` of a residual layer (weight-shaped), or None."""
-        residual = self._meta_layer(layer).residual
-        return None if residual is None else residual.detach().cpu().numpy().copy()
+        key = f"shared.{self._weight_name(layer).replace('.', '-')}.residual"
+        return None if key not in self.state else np.asarray(self.state[key]).copy()
 
-    def _meta_layer(self, layer):
-        """Layer ``layer`` (counting only layers with a sharing) of a fresh network."""
-        return self.build_network().meta_layers[self._layer_index(layer)]
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_cached_model", None)
+        return state
 
     def __repr__(self):
-        arch = ", ".join(f"{k}={v!r}" for k, v in self.architecture.items())
-        return f"LearnedSymmetry({arch}, objective={self.objective!r})"
+        return (f"LearnedSymmetry(module={self.module.cls.__name__}, input_shape="
+                f"{self.input_shape}, n_outputs={self.n_outputs}, objective={self.objective!r}, "
+                f"shared={[n for n, r in self.policy.items() if isinstance(r, dict)]})")
 
     def __eq__(self, other):
         if not isinstance(other, LearnedSymmetry):
             return NotImplemented
-        return (self.architecture == other.architecture and self.objective == other.objective
-                and self.inner_steps == other.inner_steps and self.inner_lrs == other.inner_lrs
-                and self.state.keys() == other.state.keys()
-                and all(np.array_equal(self.state[k], other.state[k]) for k in self.state))
+        return self._members() == other._members()
 
     __hash__ = None
 
@@ -192,9 +309,6 @@ class LearnedSymmetry:
 
     def fingerprint(self):
         """A hash of the file this symmetry saves as: equal symmetries, equal strings.
-
-        SHA-256 over the names and bytes of the file's members (what :meth:`save`
-        writes), e.g. to record which ``initial_symmetry`` a training run started from.
 
         Examples
         --------
@@ -212,38 +326,77 @@ class LearnedSymmetry:
             digest.update(data)
         return "LearnedSymmetry sha256:" + digest.hexdigest()
 
+    def _meta(self):
+        return {"format": _FORMAT_NAME, "version": FORMAT_VERSION,
+                "module": self.module.to_json(), "policy": self.policy,
+                "inner_lrs": self.inner_lrs, "objective": self.objective,
+                "inner_steps": self.inner_steps, "input_shape": list(self.input_shape),
+                "n_outputs": self.n_outputs,
+                "feature_names": None if self.feature_names is None
+                else [str(n) for n in self.feature_names],
+                "arrays": sorted(self.state)}
+
     def _members(self):
         """The file's members, name -> bytes."""
-        meta = {"format": _FORMAT_NAME, "version": FORMAT_VERSION,
-                "architecture": self.architecture, "inner_lrs": self.inner_lrs,
-                "objective": self.objective, "inner_steps": self.inner_steps,
-                "arrays": sorted(self.state)}
+        meta = self._meta()
         members = {"meta.json": json.dumps(meta).encode()}
         members.update({f"arrays/{name}.npy": _npy_bytes(self.state[name])
                         for name in meta["arrays"]})
         return members
 
     @classmethod
-    def load(cls, path):
-        """Read a file written by :meth:`save` (or a training checkpoint); never unpickles."""
+    def load(cls, path, module=None, allow_import=False):
+        """Read a file written by :meth:`save` (or a training checkpoint); never unpickles.
+
+        Parameters
+        ----------
+        path : str or path
+        module : nn.Module subclass or instance, or None, default=None
+            The network of a symmetry learned with your own module (its class, or an
+            instance for a module given as an instance). Built-in models need nothing.
+        allow_import : bool, default=False
+            Import the module class (and any custom sharing) the file names by its
+            import path. A file never imports code unless you allow it.
+        """
         path = _existing(path)
         with _reading(path, "LearnedSymmetry"), zipfile.ZipFile(path) as zf:
-            return cls._from_zip(zf)
+            return cls._from_zip(zf, module, allow_import)
 
     @classmethod
-    def _from_zip(cls, zf):
+    def _from_zip(cls, zf, module=None, allow_import=False):
         meta = json.loads(zf.read("meta.json"))
         if meta.get("format") != _FORMAT_NAME:
             raise ValueError("it is not a LearnedSymmetry file")
-        if meta.get("version") not in READABLE_VERSIONS:
-            raise ValueError(f"it has format version {meta.get('version')!r}; this msr_sklearn "
-                             f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+        version = meta.get("version")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"it has format version {version!r}; this msr_sklearn reads "
+                             f"versions {', '.join(map(str, READABLE_VERSIONS))}")
         state = {name: _load_npy(zf, f"arrays/{name}.npy") for name in meta["arrays"]}
-        arch = meta["architecture"]
-        # JSON has lists where the architecture had tuples
-        arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
-        return cls(arch, state, meta["inner_lrs"], objective=meta["objective"],
-                   inner_steps=meta["inner_steps"])
+        if version < 3:
+            from .persistence.legacy import convert_v2
+
+            meta, state = convert_v2(meta, state)
+        spec = ModuleSpec.from_json(meta["module"], module, allow_import)
+        policy_from_json(meta["policy"], allow_import)  # a custom sharing is user code too
+        symmetry = cls(spec, meta["policy"], state, meta["inner_lrs"],
+                       objective=meta["objective"], inner_steps=meta["inner_steps"],
+                       input_shape=meta["input_shape"], n_outputs=meta["n_outputs"],
+                       feature_names=meta.get("feature_names"))
+        symmetry._model()  # the policy and the state must build the network now, not later
+        return symmetry
+
+
+def _module_params(module, hidden_layer_sizes, activation, bias, module_params):
+    """The module's parameters: ``module__*`` ones, plus the MLP shorthands for no module."""
+    params = {k.removeprefix("module__"): v for k, v in module_params.items()}
+    unknown = [k for k in module_params if not k.startswith("module__")]
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {unknown}; module parameters are "
+                        "passed as module__<name>=value")
+    if module is None:
+        params.update(hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
+                      activation=activation, bias=bool(bias))
+    return params
 
 
 # ------------------------------------------------------------ training checkpoints

@@ -12,6 +12,7 @@ is used; padding rows never enter a loss.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,8 +45,9 @@ class TaskSet:
 
     Parameters
     ----------
-    X : Tensor of shape (n_tasks, n_max, n_features)
-        The inputs, ``n_max`` the size of the largest task.
+    X : Tensor of shape (n_tasks, n_max, *feature_shape)
+        The inputs, ``n_max`` the size of the largest task; one sample is a flat row
+        ``(n_features,)`` or an image ``(C, H, W)``.
     y : Tensor of shape (n_tasks, n_max, n_outputs) or (n_tasks, n_max)
         Float targets (regression) or int64 class indices (classification).
     sizes : int64 Tensor of shape (n_tasks,)
@@ -65,7 +67,9 @@ class TaskSet:
     n_tasks : int
         The number of tasks.
     n_features : int
-        The number of features.
+        The number of values of one sample.
+    feature_shape : tuple of int
+        One sample's shape.
     ragged : bool
         Whether tasks differ in size (then queries are padded and masked).
 
@@ -100,8 +104,13 @@ class TaskSet:
 
     @property
     def n_features(self):
-        """The number of features."""
-        return self.X.shape[2]
+        """The number of values of one sample."""
+        return math.prod(self.X.shape[2:])
+
+    @property
+    def feature_shape(self):
+        """One sample's shape: ``(n_features,)`` for flat rows, ``(C, H, W)`` for images."""
+        return tuple(self.X.shape[2:])
 
     def to(self, device):
         """Move ``X``, ``y`` and ``sizes`` to ``device`` in place; returns ``self``."""
@@ -289,8 +298,18 @@ class MetaBatches:
 
 
 def _is_3d(a):
-    return hasattr(a, "ndim") and a.ndim == 3 or (
-        isinstance(a, (list, tuple)) and len(a) > 0 and np.ndim(a) == 3)
+    """Whether ``a`` stacks tasks: ``(n_tasks, n, d)`` rows or ``(n_tasks, n, C, H, W)`` images."""
+    return hasattr(a, "ndim") and a.ndim >= 3 or (
+        isinstance(a, (list, tuple)) and len(a) > 0 and _nested_ndim(a) >= 3)
+
+
+def _nested_ndim(a):
+    """The depth of a nested list, without building an array of it (ragged lists are
+    lists of tasks, not an error here)."""
+    depth = 0
+    while isinstance(a, (list, tuple)) and len(a) > 0:
+        a, depth = a[0], depth + 1
+    return depth + np.ndim(a)
 
 
 def _as_task_list(X, y=None, groups=None):
@@ -329,7 +348,8 @@ def _as_task_list(X, y=None, groups=None):
         return [(Xa[rows], ya[rows]) for rows in task_rows(g)], feature_names
     if not _is_3d(X):
         raise ValueError(
-            "with y given, X must be 3-D (n_tasks, n_samples, n_features), or long format "
+            "with y given, X must stack tasks, (n_tasks, n_samples, n_features) or "
+            "(n_tasks, n_samples, C, H, W), or be long format "
             f"2-D X with groups=task ids; got X with ndim={np.ndim(X)} and no groups. "
             + (LONG_FORMAT_NEEDS_GROUPS if np.ndim(X) == 2 else ""))
     Xa, ya = np.asarray(X), np.asarray(y)
@@ -386,7 +406,7 @@ def resolve_objective(objective, ys):
 
 
 def check_tasks(X, y=None, groups=None, *, objective="auto", n_support=1, n_outputs=None,
-                n_features=None, dtype=torch.float32):
+                n_features=None, feature_shape=None, dtype=torch.float32):
     """Validate tasks in any accepted form and pad them into a :class:`TaskSet`.
 
     Features become floats of ``dtype`` and must be finite. Regression targets become
@@ -395,11 +415,13 @@ def check_tasks(X, y=None, groups=None, *, objective="auto", n_support=1, n_outp
 
     Parameters
     ----------
-    X : list of (X_i, y_i) pairs, array-like of shape (n_tasks, n, n_features), \
-or array-like of shape (n_samples, n_features)
-        The tasks: a list of ``(X_i, y_i)`` (without ``y`` and ``groups``), 3-D
-        features (with ``y``; the pair ``(X, y)`` may also come as ``X``), or long
-        format (with ``y`` and ``groups``). Numpy, pandas or nested lists; not sparse.
+    X : list of (X_i, y_i) pairs, array-like of shape (n_tasks, n, *feature_shape), \
+or array-like of shape (n_samples, *feature_shape)
+        The tasks: a list of ``(X_i, y_i)`` (without ``y`` and ``groups``), stacked
+        tasks (with ``y``; the pair ``(X, y)`` may also come as ``X``), or long
+        format (with ``y`` and ``groups``). A sample is a row of features or an image
+        ``(C, H, W)``. Numpy, pandas or nested lists; not sparse. A float32 array of
+        stacked tasks is used without a copy.
     y : array-like of shape (n_tasks, n) or (n_tasks, n, n_outputs), or (n_samples,) \
 or (n_samples, n_outputs), default=None
         Targets, for 3-D or long-format ``X``.
@@ -414,7 +436,9 @@ or (n_samples, n_outputs), default=None
         If given (a fitted learner), tasks must match it: regression outputs, or at most
         this many classes per task.
     n_features : int or None, default=None
-        If given, every task must have this many features.
+        If given, every sample must have this many values.
+    feature_shape : tuple of int or None, default=None
+        If given (a fitted learner), every sample must have this shape.
     dtype : torch.dtype, default=torch.float32
         The dtype of ``X`` and of regression targets.
 
@@ -451,7 +475,7 @@ or (n_samples, n_outputs), default=None
     Xs, ys = [], []
     for i, (Xi, yi) in enumerate(tasks):
         # light per-task checks; finiteness is checked once on the padded arrays
-        Xi = _numeric_array(Xi, f"X of task {i}", ndim=2)
+        Xi = _numeric_array(Xi, f"X of task {i}", ndim=2, at_least=True)
         yi = np.asarray(yi.to_numpy() if hasattr(yi, "to_numpy") else yi)
         if yi.ndim not in (1, 2) or len(yi) != len(Xi):
             raise ValueError(f"task {i}: X has {len(Xi)} rows but y has shape {yi.shape}; y "
@@ -462,20 +486,25 @@ or (n_samples, n_outputs), default=None
                 f"at least {n_support + 1} (support plus one query row)")
         Xs.append(Xi)
         ys.append(yi)
-    widths = {x.shape[1] for x in Xs}
-    if len(widths) > 1:
-        raise ValueError(f"tasks have different feature counts {sorted(widths)}; all tasks "
+    shapes = {x.shape[1:] for x in Xs}
+    if len(shapes) > 1:
+        raise ValueError(f"tasks have samples of different shapes {sorted(shapes)}; all tasks "
                          "must share one feature space")
-    d = widths.pop()
-    if n_features is not None and d != n_features:
-        raise ValueError(f"tasks have {d} features, but the learner was fitted with "
-                         f"{n_features} features")
+    shape = shapes.pop()
+    if feature_shape is not None and shape != tuple(feature_shape):
+        raise ValueError(f"tasks have samples of shape {shape}, but the learner was fitted "
+                         f"with samples of shape {tuple(feature_shape)}")
+    if n_features is not None and math.prod(shape) != n_features:
+        raise ValueError(f"tasks have {math.prod(shape)} features, but the learner was fitted "
+                         f"with {n_features} features")
     objective = resolve_objective(objective, ys)
     sizes = [len(x) for x in Xs]
     n_max = max(sizes)
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    with np.errstate(over="ignore"):  # overflow to inf is reported just below
-        Xp = _pad(Xs, n_max, np_dtype)
+    Xp = _stacked_as_is(X, y, groups, np_dtype) if _is_3d(X) else None
+    if Xp is None:
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below
+            Xp = _pad(Xs, n_max, np_dtype)
     _check_finite(Xp, "X")
     classes = None
     if objective == "regression":
@@ -487,8 +516,12 @@ or (n_samples, n_outputs), default=None
         if n_outputs is not None and n_out != n_outputs:
             raise ValueError(f"tasks have {n_out} outputs, but the learner was fitted with "
                              f"{n_outputs}")
-        with np.errstate(over="ignore"):
-            yp = _pad(ys, n_max, np_dtype)
+        yp = _stacked_as_is(y, X, groups, np_dtype)
+        if yp is not None:
+            yp = yp.reshape(len(ys), n_max, n_out)  # a view: one flat row of outputs each
+        else:
+            with np.errstate(over="ignore"):
+                yp = _pad(ys, n_max, np_dtype)
         _check_finite(yp, "y")
         y_tensor = torch.from_numpy(yp)
     else:
@@ -519,17 +552,35 @@ or (n_samples, n_outputs), default=None
 
 
 def _regression_target(y, i):
-    return _numeric_array(y.reshape(len(y), -1) if y.ndim == 1 else y, f"y of task {i}", ndim=2)
+    # one flat row of outputs per sample, whatever the target's shape (maps, vectors)
+    return _numeric_array(y.reshape(len(y), -1), f"y of task {i}", ndim=2)
 
 
-def _numeric_array(a, what, ndim):
+def _stacked_as_is(a, other, groups, dtype):
+    """Stacked tasks ``a`` (features, or targets beside stacked features ``other``)
+    already in the training dtype and C-contiguous: used without a copy.
+
+    (Padding copies every task; for thousands of image tasks that doubled the peak
+    memory of a fit.)
+    """
+    if groups is not None or other is None or not isinstance(a, np.ndarray) or a.ndim < 2:
+        return None
+    stacked = a if a.ndim >= 3 else other
+    if not (isinstance(stacked, np.ndarray) and stacked.ndim >= 3):
+        return None
+    return a if a.dtype == dtype and a.flags.c_contiguous else None
+
+
+def _numeric_array(a, what, ndim, at_least=False):
     if issparse(a):
         raise TypeError(f"{what} is sparse, which is not supported; convert with .toarray()")
     a = np.asarray(a.to_numpy() if hasattr(a, "to_numpy") else a)
     if a.dtype.kind == "c":
         raise ValueError(f"{what}: complex data not supported")
-    if a.ndim != ndim:
-        raise ValueError(f"{what} must be {ndim}-D (n_samples, n_features); got shape {a.shape}"
+    if a.ndim != ndim and not (at_least and a.ndim > ndim):
+        raise ValueError(f"{what} must be {ndim}-D (n_samples, n_features)"
+                         + (" or (n_samples, C, H, W)" if at_least else "")
+                         + f"; got shape {a.shape}"
                          + (" — reshape a single feature with X.reshape(-1, 1)"
                             if a.ndim == 1 else ""))
     if a.dtype.kind not in "biuf":
@@ -540,7 +591,8 @@ def _numeric_array(a, what, ndim):
                              "categorical features first, e.g. with OneHotEncoder") from exc
     if len(a) == 0:
         raise ValueError(f"{what} has no samples")
-    return a.astype(np.float64, copy=False)
+    # floats keep their precision (a float32 task is not doubled in memory)
+    return a if a.dtype.kind == "f" else a.astype(np.float64)
 
 
 def _pad(arrays, n_max, dtype):
@@ -550,16 +602,24 @@ def _pad(arrays, n_max, dtype):
     assignment into a preallocated array: ~8x faster than ``np.stack`` for thousands of
     small tasks.
     """
-    out = np.zeros((len(arrays), n_max, arrays[0].shape[1]), dtype=dtype)
+    out = np.zeros((len(arrays), n_max, *arrays[0].shape[1:]), dtype=dtype)
     for i, a in enumerate(arrays):
         out[i, :len(a)] = a
     return out
 
 
 def _check_finite(padded, what):
-    bad = ~np.isfinite(padded).all(axis=(1, 2))
-    if bad.any():
-        raise ValueError(f"{what} of task {int(np.argmax(bad))} contains NaN or infinity (or "
+    # in blocks of tasks: a mask of the whole array would cost a quarter of its size again
+    block = max(1, 2 ** 22 // max(1, padded[0].size))
+    bad = None
+    for start in range(0, len(padded), block):
+        chunk = padded[start:start + block]
+        ok = np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
+        if not ok.all():
+            bad = start + int(np.argmax(~ok))
+            break
+    if bad is not None:
+        raise ValueError(f"{what} of task {bad} contains NaN or infinity (or "
                          f"values beyond the range of {padded.dtype}); impute or drop those "
                          "values first (e.g. sklearn.impute.SimpleImputer)")
 

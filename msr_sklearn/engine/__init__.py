@@ -1,21 +1,20 @@
-"""The vectorized MSR engine: inner and outer loop over a whole meta-batch, and its optimizer.
+"""The task-vectorized MSR engine: any module under a sharing policy, inner and outer loop
+over a whole meta-batch at once, and the outer-loop optimizer.
 
-No scikit-learn here: torch, the sharings and the data layer's ``TaskBatch``.
+No scikit-learn here: torch, the sharings and the data layer's
+:class:`~msr_sklearn.data.batch.TaskBatch`.
 """
 
-from .meta import (
-    LOSSES,
+from .inner import (
     SYMMETRY_GRADIENTS,
-    MetaModel,
-    TaskBatch,
+    InnerLoop,
     adapt,
-    adapted_outputs,
-    cross_entropy_loss,
-    evaluate_task_losses,
-    meta_step,
-    mse_loss,
-    task_losses,
+    inner_objective,
+    inner_update,
+    support_loss,
 )
+from .losses import LOSSES, cross_entropy_loss, mse_loss
+from .model import MetaModel, SharedWeight
 from .optim import (
     HIDDEN_SHARING_SIZE,
     META_OPTIMIZERS,
@@ -23,22 +22,27 @@ from .optim import (
     hidden_sharing_lr_scale,
     make_meta_optimizer,
 )
+from .outer import adapted_outputs, evaluate_task_losses, meta_step, task_losses
 
 __all__ = [
     "HIDDEN_SHARING_SIZE",
     "LOSSES",
     "META_OPTIMIZERS",
     "SYMMETRY_GRADIENTS",
+    "InnerLoop",
     "MetaAdam",
     "MetaModel",
-    "TaskBatch",
+    "SharedWeight",
     "adapt",
     "adapted_outputs",
     "cross_entropy_loss",
     "evaluate_task_losses",
     "hidden_sharing_lr_scale",
+    "inner_objective",
+    "inner_update",
     "make_meta_optimizer",
     "meta_step",
     "mse_loss",
+    "support_loss",
     "task_losses",
 ]

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ..nn.sharing import DenseSharing
+from ..sharing import DenseSharing, Residual
 
 __all__ = ["HIDDEN_SHARING_SIZE", "META_OPTIMIZERS", "MetaAdam", "hidden_sharing_lr_scale",
            "make_meta_optimizer"]
@@ -52,7 +52,7 @@ def hidden_sharing_lr_scale(n_entries):
 
     Examples
     --------
-    >>> from msr_sklearn.engine.optim import hidden_sharing_lr_scale
+    >>> from msr_sklearn.engine import hidden_sharing_lr_scale
     >>> hidden_sharing_lr_scale(36 * 9), hidden_sharing_lr_scale(256 * 64 * 64)
     (1.0, 0.125)
     """
@@ -98,7 +98,7 @@ class MetaAdam:
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.engine.optim import MetaAdam
+    >>> from msr_sklearn.engine import MetaAdam
     >>> signal, noise = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     >>> opt = MetaAdam([{"params": [signal]},
     ...                 {"params": [noise], "second_moment": "tensor"}], lr=0.1)
@@ -220,6 +220,19 @@ class MetaAdam:
                 f"{sum(len(g['params']) for g in self.param_groups)} parameter(s))")
 
 
+def _unwrapped(sharing):
+    """The sharing inside a residual (whose ``U`` is that sharing's)."""
+    return getattr(sharing, "sharing", sharing) if isinstance(sharing, Residual) else sharing
+
+
+def _output_weight(model):
+    """The last weight (two or more dimensions) that tasks adapt: the output layer's."""
+    own = dict(model.module.named_parameters())
+    adapted = [name for name, role in model.roles.items()
+               if role == "shared" or (role == "inner" and own[name].dim() >= 2)]
+    return adapted[-1] if adapted else None
+
+
 @torch.no_grad()
 def _shrink_rows(params, threshold, dim):
     """The proximal step of ``threshold * sum_rows ||row||``: each row's norm shrinks."""
@@ -262,15 +275,15 @@ def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam", sharing_spar
 
     Examples
     --------
-    >>> from msr_sklearn.engine.meta import MetaModel
-    >>> from msr_sklearn.engine.optim import make_meta_optimizer
-    >>> from msr_sklearn.nn import build_network
-    >>> model = MetaModel(build_network(5, 2, n_filters=4, random_state=0))
+    >>> from msr_sklearn.engine import MetaModel, make_meta_optimizer
+    >>> from msr_sklearn.models import MLP
+    >>> net = MLP(5, 2)
+    >>> model = MetaModel(net, net.default_sharing("msr", n_filters=4))
     >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2, meta_optimizer="msr_adam")
     >>> [(len(g["params"]), g["second_moment"]) for g in optimizer.param_groups]
     [(1, 'tensor'), (3, 'element')]
-    >>> mlp = MetaModel(build_network(64, 5, hidden_layer_sizes=(64,), n_filters=(256, 40),
-    ...                               random_state=0))
+    >>> net = MLP(64, 5, hidden_layer_sizes=(64,))
+    >>> mlp = MetaModel(net, net.default_sharing("msr", n_filters=(256, 40)))
     >>> [g.get("lr_scale", 1.0) for g in make_meta_optimizer(mlp, meta_optimizer="msr_adam")
     ...  .param_groups]                  # hidden sharing (2**20 entries), output, the rest
     [0.125, 1.0, 1.0]
@@ -288,12 +301,12 @@ def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam", sharing_spar
         raise ValueError(f"sharing_sparsity must be >= 0; got {sharing_sparsity!r}")
     groups = [{"params": params}]
     if meta_optimizer == "msr_adam" or sharing_sparsity > 0:
-        layers = model.network.meta_layers
         learned = {id(p) for p in params}
-        sharings = [p for layer in layers for p in layer.sharing.parameters() if id(p) in learned]
-        output = {id(p) for p in layers[-1].sharing.parameters()}
-        dense = {id(layer.sharing.basis) for layer in layers
-                 if isinstance(layer.sharing, DenseSharing)}
+        by_weight = model.symmetry_parameters()
+        sharings = [p for ps in by_weight.values() for p in ps if id(p) in learned]
+        output = {id(p) for p in by_weight.get(_output_weight(model), [])}
+        dense = {id(_unwrapped(model.sharing(name)).basis) for name in by_weight
+                 if isinstance(_unwrapped(model.sharing(name)), DenseSharing)}
         scaled = meta_optimizer == "msr_adam"
         groups = [{"params": [p], "second_moment": "tensor" if scaled else "element",
                    "lr_scale": 1.0 if id(p) in output or not scaled

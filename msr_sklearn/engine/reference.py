@@ -1,76 +1,87 @@
-"""A slow, per-task loop implementation of the inner/outer loop.
+"""A per-task loop implementation of the inner/outer loop, as the official MSR code does it.
 
-It exists only to check the vectorized engine (:mod:`msr_sklearn.engine.meta`) against, in
-the tests and in ``benchmarks/speed.py``: each task runs on its own, unbatched, with
-its own ``autograd.grad`` calls, as the official implementation does.
+It exists to check the vectorized engine against (tests) and as the speed baseline
+(benchmarks): each task runs on its own, unbatched, through
+:func:`torch.func.functional_call`, with its own ``autograd.grad`` calls (higher-order
+when the meta-gradient needs it).
 """
 
-import contextlib
+from __future__ import annotations
 
 import torch
 
-from .meta import LOSSES, MetaModel, TaskBatch
+from .inner import InnerLoop, inner_update
+
+__all__ = ["reference_task_losses"]
 
 
-def reference_task_losses(model: MetaModel, batch: TaskBatch, *, loss="mse", inner_steps=1,
-                          first_order=False, symmetry_gradient="second_order"):
+def reference_task_losses(model, batch, loop=InnerLoop()):
     """Per-task query losses ``(T,)``, one Python iteration per task.
 
     ``symmetry_gradient="first_order"`` is written out by the chain rule rather than
-    the engine's held weights: the support gradient w.r.t. each layer's weight ``W``
-    is taken with the full graph, and the filters' gradient is ``U^T dL/dW`` with the
-    materialized, detached ``U``. A residual pull is written out here, layer by layer,
-    from the model's ``log_pull`` and ``R0``.
+    the engine's held weights: the support gradient w.r.t. each shared weight ``W`` is
+    taken with the full graph, and the filters' gradient is ``U^T dL/dW`` with the
+    materialized, detached ``U`` (a residual's gradient is ``dL/dW`` itself).
+
+    Parameters
+    ----------
+    model : MetaModel
+    batch : TaskBatch
+    loop : InnerLoop, default=InnerLoop()
+
+    Returns
+    -------
+    Tensor of shape (T,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.data.batch import TaskBatch
+    >>> from msr_sklearn.engine import MetaModel, task_losses
+    >>> from msr_sklearn.engine.reference import reference_task_losses
+    >>> from msr_sklearn.models import MLP
+    >>> torch.manual_seed(0) and None
+    >>> net = MLP(5, 2)
+    >>> model = MetaModel(net, net.default_sharing("msr", n_filters=3))
+    >>> x, y = torch.randn(4, 10, 5), torch.randn(4, 10, 2)
+    >>> batch = TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])
+    >>> torch.allclose(reference_task_losses(model, batch), task_losses(model, batch))
+    True
     """
-    loss_fn = LOSSES[loss]
-    read_held = symmetry_gradient == "first_order" and not first_order
+    read_held = loop.symmetry_gradient == "first_order" and not loop.first_order
+    initial = model.initial_inner()
     losses = []
     for t in range(batch.n_tasks):
-        inner = dict(model.initial_inner_parameters())
-        for _ in range(inner_steps):
-            weights = {}
-            if read_held:  # every layer's U v, as a tensor the gradient can be taken at
-                weights = {i: layer.sharing.weight(inner[f"{i}.filters"])
-                           for i, layer in enumerate(model.network.layers)
-                           if hasattr(layer, "sharing")}
-            with _given_weights(model.network, weights):
-                support_loss = loss_fn(model(batch.x_support[t], inner), batch.y_support[t])
-            support_loss = support_loss + _pull(model, inner)
-            # the gradient of a held layer's filters is taken at its weight, then read
-            held = {f"{i}.filters": i for i in weights}
-            wrt = [weights[held[name]] if name in held else p for name, p in inner.items()]
-            grads = torch.autograd.grad(support_loss, wrt, create_graph=not first_order)
-            grads = [_read(model.network.layers[held[name]], g, p) if name in held else g
-                     for (name, p), g in zip(inner.items(), grads)]
-            inner = {name: p - model.inner_lrs[j] * g
-                     for j, ((name, p), g) in enumerate(zip(inner.items(), grads))}
-        mask = None if batch.query_mask is None else batch.query_mask[t]
-        losses.append(loss_fn(model(batch.x_query[t], inner), batch.y_query[t], mask))
+        inner = dict(initial)
+        for _ in range(loop.steps):
+            params = model.weights(inner)  # full graph through every sharing
+            wrt = {name: params[name.rpartition(".")[0]] if _held(model, name, read_held)
+                   else p for name, p in inner.items()}
+            out = torch.func.functional_call(model.module, params, (batch.x_support[t],))
+            loss = loop.loss_fn(out[None], batch.y_support[t][None])[0]
+            penalty = model.inner_penalty(inner)
+            if penalty is not None:
+                loss = loss + penalty
+            grads = torch.autograd.grad(loss, list(wrt.values()),
+                                        create_graph=not loop.first_order)
+            grads = [_read(model, name, g) if _held(model, name, read_held) else g
+                     for name, g in zip(inner, grads)]
+            inner = inner_update(inner, grads, model.inner_lrs)
+        params = model.weights(inner)
+        out = torch.func.functional_call(model.module, params, (batch.x_query[t],))
+        mask = None if batch.query_mask is None else batch.query_mask[t][None]
+        losses.append(loop.loss_fn(out[None], batch.y_query[t][None], mask)[0])
     return torch.stack(losses)
 
 
-def _read(layer, grad_weight, filters):
+def _held(model, inner_name, read_held):
+    """Whether the gradient of ``inner_name`` is read through a held ``U``: the filters of
+    a shared weight (a residual's gradient is the weight's own)."""
+    shared, _, part = inner_name.rpartition(".")
+    return read_held and part == "filters" and model.roles.get(shared) == "shared"
+
+
+def _read(model, inner_name, grad_weight):
     """``U^T vec(dL/dW)`` with the materialized ``U`` held constant."""
-    return (layer.sharing.matrix().detach().T @ grad_weight.reshape(-1)).reshape(filters.shape)
-
-
-@contextlib.contextmanager
-def _given_weights(network, weights):
-    """Layers ``i`` in ``weights`` use ``weights[i]`` as their ``U v`` (any filters)."""
-    for i, weight in weights.items():
-        network.layers[i].sharing.weight = lambda filters, weight=weight: weight
-    try:
-        yield
-    finally:
-        for i in weights:
-            del network.layers[i].sharing.weight  # back to the class's method
-
-
-def _pull(model, inner):
-    """``sum_l exp(log_pull_l) * sum((R_l - R0_l)^2)`` for one task (0 without pulls)."""
-    total = 0.0
-    for i, layer in enumerate(model.network.layers):
-        if getattr(layer, "log_pull", None) is not None:
-            total = total + torch.exp(layer.log_pull) * torch.sum(
-                (inner[f"{i}.residual"] - layer.residual) ** 2)
-    return total
+    u = model.sharing(inner_name.rpartition(".")[0]).matrix().detach()
+    return u.T @ grad_weight.reshape(-1)

@@ -1,7 +1,7 @@
 """Soft-symmetry diagnostics: how far adapted weights ``W = reshape(U v) + R`` leave span(U).
 
-A residual layer (``layer="msr_residual"`` and the other ``"_residual"`` kinds) adapts a
-free weight ``R`` beside the shared one, at its own meta-learned inner rate. Two numbers
+A residual sharing (:class:`~msr_sklearn.sharing.Residual`, or ``layer="msr_residual"``)
+adapts a free weight ``R`` beside the shared one, at its own meta-learned inner rate. Two numbers
 say how much symmetry was learned: the **strength** (the fraction of the adapted
 weights' squared norm inside ``span(U)``: 1 for a strict symmetry, towards 0 for none)
 and the residual's learned **rate** (0: the strict symmetry; large: MAML). The
@@ -19,16 +19,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..engine.meta import adapt
-from ..nn import FixedSharing, MetaLayer
 from ..data.tasks import mean_confidence_interval
+from ..engine import InnerLoop, MetaModel, adapt
+from ..sharing import FixedSharing, Residual
 
 
 def _span_basis(sharing):
     """Orthonormal columns spanning ``span(U)`` (an SVD with a relative cut-off), in
-    float64 on the CPU (any device's ``U``), or None for the identity sharing, whose span
-    is everything."""
-    if isinstance(sharing, FixedSharing) and sharing.is_identity:
+    float64 on the CPU (any device's ``U``), or None where the span is everything (a
+    weight adapted as is, or the identity sharing)."""
+    if sharing is None or (isinstance(sharing, FixedSharing) and sharing.is_identity):
         return None
     with torch.no_grad():
         u = sharing.matrix().detach().to("cpu", torch.float64)
@@ -36,38 +36,46 @@ def _span_basis(sharing):
         return left[:, s > s.max() * 1e-6]
 
 
-def _meta_indices(network):
-    """The network positions of the layers with a sharing (what ``layer=j`` counts)."""
-    return [i for i, m in enumerate(network.layers) if isinstance(m, MetaLayer)]
+def _adapted_weights(model):
+    """The names of the weights a task adapts, in order (what ``layer=j`` counts)."""
+    own = dict(model.module.named_parameters())
+    return [name for name, role in model.roles.items()
+            if role == "shared" or (role == "inner" and own[name].dim() >= 2)]
 
 
 def residual_info(source, layer=0, inner_lrs=None):
-    """The residual of layer ``layer`` (counting layers with a sharing), or None.
+    """The residual of layer ``layer`` (counting adapted weights), or None.
 
-    ``source`` is a LearnedSymmetry, a MetaNetwork (with its ``inner_lrs`` by name) or
-    a MetaLayer; anything else, or a layer without a residual, gives None. Returns
-    ``{"residual_lr", "residual_norm", "residual_relative_size"}``: the learned inner
-    rate of ``R`` (None for a bare layer, which does not know it), ``||R0||_F`` and
-    ``||R0||_F / ||reshape(U v0) + R0||_F``, the share of the meta-learned initial
-    weight that lies in the residual (0 when that weight is 0).
+    ``source`` is a :class:`~msr_sklearn.LearnedSymmetry`, a
+    :class:`~msr_sklearn.engine.MetaModel` or a bound
+    :class:`~msr_sklearn.sharing.Residual`; anything else, or a layer without a
+    residual, gives None. Returns ``{"residual_lr", "residual_norm",
+    "residual_relative_size"}``: the learned inner rate of ``R`` (None for a bare
+    sharing, which does not know it), ``||R0||_F`` and ``||R0||_F / ||U v0 + R0||_F``,
+    the share of the meta-learned initial weight that lies in the residual (0 when that
+    weight is 0).
     """
     from ..symmetry import LearnedSymmetry
 
     if isinstance(source, LearnedSymmetry):
-        source, layer, inner_lrs = (source.build_network(), source._layer_index(layer),
-                                    source.inner_lrs)
-    rate = None
-    if hasattr(source, "meta_layers"):
-        index = _meta_indices(source)[layer]
-        source = source.layers[index]
-        rate = None if inner_lrs is None else inner_lrs.get(f"{index}.residual")
-    if not isinstance(source, MetaLayer) or source.residual is None:
+        source = source.build_model()
+    if not isinstance(source, MetaModel):
         return None
+    names = _adapted_weights(source)
+    if not isinstance(layer, (int, np.integer)) or not -len(names) <= layer < len(names):
+        return None
+    name = names[layer]
+    sharing = source.sharing(name) if source.roles[name] == "shared" else None
+    if not isinstance(sharing, Residual):
+        return None
+    initial = source.initial_inner()
+    lrs = dict(zip(source.inner_names, source.inner_lrs.detach().cpu().tolist()))
     with torch.no_grad():
-        norm = float(source.residual.norm())
-        initial = float(source.weight().norm())
-    return {"residual_lr": None if rate is None else float(rate), "residual_norm": norm,
-            "residual_relative_size": norm / initial if initial > 0 else 0.0}
+        residual = initial[f"{name}.residual"]
+        norm = float(residual.norm())
+        weight = float(sharing(initial[f"{name}.filters"], residual).norm())
+    return {"residual_lr": lrs.get(f"{name}.residual"), "residual_norm": norm,
+            "residual_relative_size": norm / weight if weight > 0 else 0.0}
 
 
 def warn_dropped_residual(source, layer, what):
@@ -83,12 +91,12 @@ def warn_dropped_residual(source, layer, what):
             UserWarning, stacklevel=3)
 
 
-def symmetry_strength(model, batch, *, loss="mse", inner_steps=1, chunk_size=512):
+def symmetry_strength(model, batch, loop=InnerLoop(), *, chunk_size=512):
     """Per layer, the fraction of the adapted weights' squared norm inside ``span(U)``.
 
     Every task of ``batch`` is adapted on its support rows (:func:`msr_sklearn.engine.adapt`,
-    without meta-gradients, ``chunk_size`` tasks at a time); for each layer and task,
-    ``||P_U vec(W_t)||^2 / ||vec(W_t)||^2`` of the adapted ``W_t = reshape(U v_t) + R_t``.
+    without meta-gradients, ``chunk_size`` tasks at a time); for each adapted weight and
+    task, ``||P_U vec(W_t)||^2 / ||vec(W_t)||^2`` of the adapted ``W_t = U v_t + R_t``.
 
     Parameters
     ----------
@@ -96,65 +104,55 @@ def symmetry_strength(model, batch, *, loss="mse", inner_steps=1, chunk_size=512
         The meta-learned model.
     batch : TaskBatch
         The tasks (their support rows are used).
-    loss : {"mse", "cross_entropy"}, default="mse"
-        The inner loss.
-    inner_steps : int, default=1
-        Inner SGD steps.
+    loop : InnerLoop, default=InnerLoop()
+        The inner loop.
     chunk_size : int, default=512
         Tasks adapted at once.
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by ``layer`` (counting layers with a sharing), with columns
-        ``strength`` (mean over tasks), ``ci95`` (its Student-t half-width),
-        ``residual_lr`` (the residual's learned inner rate), ``shared_breaking``
-        (``||R0||_F / sqrt(mean_t ||W_t - R0||_F^2)``: the symmetry breaking common to
-        all tasks, relative to their own weights) and ``n_tasks``; for a layer without
-        a residual (strength 1) the rate and the breaking are NaN.
+        Indexed by ``layer`` (counting adapted weights), with columns ``strength``
+        (mean over tasks), ``ci95`` (its Student-t half-width), ``residual_lr`` (the
+        residual's learned inner rate), ``shared_breaking`` (``||R0||_F /
+        sqrt(mean_t ||W_t - R0||_F^2)``: the symmetry breaking common to all tasks,
+        relative to their own weights) and ``n_tasks``; for a layer without a residual
+        (strength 1) the rate and the breaking are NaN.
     """
-    network = model.network
-    names = dict(zip(model.inner_names, model.inner_lrs.detach().cpu().tolist()))
-    indices = _meta_indices(network)
-    bases = [_span_basis(network.layers[i].sharing) for i in indices]
-    in_span = [[] for _ in indices]
-    own = np.zeros(len(indices))  # sum_t ||W_t - R0||^2 per layer
-    for start in range(0, batch.n_tasks, chunk_size):
-        chunk = batch.select(slice(start, start + chunk_size))
-        inner = adapt(model, chunk.x_support, chunk.y_support, loss=loss,
-                      inner_steps=inner_steps, track_meta_gradients=False)
-        with torch.no_grad():
-            for j, i in enumerate(indices):
-                module = network.layers[i]
-                weight = module.weight(inner[f"{i}.filters"], inner.get(f"{i}.residual"))
-                flat = weight.reshape(chunk.n_tasks, -1).to("cpu", torch.float64)
-                total = flat.pow(2).sum(-1)
-                inside = total if bases[j] is None else (flat @ bases[j]).pow(2).sum(-1)
-                fraction = torch.where(total > 0, inside / total.clamp_min(1e-300),
-                                       torch.ones_like(total))
-                in_span[j].append(fraction.numpy())
-                if module.residual is not None:
-                    own[j] += float((weight - module.residual).pow(2).sum())
+    names = _adapted_weights(model)
+    sharings = [model.sharing(n) if model.roles[n] == "shared" else None for n in names]
+    bases = [_span_basis(s) for s in sharings]
+    in_span = [[] for _ in names]
+    own = np.zeros(len(names))  # sum_t ||W_t - R0||^2 per layer
+    initial = model.initial_inner()
+    training = model.training
+    model.eval()
+    try:
+        for start in range(0, batch.n_tasks, chunk_size):
+            chunk = batch.select(slice(start, start + chunk_size))
+            inner = adapt(model, chunk.x_support, chunk.y_support, loop,
+                          track_meta_gradients=False)
+            with torch.no_grad():
+                weights = model.weights(inner)
+                for j, name in enumerate(names):
+                    flat = weights[name].reshape(chunk.n_tasks, -1).to("cpu", torch.float64)
+                    total = flat.pow(2).sum(-1)
+                    inside = total if bases[j] is None else (flat @ bases[j]).pow(2).sum(-1)
+                    fraction = torch.where(total > 0, inside / total.clamp_min(1e-300),
+                                           torch.ones_like(total))
+                    in_span[j].append(fraction.numpy())
+                    if isinstance(sharings[j], Residual):
+                        r0 = initial[f"{name}.residual"]
+                        own[j] += float((weights[name] - r0).pow(2).sum())
+    finally:
+        model.train(training)
     rows = []
-    for j in range(len(indices)):
+    for j in range(len(names)):
         mean, ci = mean_confidence_interval(np.concatenate(in_span[j]))
-        info = residual_info(network, j, names) or {}
+        info = residual_info(model, j) or {}
         rate, norm = info.get("residual_lr", np.nan), info.get("residual_norm", np.nan)
         scale = np.sqrt(own[j] / batch.n_tasks)
         rows.append({"layer": j, "strength": mean, "ci95": ci, "residual_lr": rate,
                      "shared_breaking": norm / scale if scale > 0 else norm * 0.0,
                      "n_tasks": batch.n_tasks})
     return pd.DataFrame(rows).set_index("layer")
-
-
-def set_residual_lr(model, lr):
-    """Set the inner learning rate of every residual of ``model`` to ``lr`` (None: keep)."""
-    names = [j for j, name in enumerate(model.inner_names) if name.endswith(".residual")]
-    if lr is None:
-        return
-    if not names:
-        raise ValueError(f"residual_lr={lr!r} sets the inner rate of residual layers, but the "
-                         "network has none; use a '_residual' layer or conv_layer kind, or "
-                         "residual_lr=None")
-    with torch.no_grad():
-        model.inner_lrs[names] = float(lr)

@@ -5,7 +5,7 @@
 ``symmetry_strength``, ``make_estimator``). It reads the learner's fitted state
 (``model_``, ``objective_``, ``symmetry_``) and parameters (``n_support``,
 ``support_split``, ``inner_steps``, ``random_state``, ``device``) and its
-``_check_tasks``, ``_loss`` and ``_shuffle_support``.
+``_check_tasks``, ``_inner_loop`` and ``_shuffle_support``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..data.routing import query_weights
 from .metrics import mean_weights, per_task_scores, summarize_scores
 from ..inspection.soft_symmetry import symmetry_strength
-from ..engine.meta import adapted_outputs
+from ..engine import adapted_outputs
 from ..training.loop import seed_from
 
 __all__ = ["TaskScoringMixin"]
@@ -94,8 +94,7 @@ class TaskScoringMixin:
         [1.0, 2.0, 1.0, 2.0]
         """
         tasks, batch, weights = self._scoring_split(X, y, groups, sample_weight)
-        outputs = adapted_outputs(self.model_, batch, loss=self._loss,
-                                  inner_steps=self.inner_steps)
+        outputs = adapted_outputs(self.model_, batch, self._inner_loop())
         per_task = per_task_scores(self.objective_, outputs, batch, tasks.classes,
                                    self.n_support, weights)
         return (per_task, summarize_scores(per_task)) if return_summary else per_task
@@ -188,8 +187,7 @@ class TaskScoringMixin:
         True
         """
         _, batch, _ = self._scoring_split(X, y, groups)
-        return symmetry_strength(self.model_, batch, loss=self._loss,
-                                 inner_steps=self.inner_steps)
+        return symmetry_strength(self.model_, batch, self._inner_loop())
 
     def make_estimator(self, **params):
         """An unfitted per-task estimator bound to ``symmetry_``.

@@ -1,10 +1,10 @@
 """The built-in training callbacks: history, divergence, validation, early stopping,
 checkpoints and the progress bar (:mod:`msr_sklearn.training.loop` runs them).
 
-:class:`~msr_sklearn.MetaSymmetryLearner` builds them from its parameters, in this
-order, then your ``callbacks``, then :class:`Checkpoint` and :class:`ProgressBar`:
-:class:`History`, :class:`DivergenceStop`, :class:`Validation` (with held-out tasks),
-:class:`EarlyStopping` (with ``early_stopping=True``).
+:class:`~msr_sklearn.MetaSymmetryLearner` runs, in this order: :class:`History`,
+:class:`DivergenceStop`, :class:`Validation` (with held-out tasks), your ``callbacks``
+in their order (:class:`EarlyStopping` among them), your :class:`Checkpoint` (last, so
+it writes what the others left) and :class:`ProgressBar` (with ``verbose``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..engine.meta import evaluate_task_losses
+from ..engine import evaluate_task_losses
 from ..symmetry import _plain, read_checkpoint, write_checkpoint
 from .loop import Callback
 
@@ -113,8 +113,7 @@ class Validation(Callback):
         done = trainer.fit_step + 1
         if not np.isfinite(trainer.loss) or (done % self.interval and done != trainer.n_steps):
             return
-        engine = {k: trainer.engine[k] for k in ("loss", "inner_steps") if k in trainer.engine}
-        losses = evaluate_task_losses(trainer.model, self.batch, **engine)
+        losses = evaluate_task_losses(trainer.model, self.batch, trainer.loop)
         trainer.history[-1]["valid_loss"] = losses.mean().item()
         trainer.notify("on_validation_end")
 
@@ -149,9 +148,11 @@ class EarlyStopping(Callback):
     >>> from msr_sklearn import MetaSymmetryLearner
     >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
-    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=1000, early_stopping=True,
-    ...                               validation_fraction=0.2, validation_interval=5,
-    ...                               n_iter_no_change=2, tol=1.0, random_state=0).fit(X, y)
+    >>> from msr_sklearn.training.callbacks import EarlyStopping
+    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=1000, validation_fraction=0.2,
+    ...                               validation_interval=5, random_state=0,
+    ...                               callbacks=[EarlyStopping(n_iter_no_change=2, tol=1.0)])
+    >>> len(learner.fit(X, y).history_)  # a first check, then 2 that did not improve by 1.0
     >>> len(learner.history_)  # a first check, then 2 that did not improve by 1.0
     15
     """
@@ -190,23 +191,26 @@ class EarlyStopping(Callback):
 class Checkpoint(Callback):
     """Write the whole training state every ``interval`` steps and when training ends.
 
-    The file is a :class:`~msr_sklearn.LearnedSymmetry` file of the current model
-    plus :meth:`Trainer.state_dict() <msr_sklearn.training.Trainer.state_dict>` and
-    ``info`` (``msr_sklearn.symmetry.write_checkpoint``), written atomically by rank 0
-    only. A fit interrupted by ``KeyboardInterrupt`` leaves the last periodic
-    checkpoint.
+    Give it to :class:`~msr_sklearn.MetaSymmetryLearner` as ``callbacks=[Checkpoint(
+    path)]``. The file is a :class:`~msr_sklearn.LearnedSymmetry` file of the current
+    model plus the training state (meta-parameters, the optimizer's state, the step,
+    the sampler's state, the history, the settings and fingerprints of the tasks),
+    written atomically by rank 0 only: a crash at any moment leaves the previous file
+    intact, and a fit interrupted by ``KeyboardInterrupt`` leaves the last periodic
+    checkpoint. ``LearnedSymmetry.load`` reads the current symmetry from it.
 
     Parameters
     ----------
     path : str or path
         The file.
-    symmetry : callable
-        Returns the :class:`~msr_sklearn.LearnedSymmetry` of the current model.
     interval : int, default=100
         Meta-steps between checkpoints.
-    info : dict or None, default=None
-        JSON values that identify the run (settings, seed, task fingerprints), which a
-        resume compares (:func:`resume_mismatch`).
+    resume : bool, default=False
+        Continue from ``path`` if the file exists (else start afresh): a run killed at
+        any moment and started again with the same call ends as an uninterrupted run
+        (bit for bit on CPU). A checkpoint of other settings or tasks, or a damaged one,
+        is a ``ValueError`` and stays untouched; a finished run's returns its final
+        state. A warm start continues its own state instead.
 
     Examples
     --------
@@ -215,19 +219,35 @@ class Checkpoint(Callback):
     >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> path = os.path.join(tempfile.mkdtemp(), "run.msr")
-    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=20, checkpoint_path=path,
-    ...                               checkpoint_interval=10, random_state=0).fit(X, y)
+    >>> from msr_sklearn.training.callbacks import Checkpoint
+    >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=20, random_state=0,
+    ...                               callbacks=[Checkpoint(path, interval=10)]).fit(X, y)
     >>> LearnedSymmetry.load(path) == learner.symmetry_
     True
-    >>> again = MetaSymmetryLearner(n_filters=3, n_meta_steps=20, checkpoint_path=path,
-    ...                             resume=True, random_state=0).fit(X, y)  # nothing left
-    >>> again.symmetry_ == learner.symmetry_
+    >>> again = MetaSymmetryLearner(n_filters=3, n_meta_steps=20, random_state=0,
+    ...                             callbacks=[Checkpoint(path, resume=True)]).fit(X, y)
+    >>> again.symmetry_ == learner.symmetry_   # a finished run: nothing left to do
     True
     """
 
-    def __init__(self, path, symmetry, interval=100, info=None):
-        self.path, self.symmetry = path, symmetry
-        self.interval, self.info = interval, info
+    def __init__(self, path, interval=100, resume=False):
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be a positive integer; got {interval!r}")
+        self.path, self.interval, self.resume = path, interval, bool(resume)
+        self.symmetry, self.info = None, None
+
+    def prepare(self, symmetry, info):
+        """Called by the learner before training: what to write besides the state.
+
+        Parameters
+        ----------
+        symmetry : callable
+            Returns the :class:`~msr_sklearn.LearnedSymmetry` of the current model.
+        info : dict
+            JSON values that identify the run (settings, seed, task fingerprints), which
+            a resume compares (:func:`resume_mismatch`).
+        """
+        self.symmetry, self.info = symmetry, info
 
     def on_step_end(self, trainer):
         done = trainer.fit_step + 1  # the last step's state is written by on_train_end
@@ -240,6 +260,9 @@ class Checkpoint(Callback):
 
     def write(self, trainer):
         """Write the trainer's state now (on rank 0)."""
+        if self.symmetry is None:
+            raise RuntimeError("Checkpoint.prepare() was not called: give the Checkpoint to "
+                               "MetaSymmetryLearner(callbacks=[...])")
         if trainer.rank == 0:
             write_checkpoint(self.path, self.symmetry(),
                              {"info": self.info or {}, "trainer": trainer.state_dict()})

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..engine.meta import meta_step
+from ..engine import InnerLoop, meta_step
 
 if torch.distributed.is_available():
     # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments
@@ -207,10 +207,10 @@ class Trainer:
         The meta learning-rate schedule, over this fit's ``n_steps``.
     callbacks : list of Callback, default=()
         Hooks called in this order.
-    engine : dict or None, default=None
-        Keyword arguments of :func:`~msr_sklearn.engine.meta_step` (``loss``,
-        ``inner_steps``, ``first_order``); :class:`~msr_sklearn.training.callbacks.Validation`
-        reads them too.
+    loop : InnerLoop or None, default=None
+        The inner loop of every meta-step (:func:`~msr_sklearn.engine.meta_step`);
+        :class:`~msr_sklearn.training.callbacks.Validation` reads it too. ``None``: the
+        default :class:`~msr_sklearn.engine.InnerLoop`.
     history : list of dict or None, default=None
         The rows of earlier fits (a warm start); this fit's steps are numbered on
         from them.
@@ -241,14 +241,14 @@ class Trainer:
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
-    >>> from msr_sklearn.engine.meta import MetaModel, make_meta_optimizer
-    >>> from msr_sklearn.nn import build_network
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> from msr_sklearn.engine import MetaModel, make_meta_optimizer
+    >>> from msr_sklearn.models import MLP
     >>> from msr_sklearn.data.tasks import MetaBatches, check_tasks
+    >>> from msr_sklearn.training import Trainer
     >>> from msr_sklearn.training.callbacks import History
-    >>> from msr_sklearn.training.loop import Trainer
     >>> tasks = check_tasks(make_translation_tasks(n_tasks=20, n_features=6, random_state=0))
-    >>> model = MetaModel(build_network(6, tasks.n_outputs, n_filters=3, random_state=0))
+    >>> model = MetaModel(MLP(6, tasks.n_outputs))
     >>> batches = MetaBatches(tasks, 8, 1, torch.Generator().manual_seed(0))
     >>> trainer = Trainer(model, make_meta_optimizer(model), batches, n_steps=5,
     ...                   meta_lr=1e-3, callbacks=[History()]).run()
@@ -257,11 +257,11 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, batches, n_steps, meta_lr, schedule="constant",
-                 callbacks=(), engine=None, history=None, process_group=None):
+                 callbacks=(), loop=None, history=None, process_group=None):
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.n_steps, self.meta_lr, self.schedule = n_steps, meta_lr, schedule
         self.callbacks = list(callbacks)
-        self.engine = dict(engine or {})
+        self.loop = InnerLoop() if loop is None else loop
         self.history = list(history or [])
         self.step = self.fit_start = len(self.history)
         self.process_group = process_group
@@ -309,7 +309,7 @@ class Trainer:
                 batch = next(self.batches)
                 if self.process_group is not None:  # same draws everywhere, own shard
                     batch = batch.select(shard)
-                self.loss = float(meta_step(self.model, self.optimizer, batch, **self.engine,
+                self.loss = float(meta_step(self.model, self.optimizer, batch, self.loop,
                                             n_total_tasks=size,
                                             process_group=self.process_group))
                 self._in_step = True

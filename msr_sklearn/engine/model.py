@@ -1,0 +1,261 @@
+"""MetaModel: any ``nn.Module`` under a sharing policy, with its meta-learned inner lrs.
+
+Everything a MetaModel holds is meta-learned by the outer loop: the sharings' ``U``,
+the initial inner tensors (``v0`` of every shared weight, ``R0`` of a residual, the
+initial values of the plain inner parameters), the outer parameters, and one inner
+learning rate per inner tensor. What a task adapts are the *inner* tensors, named
+
+- ``"<parameter>.filters"`` (and ``".residual"``) for a shared parameter, whose
+  weight is then ``sharing(filters[, residual])``;
+- ``"<parameter>"`` for a parameter adapted as is (plain MAML).
+
+A shared parameter is removed from the module (``register_parameter(name, None)``) and
+supplied by :func:`torch.func.functional_call` at every call, so the module itself is
+never changed and any module works.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..sharing import resolve_policy
+from .batched import check_vectorizable, sequential_plan, task_batched_call
+
+__all__ = ["MetaModel", "SharedWeight"]
+
+
+def _key(name):
+    """A parameter name as a submodule key (dots are not allowed there)."""
+    return name.replace(".", "-")
+
+
+class SharedWeight(nn.Module):
+    """One shared parameter: its bound sharing (outer) and its initial inner tensors.
+
+    Parameters
+    ----------
+    sharing : Sharing
+        Bound to the parameter's shape.
+    initial : dict of str to Tensor
+        The initial inner tensors by name (``filters``, and ``residual`` for a residual),
+        meta-learned like ``U``.
+    """
+
+    def __init__(self, sharing, initial):
+        super().__init__()
+        self.sharing = sharing
+        for name in sharing.inner_names:
+            self.register_parameter(name, nn.Parameter(initial[name].detach().clone()))
+
+    def initial_inner(self):
+        return {name: getattr(self, name) for name in self.sharing.inner_names}
+
+
+class MetaModel(nn.Module):
+    """A module under a sharing policy, plus one meta-learned inner lr per inner tensor.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network. It is taken over (shared weights are removed from it): pass a copy
+        to keep yours. Normalization layers must not keep running statistics.
+    sharing : dict or None, default=None
+        The policy (:func:`msr_sklearn.sharing.resolve_policy`): name patterns to
+        sharings or to ``"inner"``, ``"outer"``, ``"frozen"``; unmatched parameters
+        are inner.
+    inner_lr : float, default=0.1
+        Initial value of every inner learning rate (a
+        :class:`~msr_sklearn.sharing.Residual`'s ``inner_lr`` sets its residual's).
+    learn_inner_lr : bool, default=True
+        Whether the outer loop updates the inner learning rates.
+    generator : torch.Generator or None, default=None
+        The source of the sharings' initial ``U`` and the initial filters.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The network, without its shared weights.
+    shared : torch.nn.ModuleDict of SharedWeight
+        One entry per shared parameter (keys: the name with dots as dashes).
+    roles : dict of str to str
+        Every parameter's role: ``"shared"``, ``"inner"``, ``"outer"`` or ``"frozen"``.
+    inner_names : tuple of str
+        The inner tensors, in the order of ``inner_lrs``.
+    inner_lrs : Parameter of shape (len(inner_names),)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from msr_sklearn.engine import MetaModel
+    >>> from msr_sklearn.sharing import DenseSharing
+    >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> model = MetaModel(net, {"0.weight": DenseSharing(n_filters=4)},
+    ...                   generator=torch.Generator().manual_seed(0))
+    >>> model.inner_names
+    ('0.weight.filters', '0.bias', '2.weight', '2.bias')
+    >>> model(torch.randn(3, 5)).shape                      # one task, initial values
+    torch.Size([3, 2])
+    >>> inner = {n: p.expand(7, *p.shape) for n, p in model.initial_inner().items()}
+    >>> model(torch.randn(7, 3, 5), inner).shape            # 7 tasks at once
+    torch.Size([7, 3, 2])
+    """
+
+    def __init__(self, module, sharing=None, *, inner_lr=0.1, learn_inner_lr=True,
+                 generator=None):
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module; got {type(module).__name__}")
+        check_vectorizable(module)
+        roles = resolve_policy(module, sharing, generator)
+        _check_untied(module, roles)
+        self.module = module
+        self.shared = nn.ModuleDict()
+        self.roles = {r.name: r.role for r in roles}
+        names, lrs = [], []
+        for role in roles:
+            owner_name, _, attr = role.name.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            param = getattr(owner, attr)
+            if role.role == "shared":
+                sharing_ = role.sharing.to(param.device)
+                entry = SharedWeight(sharing_, sharing_.initial_inner(param.detach(), generator))
+                self.shared[_key(role.name)] = entry
+                owner.register_parameter(attr, None)  # built from the sharing at every call
+                for inner_name in sharing_.inner_names:
+                    names.append(f"{role.name}.{inner_name}")
+                    own = getattr(sharing_, "inner_lr", None) if inner_name == "residual" else None
+                    lrs.append(inner_lr if own is None else own)
+            elif role.role == "inner":
+                names.append(role.name)
+                lrs.append(inner_lr)
+            elif role.role == "frozen":
+                param.requires_grad_(False)
+        self.inner_names = tuple(names)
+        self.inner_lrs = nn.Parameter(torch.tensor(lrs, dtype=torch.get_default_dtype()),
+                                      requires_grad=learn_inner_lr)
+        self._plan = sequential_plan(module)
+
+    # ---------------------------------------------------------------- structure
+    @property
+    def shared_names(self):
+        """The shared parameters' names, in the module's order."""
+        return [name for name, role in self.roles.items() if role == "shared"]
+
+    def sharing(self, name):
+        """The bound sharing of shared parameter ``name``."""
+        return self.shared[_key(name)].sharing
+
+    @property
+    def n_adapted_weights(self):
+        """Parameters of two or more dimensions that tasks adapt (shared or inner)."""
+        shapes = {name: getattr(self.shared[_key(name)].sharing, "weight_shape")
+                  for name in self.shared_names}
+        own = dict(self.module.named_parameters())
+        shapes.update({n: tuple(own[n].shape) for n, r in self.roles.items() if r == "inner"})
+        return sum(len(s) >= 2 for s in shapes.values())
+
+    def initial_inner(self):
+        """The meta-learned initial inner tensors (``v0``, ``R0``, inner parameters), by name."""
+        out, own = {}, dict(self.module.named_parameters())
+        for name in self.inner_names:
+            shared = name.rpartition(".")[0]
+            if self.roles.get(shared) == "shared":
+                out[name] = getattr(self.shared[_key(shared)], name.rpartition(".")[2])
+            else:
+                out[name] = own[name]
+        return out
+
+    def symmetry_parameters(self):
+        """``{shared parameter name: [tensors of its U]}``: what ``learn_symmetry`` acts on."""
+        return {name: self.sharing(name).symmetry_parameters() for name in self.shared_names}
+
+    # ------------------------------------------------------------------- calls
+    def weights(self, inner, hold=False):
+        """Every adapted parameter's value from the inner tensors, by parameter name.
+
+        Parameters
+        ----------
+        inner : dict of str to Tensor
+            Inner tensors by name (with or without a leading task dimension).
+        hold : bool, default=False
+            Build shared weights with :meth:`Sharing.held
+            <msr_sklearn.sharing.Sharing.held>` (``symmetry_gradient="first_order"``).
+        """
+        params = {}
+        for name in self.roles:
+            role = self.roles[name]
+            if role == "shared":
+                sharing = self.sharing(name)
+                tensors = [inner[f"{name}.{n}"] for n in sharing.inner_names]
+                params[name] = sharing.held(*tensors) if hold else sharing(*tensors)
+            elif role == "inner":
+                params[name] = inner[name]
+        return params
+
+    def forward(self, x, inner=None, *, hold=False, batched=None):
+        """The network's outputs.
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, ...) or, batched, (T, n, ...)
+            Inputs of one task, or of ``T`` tasks.
+        inner : dict of str to Tensor or None, default=None
+            Inner tensors (:attr:`inner_names`); ``None``: the initial ones.
+        hold : bool, default=False
+            See :meth:`weights`.
+        batched : bool or None, default=None
+            Whether ``inner`` and ``x`` have a leading task dimension; ``None``: when
+            ``inner`` is given.
+
+        Returns
+        -------
+        Tensor of shape (n, ...) or (T, n, ...)
+        """
+        batched = inner is not None if batched is None else batched
+        params = self.weights(self.initial_inner() if inner is None else inner, hold)
+        if batched:
+            return task_batched_call(self.module, params, x, self._plan)
+        return functional_call(self.module, params, (x,))
+
+    def inner_penalty(self, inner, initial=None):
+        """The sharings' inner-loss terms (a residual's pull), per task, or None.
+
+        Parameters
+        ----------
+        inner : dict of str to Tensor
+            Inner tensors by name, with or without a leading task dimension.
+        initial : dict of str to Tensor or None, default=None
+            The values the pulls act towards; ``None``: the meta-learned ones.
+        """
+        initial = self.initial_inner() if initial is None else initial
+        total = None
+        for name in self.shared_names:
+            sharing = self.sharing(name)
+            keys = {n: f"{name}.{n}" for n in sharing.inner_names}
+            term = sharing.penalty({n: inner[k] for n, k in keys.items()},
+                                   {n: initial[k] for n, k in keys.items()})
+            if term is not None:
+                total = term if total is None else total + term
+        return total
+
+    def extra_repr(self):
+        return f"inner_names={list(self.inner_names)}"
+
+
+def _check_untied(module, roles):
+    """A shared weight must not also be another parameter (a tied embedding): the
+    policy would share one name and leave the other pointing at a stale tensor."""
+    by_id = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(name)
+    for role in roles:
+        if role.role == "shared":
+            owner, _, attr = role.name.rpartition(".")
+            tied = by_id[id(getattr(module.get_submodule(owner), attr))]
+            if len(tied) > 1:
+                raise ValueError(f"{role.name} is tied to {[n for n in tied if n != role.name]}; "
+                                 "a shared weight cannot also be another parameter: share "
+                                 "untied weights, or give it the role 'inner' or 'outer'")

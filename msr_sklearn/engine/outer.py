@@ -1,0 +1,209 @@
+"""The outer loop: query losses after adaptation, the meta-step, and evaluation in chunks.
+
+The *inner* tensors are per-task copies, changed by :func:`~msr_sklearn.engine.adapt`;
+the *outer* (meta-)parameters are those of the :class:`~msr_sklearn.engine.MetaModel`,
+shared by all tasks and changed by :func:`meta_step`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .inner import InnerLoop, adapt
+
+__all__ = ["adapted_outputs", "evaluate_task_losses", "meta_step", "task_losses"]
+
+
+def task_losses(model, batch, loop=InnerLoop()):
+    """Every task's query loss after adaptation, differentiable in the meta-parameters.
+
+    :func:`~msr_sklearn.engine.adapt` on the support set, then the loss of the adapted
+    network on the query set, with padded query rows masked out (``batch.query_mask``).
+
+    Parameters
+    ----------
+    model : MetaModel
+        The meta-parameters.
+    batch : TaskBatch
+        The meta-batch of ``T`` tasks.
+    loop : InnerLoop, default=InnerLoop()
+        The inner loop's settings (its loss is also the query loss).
+
+    Returns
+    -------
+    Tensor of shape (T,)
+        The query losses, with a graph to every meta-parameter.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.data.batch import TaskBatch
+    >>> from msr_sklearn.engine import MetaModel, task_losses
+    >>> from msr_sklearn.models import MLP
+    >>> torch.manual_seed(0) and None
+    >>> model = MetaModel(MLP(5, 2))
+    >>> x, y = torch.randn(4, 10, 5), torch.randn(4, 10, 2)
+    >>> losses = task_losses(model, TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:]))
+    >>> losses.shape, losses.requires_grad
+    (torch.Size([4]), True)
+    """
+    inner = adapt(model, batch.x_support, batch.y_support, loop)
+    return loop.loss_fn(model(batch.x_query, inner), batch.y_query, batch.query_mask)
+
+
+def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
+              process_group=None):
+    """One outer step on the mean query loss over the meta-batch; returns that loss.
+
+    Computes :func:`task_losses`, backpropagates their mean into the meta-parameters
+    and takes one ``optimizer`` step. The mean (not the official code's sum) keeps
+    the meta-gradient's scale independent of ``meta_batch_size``; Adam is invariant
+    to a constant gradient scale, so this changes nothing but the ``eps`` regime.
+
+    Data parallel (``torch.distributed``): every process passes its own shard of the
+    meta-batch, ``n_total_tasks`` the size of the whole meta-batch, and the
+    ``process_group``; the loss and the meta-gradients are summed across processes in
+    one all-reduce, so every process takes the identical step and the replicas stay in
+    sync.
+
+    If the loss or any meta-gradient is non-finite the step is skipped, so the
+    parameters and the optimizer state stay at their last finite values, and the
+    returned loss is NaN (or the non-finite loss).
+
+    Parameters
+    ----------
+    model : MetaModel
+        The meta-parameters, updated in place.
+    optimizer : MetaAdam or torch.optim.Optimizer
+        Over the model's learned parameters (:func:`make_meta_optimizer`).
+    batch : TaskBatch
+        This process's meta-batch (or shard of it).
+    loop : InnerLoop, default=InnerLoop()
+        The inner loop's settings.
+    n_total_tasks : int or None, default=None
+        Size of the whole meta-batch across processes; ``None``: ``batch.n_tasks``.
+    process_group : ProcessGroup or None, default=None
+        The ``torch.distributed`` group to all-reduce over; ``None``: one process.
+
+    Returns
+    -------
+    Tensor of shape ()
+        The mean query loss over the whole meta-batch, detached.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.data.batch import TaskBatch
+    >>> from msr_sklearn.engine import MetaModel, make_meta_optimizer, meta_step
+    >>> from msr_sklearn.models import MLP
+    >>> torch.manual_seed(0) and None
+    >>> model = MetaModel(MLP(5, 2))
+    >>> optimizer = make_meta_optimizer(model, meta_lr=1e-2)
+    >>> x, y = torch.randn(4, 10, 5), torch.randn(4, 10, 2)
+    >>> before = model.inner_lrs.detach().clone()
+    >>> meta_loss = meta_step(model, optimizer, TaskBatch(x[:, :3], y[:, :3], x[:, 3:],
+    ...                                                   y[:, 3:]))
+    >>> meta_loss.shape, bool(torch.isfinite(meta_loss))
+    (torch.Size([]), True)
+    >>> bool((model.inner_lrs != before).all())  # the inner lrs are meta-learned too
+    True
+    """
+    optimizer.zero_grad(set_to_none=True)
+    losses = task_losses(model, batch, loop)
+    meta_loss = losses.sum() / (n_total_tasks or batch.n_tasks)
+    meta_loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        if p.grad is None:  # every process must contribute the same tensors
+            p.grad = torch.zeros_like(p)
+    meta_loss = meta_loss.detach()
+    if process_group is not None:
+        flat = torch.cat([meta_loss.reshape(1), *(p.grad.reshape(-1) for p in params)])
+        torch.distributed.all_reduce(flat, group=process_group)
+        meta_loss = flat[0]
+        offset = 1
+        for p in params:
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if not bool(torch.isfinite(meta_loss) & torch.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        return torch.where(torch.isfinite(meta_loss), torch.nan, meta_loss)
+    optimizer.step()
+    return meta_loss
+
+
+def adapted_outputs(model, batch, loop=InnerLoop(), *, chunk_size=512):
+    """Query outputs after adaptation, for many tasks in bounded memory.
+
+    Tasks are processed ``chunk_size`` at a time, no graph to the meta-parameters is
+    kept, and the model runs in eval mode (no dropout; adaptation is deterministic, as
+    in the per-task estimators).
+
+    Parameters
+    ----------
+    model : MetaModel
+        The meta-parameters.
+    batch : TaskBatch
+        The tasks; ``query_mask`` is not used (padded rows get outputs too).
+    loop : InnerLoop, default=InnerLoop()
+        The inner loop's settings.
+    chunk_size : int, default=512
+        Tasks adapted at once.
+
+    Returns
+    -------
+    Tensor of shape (T, n_query, ...)
+        Predictions for ``"mse"``, logits for ``"cross_entropy"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.data.batch import TaskBatch
+    >>> from msr_sklearn.engine import MetaModel, adapted_outputs
+    >>> from msr_sklearn.models import MLP
+    >>> torch.manual_seed(0) and None
+    >>> model = MetaModel(MLP(5, 2))
+    >>> x, y = torch.randn(4, 10, 5), torch.randn(4, 10, 2)
+    >>> batch = TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])
+    >>> adapted_outputs(model, batch, chunk_size=3).shape  # chunks of 3 and 1 tasks
+    torch.Size([4, 7, 2])
+    """
+    outputs, training = [], model.training
+    model.eval()
+    try:
+        for start in range(0, batch.n_tasks, chunk_size):
+            chunk = batch.select(slice(start, start + chunk_size))
+            inner = adapt(model, chunk.x_support, chunk.y_support, loop,
+                          track_meta_gradients=False)
+            with torch.no_grad():
+                outputs.append(model(chunk.x_query, inner))
+    finally:
+        model.train(training)
+    return torch.cat(outputs)
+
+
+def evaluate_task_losses(model, batch, loop=InnerLoop(), *, chunk_size=512):
+    """Per-task query losses after adaptation (no meta-gradients), in chunks.
+
+    The losses of :func:`adapted_outputs`, with padded query rows masked out; the
+    values of :func:`task_losses` in bounded memory, for evaluation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.data.batch import TaskBatch
+    >>> from msr_sklearn.engine import MetaModel, evaluate_task_losses, task_losses
+    >>> from msr_sklearn.models import MLP
+    >>> torch.manual_seed(0) and None
+    >>> model = MetaModel(MLP(5, 2))
+    >>> x, y = torch.randn(4, 10, 5), torch.randn(4, 10, 2)
+    >>> batch = TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])
+    >>> losses = evaluate_task_losses(model, batch, chunk_size=3)
+    >>> losses.shape, losses.requires_grad
+    (torch.Size([4]), False)
+    >>> torch.allclose(losses, task_losses(model, batch))
+    True
+    """
+    out = adapted_outputs(model, batch, loop, chunk_size=chunk_size)
+    return loop.loss_fn(out, batch.y_query, batch.query_mask)

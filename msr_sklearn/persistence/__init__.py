@@ -1,0 +1,1 @@
+"""Files: how learned symmetries and training checkpoints are written and read safely."""
