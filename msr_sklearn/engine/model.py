@@ -81,6 +81,8 @@ class MetaModel(nn.Module):
         One entry per shared parameter (keys: the name with dots as dashes).
     roles : dict of str to str
         Every parameter's role: ``"shared"``, ``"inner"``, ``"outer"`` or ``"frozen"``.
+    output_weight : str or None
+        The last weight (two or more dimensions) a task adapts: the output layer's.
     inner_names : tuple of str
         The inner tensors, in the order of ``inner_lrs``.
     inner_lrs : Parameter of shape (len(inner_names),)
@@ -114,6 +116,7 @@ class MetaModel(nn.Module):
         self.module = module
         self.shared = nn.ModuleDict()
         self.roles = {r.name: r.role for r in roles}
+        self.output_weight = output = _last_adapted_weight(module, roles)
         names, lrs = [], []
         for role in roles:
             owner_name, _, attr = role.name.rpartition(".")
@@ -121,7 +124,9 @@ class MetaModel(nn.Module):
             param = getattr(owner, attr)
             if role.role == "shared":
                 sharing_ = role.sharing.to(param.device)
-                entry = SharedWeight(sharing_, sharing_.initial_inner(param.detach(), generator))
+                initial = sharing_.initial_inner(param.detach(), generator,
+                                                 output=role.name == output)
+                entry = SharedWeight(sharing_, initial)
                 self.shared[_key(role.name)] = entry
                 owner.register_parameter(attr, None)  # built from the sharing at every call
                 for inner_name in sharing_.inner_names:
@@ -243,6 +248,13 @@ class MetaModel(nn.Module):
 
     def extra_repr(self):
         return f"inner_names={list(self.inner_names)}"
+
+
+def _last_adapted_weight(module, roles):
+    """The network's output weight: the last one of two or more dimensions a task adapts."""
+    own = dict(module.named_parameters())
+    adapted = [r.name for r in roles if r.role in ("shared", "inner") and own[r.name].dim() >= 2]
+    return adapted[-1] if adapted else None
 
 
 def _check_untied(module, roles):

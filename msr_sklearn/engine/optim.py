@@ -225,14 +225,6 @@ def _unwrapped(sharing):
     return getattr(sharing, "sharing", sharing) if isinstance(sharing, Residual) else sharing
 
 
-def _output_weight(model):
-    """The last weight (two or more dimensions) that tasks adapt: the output layer's."""
-    own = dict(model.module.named_parameters())
-    adapted = [name for name, role in model.roles.items()
-               if role == "shared" or (role == "inner" and own[name].dim() >= 2)]
-    return adapted[-1] if adapted else None
-
-
 @torch.no_grad()
 def _shrink_rows(params, threshold, dim):
     """The proximal step of ``threshold * sum_rows ||row||``: each row's norm shrinks."""
@@ -304,7 +296,7 @@ def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam", sharing_spar
         learned = {id(p) for p in params}
         by_weight = model.symmetry_parameters()
         sharings = [p for ps in by_weight.values() for p in ps if id(p) in learned]
-        output = {id(p) for p in by_weight.get(_output_weight(model), [])}
+        output = {id(p) for p in by_weight.get(model.output_weight, [])}
         dense = {id(_unwrapped(model.sharing(name)).basis) for name in by_weight
                  if isinstance(_unwrapped(model.sharing(name)), DenseSharing)}
         scaled = meta_optimizer == "msr_adam"

@@ -197,10 +197,12 @@ class ConvNet(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.pool = GlobalPool(global_pool, self.n_copies)
-        with torch.no_grad():
-            shape = self.features(torch.zeros(1, *input_shape)).shape
-        if min(shape[-2:]) < 1:
-            raise ValueError(f"the convolutions shrink {input_shape} images to nothing")
+        try:
+            with torch.no_grad():
+                shape = self.features(torch.zeros(1, *input_shape)).shape
+        except RuntimeError as exc:  # a kernel larger than what is left of the image
+            raise ValueError(f"the convolutions and poolings shrink {input_shape} images "
+                             f"below a kernel ({exc})") from exc
         self.output_shape = tuple(shape[1:])  # the last maps
         n_features = self.pool(torch.zeros(shape)).shape[-1]
         self.head = None if n_outputs is None else MLP(n_features, n_outputs,

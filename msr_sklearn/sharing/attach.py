@@ -53,7 +53,10 @@ def attach_sharing(module, name, sharing, inner=None, freeze_symmetry=True):
     torch.Size([3, 4])
     """
     owner_name, _, attr = name.rpartition(".")
-    owner = module.get_submodule(owner_name) if owner_name else module
+    try:
+        owner = module.get_submodule(owner_name)
+    except AttributeError:
+        owner = None
     weight = getattr(owner, attr, None)
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"{type(module).__name__} has no parameter {name!r}")

@@ -243,24 +243,32 @@ class Sharing(nn.Module):
         direct = self(*(t.detach() for t in inner))
         return read + (direct - direct.detach())
 
-    def initial_inner(self, weight, generator=None):
+    def initial_inner(self, weight, generator=None, output=False):
         """The initial inner tensors for a network whose own weight is ``weight``.
 
-        Random filters with ``||U v0|| ≈ ||weight||``: the shared weight starts at
-        the scale of the module's own initialization (so a network's signal
-        propagates as its author intended), in ``k`` random directions of
-        ``span(U)``.
+        A hidden weight starts at random filters with ``||U v0|| ≈ ||weight||``: the
+        shared weight has the scale of the module's own initialization (so a network's
+        signal propagates as its author intended), in ``k`` random directions of
+        ``span(U)``. The output weight (``output=True``) starts at the projection of the
+        module's own weight, ``right_inverse(weight)``: small, ``||v0||² ≈ (k / n)
+        ||weight||²``, so the mean task starts near the module's small output and
+        meta-learning does not first have to unlearn a large random one (on rank-1
+        translation tasks a large initial output delayed it by hundreds of steps).
 
         Parameters
         ----------
         weight : Tensor of shape weight_shape
             The module's initial weight.
         generator : torch.Generator or None, default=None
+        output : bool, default=False
+            Whether this is the network's last adapted weight.
 
         Returns
         -------
         dict of str to Tensor
         """
+        if output:
+            return {"filters": self.right_inverse(weight.detach()).detach().clone()}
         scale = float(weight.detach().norm()) / math.sqrt(self.n_filters)
         filters = torch.randn(self.n_filters, generator=generator) * scale
         return {"filters": filters.to(weight.device, weight.dtype)}

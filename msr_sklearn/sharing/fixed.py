@@ -79,13 +79,14 @@ class FixedSharing(Sharing):
 
     def matrix(self):
         if self.is_identity:
-            return torch.eye(self.n_weights, device=self._device_anchor.device)
+            anchor = self._device_anchor
+            return torch.eye(self.n_weights, device=anchor.device, dtype=anchor.dtype)
         return self.symmetry_matrix
 
-    def initial_inner(self, weight, generator=None):
+    def initial_inner(self, weight, generator=None, output=False):
         if self.is_identity:  # MAML starts from the module's own weight
             return {"filters": self.right_inverse(weight.detach()).clone()}
-        return super().initial_inner(weight, generator)
+        return super().initial_inner(weight, generator, output)
 
     def extra_repr(self):
         if self.weight_shape is None:

@@ -93,8 +93,8 @@ class Residual(Sharing):
     def matrix(self):
         return self.sharing.matrix()
 
-    def initial_inner(self, weight, generator=None):
-        return {**self.sharing.initial_inner(weight, generator),
+    def initial_inner(self, weight, generator=None, output=False):
+        return {**self.sharing.initial_inner(weight, generator, output),
                 "residual": torch.zeros_like(weight)}
 
     def penalty(self, inner, initial):
