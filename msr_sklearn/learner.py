@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from numbers import Integral, Real
 
 import torch
 from sklearn.base import BaseEstimator
 
 from ._fitting import MetaFittingMixin
-from ._validation import Interval, StrOptions, check_device, fit_context
-from .architecture import ModuleSpec, resolved_policy
+from ._validation import Hidden, Interval, StrOptions, check_device, fit_context
+from .architecture import ModuleSpec
 from .data.routing import check_score_request
 from .data.tasks import check_tasks
 from .engine import SYMMETRY_GRADIENTS, InnerLoop
@@ -175,7 +174,6 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         checkpoints are callbacks too:
         :class:`~msr_sklearn.training.callbacks.EarlyStopping` and
         :class:`~msr_sklearn.training.callbacks.Checkpoint` (crash-safe, resumable).
-        Copied at every ``fit``.
     device : str, default="cpu"
     random_state : int, RandomState or None, default=None
         Controls initialization, task sampling and support/query splits.
@@ -245,7 +243,8 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         "sharing": [None, dict],
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions(set(ACTIVATIONS))],
-        "layer": [StrOptions(set(LAYER_KINDS))],
+        # a retired value passes here, for fit's message that names its replacement
+        "layer": [StrOptions(set(LAYER_KINDS)), Hidden(StrOptions(set(RETIRED_LAYERS)))],
         "n_filters": [Interval(Integral, 1, None, closed="left"), "array-like"],
         "bias": ["boolean"],
         "objective": [StrOptions({"auto", "regression", "classification"})],
@@ -282,10 +281,6 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
                  meta_lr_schedule="inverse_time", validation_fraction=None,
                  validation_interval=100, warm_start=False, callbacks=None, device="cpu",
                  random_state=None, verbose=0, **module_params):
-        _check_module_params(module_params)
-        if layer in RETIRED_LAYERS:
-            raise ValueError(f"layer={layer!r} is now a module: use {RETIRED_LAYERS[layer]} "
-                             "(see the migration notes in the changelog)")
         self.module = module
         self.sharing = sharing
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -316,27 +311,31 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        # checked at fit (scikit-learn's rule: __init__ only stores its parameters)
         for name, value in module_params.items():
             setattr(self, name, value)
 
     # -------------------------------------------------------- module__* parameters
+    def _extra_params(self):
+        """The keyword parameters beyond the signature (``module__*``, and any a user
+        passed by mistake, which ``fit`` refuses)."""
+        own = set(self._get_param_names())
+        return {k: v for k, v in vars(self).items()
+                if k not in own and not k.startswith("_") and not k.endswith("_")}
+
     def get_params(self, deep=True):
         """The constructor's parameters, and every ``module__<name>`` one, by name."""
-        params = super().get_params(deep=deep)
-        params.update({k: v for k, v in vars(self).items() if k.startswith("module__")})
-        return params
+        return {**super().get_params(deep=deep), **self._extra_params()}
 
     def set_params(self, **params):
         """Set parameters; ``module__<name>`` ones are the module's (added if new)."""
         own = {k: params.pop(k) for k in list(params) if k.startswith("module__")}
-        _check_module_params(own)
         for name, value in own.items():
             setattr(self, name, value)
         return super().set_params(**params)
 
     def _module_params(self):
-        return {k.removeprefix("module__"): v for k, v in vars(self).items()
-                if k.startswith("module__")}
+        return {k.removeprefix("module__"): v for k, v in self._extra_params().items()}
 
     # ------------------------------------------------------------------ helpers
     def _module_spec(self):
@@ -406,14 +405,17 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         return {k: _plain(v) for k, v in params.items() if k not in _NOT_SETTINGS}
 
     def _model_settings(self):
-        """What the fitted network and its optimizer were built from."""
-        return {"module": self._settings()["module"], "module_params": self._module_params(),
-                "policy": resolved_policy(self.model_), "learn_inner_lr": self.learn_inner_lr,
-                "learn_symmetry": self.learn_symmetry, "meta_optimizer": self.meta_optimizer,
-                "sharing_sparsity": self.sharing_sparsity}
+        """The parameters the fitted network and its optimizer were built from."""
+        settings = self._settings()
+        names = ("module", "sharing", "hidden_layer_sizes", "activation", "layer", "n_filters",
+                 "bias", "learn_inner_lr", "learn_symmetry", "meta_optimizer",
+                 "sharing_sparsity")
+        return {**{n: settings[n] for n in names},
+                **{k: v for k, v in settings.items() if k.startswith("module__")}}
 
     def _user_callbacks(self):
-        """Copies of the user's callbacks (fit never changes its parameters)."""
+        """The user's callbacks, checked (used as given, as skorch does: a callback's state
+        after ``fit`` is there to read; ``initialize`` resets it at every fit)."""
         callbacks = list(self.callbacks or [])
         if not all(isinstance(c, Callback) for c in callbacks):
             raise TypeError("callbacks must be a list of msr_sklearn.training.Callback objects; "
@@ -421,7 +423,7 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         checkpoints = [c for c in callbacks if isinstance(c, Checkpoint)]
         if len(checkpoints) > 1:
             raise ValueError("callbacks hold more than one Checkpoint; keep one")
-        return copy.deepcopy(callbacks)
+        return callbacks
 
     # ---------------------------------------------------------------------- fit
     @fit_context
@@ -449,6 +451,11 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         -------
         self
         """
+        _check_module_params(self._extra_params())
+        if self.layer in RETIRED_LAYERS:
+            raise ValueError(f"layer={self.layer!r} is now a module: use "
+                             f"{RETIRED_LAYERS[self.layer]} (see the migration notes in the "
+                             "changelog)")
         self._device = check_device(self.device)
         check_score_request(self, groups)
         run = self._validate(X, y, groups, validation_tasks)

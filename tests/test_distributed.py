@@ -16,10 +16,12 @@ from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.symmetry import read_checkpoint
 from msr_sklearn.training import Callback
+from msr_sklearn.sharing import DenseSharing, Residual
+from msr_sklearn.training.callbacks import Checkpoint
 
 PARAMS = dict(n_filters=3, bias=True, n_support=2, n_meta_steps=25, meta_batch_size=8,
               random_state=0)
-SOFT = dict(PARAMS, layer="msr_residual", residual_pull=True, inner_steps=2)
+SOFT = dict(PARAMS, sharing={"0.weight": Residual(DenseSharing(3), pull=True)}, inner_steps=2)
 
 
 def tasks():
@@ -46,8 +48,8 @@ def _worker(rank, world, port, out_dir):
         X, y = tasks()
         # random_state=None on purpose for rank 1: the seed is broadcast from rank 0
         params = {**PARAMS, "random_state": 0 if rank == 0 else None,
-                  "checkpoint_path": os.path.join(out_dir, f"ckpt_rank{rank}.msr"),
-                  "checkpoint_interval": 10}
+                  "callbacks": [Checkpoint(os.path.join(out_dir, f"ckpt_rank{rank}.msr"),
+                                           interval=10)]}
         learner = MetaSymmetryLearner(**params).fit(X, y)
         learner.symmetry_.save(os.path.join(out_dir, f"final_rank{rank}.msr"))
         # a soft-symmetry network: the residuals R0 and their pulls are all-reduced too
@@ -58,13 +60,13 @@ def _worker(rank, world, port, out_dir):
         except ValueError as exc:
             with open(os.path.join(out_dir, f"err{rank}.txt"), "w") as f:
                 f.write(str(exc))
-        resume = {**PARAMS, "checkpoint_path": os.path.join(out_dir, "resume.msr"),
-                  "checkpoint_interval": 10, "resume": True}
+        checkpoint = Checkpoint(os.path.join(out_dir, "resume.msr"), interval=10, resume=True)
+        resume = {**PARAMS, "callbacks": [checkpoint]}
         try:
-            MetaSymmetryLearner(**resume, callbacks=[_Crash()]).fit(X, y)
+            MetaSymmetryLearner(**{**resume, "callbacks": [checkpoint, _Crash()]}).fit(X, y)
         except RuntimeError:
             pass
-        step = read_checkpoint(resume["checkpoint_path"])[1]["trainer"]["step"]
+        step = read_checkpoint(checkpoint.path)[1]["trainer"]["step"]
         with open(os.path.join(out_dir, f"resumed_from{rank}.txt"), "w") as f:
             f.write(str(step))
         learner = MetaSymmetryLearner(**resume).fit(X, y)  # the same call, started again

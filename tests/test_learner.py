@@ -12,6 +12,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, cross_valid
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
+from msr_sklearn.training.callbacks import Checkpoint
 
 # the constant schedule: these tests compare stopped, resumed and shortened fits, whose
 # schedules would otherwise differ with n_meta_steps
@@ -47,7 +48,7 @@ def test_fit_records_history_and_symmetry(small_tasks):
     assert list(h["step"]) == list(range(30))
     assert h["train_loss"].notna().all()
     assert h["valid_loss"].notna().sum() == 3  # steps 9, 19, 29
-    assert "inner_lr[0.filters]" in h
+    assert "inner_lr[0.weight.filters]" in h
     assert isinstance(learner.symmetry_, LearnedSymmetry)
     assert learner.symmetry_.symmetry_matrix(0).shape == (8 * 10, 3)
     assert learner.n_features_in_ == 10 and learner.n_outputs_ == 8
@@ -232,7 +233,7 @@ def test_learn_symmetry_false_keeps_u_and_meta_learns_the_rest(small_tasks, laye
     start = start.fit(X, y)
     frozen = MetaSymmetryLearner(**params, learn_symmetry=False).fit(X, y)
     learned = MetaSymmetryLearner(**params).fit(X, y)
-    outer = {"network." + name for name in frozen.model_.network.outer_parameters()}
+    outer = {name for name, p in frozen.model_.named_parameters() if not p.requires_grad}
     assert outer and all(".sharing." in name for name in outer)
     for name, value in frozen.model_.state_dict().items():
         kept = torch.equal(value, start.model_.state_dict()[name])
@@ -251,13 +252,14 @@ def test_initial_symmetry_starts_from_a_given_state(small_tasks, tmp_path):
     # an exact-looking sharing the learner would never draw: every layer state scaled
     given = MetaSymmetryLearner(**SMALL).fit(X, y).symmetry_
     state = {k: 2 * v for k, v in given.state.items()}
-    start = LearnedSymmetry(given.architecture, state, {"0.filters": 0.3},
-                            objective="regression")
+    start = LearnedSymmetry(given.module, given.policy, state, {"0.weight.filters": 0.3},
+                            objective="regression", input_shape=given.input_shape,
+                            n_outputs=given.n_outputs)
     frozen = MetaSymmetryLearner(**SMALL, initial_symmetry=start, learn_symmetry=False)
     frozen.fit(X, y)
     np.testing.assert_array_equal(frozen.symmetry_.symmetry_matrix(0),
                                   start.symmetry_matrix(0))  # U kept, exactly
-    assert frozen.history_["inner_lr[0.filters]"].iloc[0] == pytest.approx(0.3, abs=1e-3)
+    assert frozen.history_["inner_lr[0.weight.filters]"].iloc[0] == pytest.approx(0.3, abs=1e-3)
     assert not np.array_equal(frozen.symmetry_.initial_filters(0), start.initial_filters(0))
     # with U learned it starts there too: the first step's loss is the given state's
     learned = MetaSymmetryLearner(**SMALL, initial_symmetry=start).fit(X, y)
@@ -267,15 +269,16 @@ def test_initial_symmetry_starts_from_a_given_state(small_tasks, tmp_path):
     again = clone(frozen).fit(X, y)
     assert again.symmetry_ == frozen.symmetry_
     path = tmp_path / "run.msr"
-    MetaSymmetryLearner(**SMALL, initial_symmetry=start, checkpoint_path=path).fit(X, y)
+    MetaSymmetryLearner(**SMALL, initial_symmetry=start, callbacks=[Checkpoint(path)]).fit(X, y)
     with pytest.raises(ValueError, match="initial_symmetry"):
-        MetaSymmetryLearner(**SMALL, initial_symmetry=given, checkpoint_path=path,
-                            resume=True).fit(X, y)
+        MetaSymmetryLearner(**SMALL, initial_symmetry=given,
+                            callbacks=[Checkpoint(path, resume=True)]).fit(X, y)
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"n_filters": 4}, r"n_filters=3 \(the learner's: 4\)"),
-    ({"hidden_layer_sizes": (4,)}, r"hidden_layer_sizes=\(\) \(the learner's: \(4,\)\)"),
+    ({"n_filters": 4}, r"a different policy for \['0.weight'\]"),
+    ({"hidden_layer_sizes": (4,)}, r"module .*'hidden_layer_sizes': \(\).* \(the learner's: "
+                                   r".*'hidden_layer_sizes': \(4,\)"),
 ])
 def test_initial_symmetry_of_another_architecture_is_refused(small_tasks, change, match):
     X, y = small_tasks
@@ -283,7 +286,7 @@ def test_initial_symmetry_of_another_architecture_is_refused(small_tasks, change
     with pytest.raises(ValueError, match="initial_symmetry does not fit this learner.*" + match):
         MetaSymmetryLearner(**{**SMALL, **change}, initial_symmetry=given).fit(X, y)
     tasks = classification_tasks(n_features=10)
-    with pytest.raises(ValueError, match="objective='regression' \\(the tasks': "
+    with pytest.raises(ValueError, match="objective='regression' \\(the learner's: "
                                          "'classification'\\)"):
         MetaSymmetryLearner(**{**SMALL, "n_filters": 3}, initial_symmetry=LearnedSymmetry.initial(
             n_features=10, n_outputs=3, n_filters=3, bias=False)).fit(tasks)
@@ -305,7 +308,7 @@ def test_divergence_stops_and_keeps_last_finite_state(small_tasks):
 def test_a_nan_meta_loss_skips_the_update_and_the_learner_stays_usable(small_tasks,
                                                                          monkeypatch):
     X, y = small_tasks
-    import msr_sklearn.engine.meta as meta_module
+    import msr_sklearn.engine.outer as meta_module
 
     calls = {"n": 0}
     real_losses = meta_module.task_losses
@@ -351,8 +354,8 @@ def test_invalid_parameters_are_named(small_tasks, params, message):
 def test_feature_count_mismatch_at_score_time(small_tasks):
     X, y = small_tasks
     learner = MetaSymmetryLearner(**SMALL).fit(X, y)
-    with pytest.raises(ValueError, match="tasks have 9 features, but the learner was fitted "
-                                         "with 10"):
+    with pytest.raises(ValueError, match=r"tasks have samples of shape \(9,\), but the "
+                                         r"learner was fitted with samples of shape \(10,\)"):
         learner.score(X[..., :9], y)
 
 
@@ -377,12 +380,14 @@ def test_make_estimator_reproduces_the_learners_adaptation(small_tasks):
     assert isinstance(reg, EquivariantRegressor) and reg.symmetry is learner.symmetry_
     assert not hasattr(reg, "network_")  # unfitted
     # adapting on a task's first rows predicts exactly what the learner's engine predicts
-    from msr_sklearn.engine import TaskBatch, adapted_outputs
+    from msr_sklearn.data.batch import TaskBatch
+    from msr_sklearn.engine import adapted_outputs
 
     Xt = torch.tensor(X[30:31], dtype=torch.float32)
     yt = torch.tensor(y[30:31], dtype=torch.float32)
     engine = adapted_outputs(learner.model_, TaskBatch(Xt[:, :2], yt[:, :2], Xt[:, 2:],
-                                                       yt[:, 2:]))[0].numpy()
+                                                       yt[:, 2:]),
+                             learner._inner_loop())[0].numpy()
     np.testing.assert_allclose(reg.fit(X[30, :2], y[30, :2]).predict(X[30, 2:]), engine,
                                rtol=1e-4, atol=1e-5)
     clf_learner = MetaSymmetryLearner(**{**SMALL, "n_meta_steps": 2}).fit(

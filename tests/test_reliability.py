@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
+from msr_sklearn.training.callbacks import Checkpoint
 
 QUICK = dict(n_filters=2, bias=False, n_support=1, n_meta_steps=3, meta_batch_size=4,
              random_state=0)
@@ -45,7 +46,7 @@ BAD_FIT_INPUTS = {
                                       r"task 0 has 1 samples; with n_support=1 every task "
                                       r"needs at least 2"),
     "feature counts differ": (([(X3[0][:, :3], Y3[0])] + GOOD,), ValueError,
-                              r"different feature counts \[3, 4\]"),
+                              r"samples of different shapes \[\(3,\), \(4,\)\]"),
     "X and y lengths differ": (([(X3[0], Y3[0][:4])] + GOOD,), ValueError,
                                "X has 5 rows but y has shape"),
     "NaN in X": ((with_nan(X3), Y3), ValueError, "X of task 1 contains NaN"),
@@ -178,39 +179,27 @@ def test_save_load_round_trip_is_exact(symmetry, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("key, value, default", [("couple_copies", True, False),
-                                                ("conv_bias", "fields", "channels")])
-def test_later_settings_survive_save_and_load_and_older_files_still_load(tmp_path, key, value,
-                                                                         default):
+@pytest.mark.parametrize("module_params", [{"couple_copies": True}, {"field_bias": True}])
+def test_module_settings_survive_save_and_load(tmp_path, module_params):
     from msr_sklearn.datasets import load_aug_digits_tasks
+    from msr_sklearn.models import ConvNet
 
     tasks = load_aug_digits_tasks(6, standardize=True, random_state=0)
     learner = MetaSymmetryLearner(
-        layer="msr", n_filters=4, conv_channels=(8, 8), n_copies=4, input_shape=(1, 8, 8),
-        pooling="mean", n_support=5, support_split="first", n_meta_steps=2,
-        meta_batch_size=3, random_state=0, **{key: value}).fit(tasks)
+        module=ConvNet, module__channels=(8, 8), module__n_copies=4,
+        module__input_shape=(1, 8, 8), module__global_pool="mean", n_filters=4, n_support=5,
+        support_split="first", n_meta_steps=2, meta_batch_size=3, random_state=0,
+        **{f"module__{k}": v for k, v in module_params.items()}).fit(tasks)
     path = tmp_path / "later.msr"
     learner.symmetry_.save(path)
     loaded = LearnedSymmetry.load(path)
-    assert loaded == learner.symmetry_ and loaded.architecture[key] == value
-    network = loaded.build_network()
+    (key, value), = module_params.items()
+    assert loaded == learner.symmetry_ and loaded.module.params[key] == value
+    model = loaded.build_model()
     if key == "couple_copies":
-        assert network.layers[1].sharing.in_copies == 4
+        assert model.sharing("features.2.weight").in_copies == 4
     else:  # one bias per field of 4 copies
-        assert network.layers[1].bias.shape == (2,)
-    # a file written before the setting existed (no such key) means its default
-    single = MetaSymmetryLearner(**{**learner.get_params(), "conv_channels": (8,),
-                                    key: default}).fit(tasks).symmetry_
-    single.save(path)
-    with zipfile.ZipFile(path) as zf:
-        members = {name: zf.read(name) for name in zf.namelist()}
-    meta = json.loads(members["meta.json"])
-    del meta["architecture"][key]
-    members["meta.json"] = json.dumps(meta).encode()
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    assert LearnedSymmetry.load(path) == single
+        assert model.initial_inner()["features.1.bias"].shape == (2,)
 
 
 def test_missing_file(tmp_path):
@@ -250,7 +239,7 @@ def test_wrong_version(symmetry, tmp_path):
 def test_tampered_array_is_refused(symmetry, tmp_path):
     path = tmp_path / "sym.msr"
     symmetry.save(path)
-    rewrite(path, extra={"arrays/layers.0.filters.npy": b"\x93NUMPY garbage"})
+    rewrite(path, extra={"arrays/shared.0-weight.filters.npy": b"\x93NUMPY garbage"})
     with pytest.raises(ValueError, match="cannot read a LearnedSymmetry"):
         LearnedSymmetry.load(path)
 
@@ -269,7 +258,7 @@ def test_a_pickle_payload_is_refused_without_running(symmetry, tmp_path):
     symmetry.save(path)
     buf = io.BytesIO()
     np.save(buf, np.array([_Payload(str(marker))], dtype=object), allow_pickle=True)
-    rewrite(path, extra={"arrays/layers.0.filters.npy": buf.getvalue()})
+    rewrite(path, extra={"arrays/shared.0-weight.filters.npy": buf.getvalue()})
     with pytest.raises(ValueError, match="cannot read a LearnedSymmetry"):
         LearnedSymmetry.load(path)
     assert not marker.exists()
@@ -283,8 +272,8 @@ def test_a_pickle_payload_is_refused_without_running(symmetry, tmp_path):
 
 def test_checkpoints_are_written_during_fit(tmp_path):
     path = tmp_path / "ckpt.msr"
-    learner = MetaSymmetryLearner(**{**QUICK, "n_meta_steps": 7}, checkpoint_path=path,
-                                  checkpoint_interval=3)
+    learner = MetaSymmetryLearner(**{**QUICK, "n_meta_steps": 7},
+                                  callbacks=[Checkpoint(path, interval=3)])
     learner.fit(GOOD)
     assert LearnedSymmetry.load(path) == learner.symmetry_
     assert sorted(os.listdir(tmp_path)) == ["ckpt.msr"]

@@ -1,4 +1,5 @@
-"""Crash-safe checkpoints: resume=True ends exactly where an uninterrupted fit ends."""
+"""Crash-safe checkpoints: Checkpoint(resume=True) ends exactly where an uninterrupted fit
+ends."""
 
 import os
 import signal
@@ -19,6 +20,7 @@ from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.data.streams import TaskStream
 from msr_sklearn.symmetry import read_checkpoint, write_checkpoint
 from msr_sklearn.training import Callback
+from msr_sklearn.training.callbacks import Checkpoint, EarlyStopping
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_filters=3, bias=False, n_support=2, n_meta_steps=40, meta_batch_size=8,
@@ -64,8 +66,8 @@ def assert_same_run(a, b):
 CASES = {
     # validation, early stopping, the cosine schedule; it dies 12 steps after the best
     # validation loss, when early stopping has counted 2 checks without improvement
-    "tasks": (dict(meta_lr=3e-2, n_meta_steps=300, early_stopping=True, validation_interval=5,
-                   n_iter_no_change=4, tol=0.0, meta_lr_schedule="cosine"), None, 5),
+    "tasks": (dict(meta_lr=3e-2, n_meta_steps=300, validation_interval=5,
+                   meta_lr_schedule="cosine"), None, 5),
     # fresh tasks drawn from seeds of the sampler; validation_tasks; first rows as support
     "stream": (dict(n_support=1, validation_interval=6, support_split="first"), 25, 10),
 }
@@ -75,17 +77,20 @@ CASES = {
 def test_a_crashed_fit_resumes_bit_identically(tasks, tmp_path, case):
     params, crash_at, interval = CASES[case]
     params = {**SMALL, **params}
+    early = [EarlyStopping(n_iter_no_change=4, tol=0.0)] if case == "tasks" else []
     X, y = tasks
     data = ((X, y), {}) if case == "tasks" else ((stream(),), {"validation_tasks": (X[:6],
                                                                                    y[:6])})
-    reference = MetaSymmetryLearner(**params).fit(*data[0], **data[1])
+    reference = MetaSymmetryLearner(**params, callbacks=early).fit(*data[0], **data[1])
     if case == "tasks":
         assert reference.n_iter_ == reference.best_step_ + 21 < 300  # early stopping stopped
         crash_at = reference.best_step_ + 12
     path = tmp_path / "run.msr"
-    run = dict(params, checkpoint_path=path, checkpoint_interval=interval, resume=True)
+    checkpoint = Checkpoint(path, interval=interval, resume=True)
+    run = dict(params, callbacks=[*early, checkpoint])
     with pytest.raises(RuntimeError, match="crash"):
-        MetaSymmetryLearner(**run, callbacks=[Crash(crash_at)]).fit(*data[0], **data[1])
+        MetaSymmetryLearner(**{**run, "callbacks": [*early, checkpoint, Crash(crash_at)]}).fit(
+            *data[0], **data[1])
     # the checkpoint is the last one before the crash; the rows after it are recomputed
     saved = read_checkpoint(path)[1]["trainer"]
     assert saved["step"] == (crash_at + 1) // interval * interval
@@ -94,7 +99,8 @@ def test_a_crashed_fit_resumes_bit_identically(tasks, tmp_path, case):
     resumed = MetaSymmetryLearner(**run).fit(*data[0], **data[1])
     assert_same_run(resumed, reference)
     # the file now holds the finished run: resuming again returns it without training
-    again = MetaSymmetryLearner(**run, callbacks=[Crash(0)]).fit(*data[0], **data[1])
+    again = MetaSymmetryLearner(**{**run, "callbacks": [*early, checkpoint, Crash(0)]}).fit(
+        *data[0], **data[1])
     assert_same_run(again, reference)
     assert LearnedSymmetry.load(path) == reference.symmetry_
 
@@ -103,29 +109,30 @@ def test_a_warm_started_fit_resumes_into_a_fresh_learner(tasks, tmp_path):
     params = dict(SMALL, warm_start=True, validation_fraction=0.2, validation_interval=10)
     reference = MetaSymmetryLearner(**params).fit(*tasks).fit(*tasks)
     path = tmp_path / "run.msr"
-    first = MetaSymmetryLearner(**params, checkpoint_path=path, checkpoint_interval=10,
-                                resume=True).fit(*tasks)
-    with pytest.raises(RuntimeError, match="crash"):
-        first.set_params(callbacks=[Crash(65)]).fit(*tasks)  # the second fit dies
-    resumed = MetaSymmetryLearner(**params, checkpoint_path=path, checkpoint_interval=10,
-                                  resume=True).fit(*tasks)
+    checkpoint = Checkpoint(path, interval=10, resume=True)
+    first = MetaSymmetryLearner(**params, callbacks=[checkpoint]).fit(*tasks)
+    with pytest.raises(RuntimeError, match="crash"):  # the second fit dies
+        first.set_params(callbacks=[checkpoint, Crash(65)]).fit(*tasks)
+    resumed = MetaSymmetryLearner(**params, callbacks=[checkpoint]).fit(*tasks)
     assert list(resumed.history_["step"]) == list(range(80))
     assert_same_run(resumed, reference)
 
 
 def test_resume_without_a_file_starts_afresh(tasks, tmp_path):
     path = tmp_path / "new.msr"
-    learner = MetaSymmetryLearner(**SMALL, checkpoint_path=path, resume=True).fit(*tasks)
-    assert learner.symmetry_ == MetaSymmetryLearner(**SMALL).fit(*tasks).symmetry_
+    learner = MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(path, resume=True)])
+    assert learner.fit(*tasks).symmetry_ == MetaSymmetryLearner(**SMALL).fit(*tasks).symmetry_
     assert path.is_file() and sorted(os.listdir(tmp_path)) == ["new.msr"]
-    with pytest.raises(ValueError, match="resume=True needs a checkpoint_path"):
-        MetaSymmetryLearner(**SMALL, resume=True).fit(*tasks)
+    with pytest.raises(ValueError, match="more than one Checkpoint"):
+        MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(path), Checkpoint(path)]).fit(*tasks)
+    with pytest.raises(ValueError, match="interval must be a positive integer"):
+        Checkpoint(path, interval=0)
 
 
 @pytest.fixture
 def checkpoint(tasks, tmp_path):
     path = tmp_path / "run.msr"
-    MetaSymmetryLearner(**SMALL, checkpoint_path=path, checkpoint_interval=10).fit(*tasks)
+    MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(path, interval=10)]).fit(*tasks)
     return path
 
 
@@ -143,15 +150,15 @@ def test_a_checkpoint_of_other_settings_is_refused_and_kept(tasks, checkpoint, c
                                                               message):
     before = checkpoint.read_bytes()
     with pytest.raises(ValueError, match=message):
-        MetaSymmetryLearner(**{**SMALL, **change}, checkpoint_path=checkpoint,
-                            resume=True).fit(*tasks)
+        MetaSymmetryLearner(**{**SMALL, **change},
+                            callbacks=[Checkpoint(checkpoint, resume=True)]).fit(*tasks)
     assert checkpoint.read_bytes() == before
 
 
 def test_a_checkpoint_of_other_tasks_is_refused_and_kept(tasks, checkpoint):
     X, y = tasks
     before = checkpoint.read_bytes()
-    learner = MetaSymmetryLearner(**SMALL, checkpoint_path=checkpoint, resume=True)
+    learner = MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(checkpoint, resume=True)])
     other = X.copy()
     other[3, 2, 1] += 1e-3
     with pytest.raises(ValueError, match="the training tasks differ from those the checkpoint"):
@@ -160,8 +167,8 @@ def test_a_checkpoint_of_other_tasks_is_refused_and_kept(tasks, checkpoint):
         learner.fit(X, y, validation_tasks=(X[:4], y[:4]))
     assert checkpoint.read_bytes() == before
     # the settings that do not change the computation may change (but the device: CPU)
-    assert MetaSymmetryLearner(**SMALL, checkpoint_path=checkpoint, resume=True, verbose=0,
-                               checkpoint_interval=3).fit(X, y).n_iter_ == 40
+    assert MetaSymmetryLearner(**SMALL, verbose=0, callbacks=[
+        Checkpoint(checkpoint, interval=3, resume=True)]).fit(X, y).n_iter_ == 40
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "symmetry only",
@@ -186,7 +193,7 @@ def test_a_damaged_checkpoint_is_a_clear_error_and_is_not_overwritten(tasks, che
              "no trainer": "its training state lacks 'trainer'"}.get(
         damage, "the file is truncated, corrupted or of another kind")
     with pytest.raises(ValueError, match=match) as error:
-        MetaSymmetryLearner(**SMALL, checkpoint_path=checkpoint, resume=True).fit(*tasks)
+        MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(checkpoint, resume=True)]).fit(*tasks)
     assert "set resume=False to start afresh" in str(error.value)
     assert checkpoint.read_bytes() == damaged
 
@@ -216,7 +223,7 @@ def test_the_checkpoint_holds_the_whole_training_state_without_pickle(tasks, che
 
 def test_an_interrupted_fit_keeps_the_last_periodic_checkpoint(tasks, tmp_path, interrupt_at):
     path = tmp_path / "run.msr"
-    run = dict(SMALL, checkpoint_path=path, checkpoint_interval=10, resume=True)
+    run = dict(SMALL, callbacks=[Checkpoint(path, interval=10, resume=True)])
     interrupt_at(26)
     with pytest.warns(RuntimeWarning, match="interrupted after 25 meta-steps"):
         MetaSymmetryLearner(**run).fit(*tasks)
@@ -237,14 +244,15 @@ torch.set_num_threads(1)
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.training import Callback
+from msr_sklearn.training.callbacks import Checkpoint
 
 class Slow(Callback):  # so that a kill lands mid-run, wherever the machine is
     def on_step_end(self, trainer):
         time.sleep(0.003)
 
 X, y = make_translation_tasks(n_tasks=40, n_samples=8, n_features=10, random_state=0)
-learner = MetaSymmetryLearner(**{params!r}, checkpoint_path=sys.argv[1], checkpoint_interval=5,
-                              resume=True, callbacks=[Slow()]).fit(X, y)
+learner = MetaSymmetryLearner(**{params!r}, callbacks=[
+    Slow(), Checkpoint(sys.argv[1], interval=5, resume=True)]).fit(X, y)
 open(sys.argv[2], "w").write("done")
 """
 
@@ -282,7 +290,7 @@ def test_a_run_killed_with_sigkill_ends_bit_identical_to_an_uninterrupted_one(ta
     assert 0 < first < second < KILLED["n_meta_steps"] and not done.exists()
     # a kill mid-write leaves a partial temporary file, which a resume ignores
     (tmp_path / "run.msr.tmp").write_bytes(b"partial")
-    resumed = MetaSymmetryLearner(**KILLED, checkpoint_path=path, checkpoint_interval=5,
-                                  resume=True).fit(*tasks)
+    resumed = MetaSymmetryLearner(**KILLED, callbacks=[Checkpoint(path, interval=5,
+                                                                  resume=True)]).fit(*tasks)
     assert_same_run(resumed, MetaSymmetryLearner(**KILLED).fit(*tasks))
     assert not (tmp_path / "run.msr.tmp").exists()

@@ -9,6 +9,7 @@ from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.data.streams import TaskStream
 from msr_sklearn.training import Callback, meta_lr_at
+from msr_sklearn.training.callbacks import EarlyStopping
 
 # the constant schedule: these tests compare stopped, resumed and shortened fits, whose
 # schedules would otherwise differ with n_meta_steps
@@ -153,12 +154,15 @@ def test_the_learner_applies_the_schedule_to_adam(tasks):
 
 
 # --------------------------------------------------------------- early stopping
-ES = dict(SMALL, n_meta_steps=300, meta_lr=3e-2, early_stopping=True, validation_interval=5,
-          n_iter_no_change=4, tol=0.0)
+ES = dict(SMALL, n_meta_steps=300, meta_lr=3e-2, validation_interval=5)
+
+
+def early(n_iter_no_change=4, tol=0.0):
+    return [EarlyStopping(n_iter_no_change=n_iter_no_change, tol=tol)]
 
 
 def test_early_stopping_stops_and_keeps_the_best_state(tasks):
-    learner = MetaSymmetryLearner(**ES).fit(*tasks)
+    learner = MetaSymmetryLearner(**ES, callbacks=early()).fit(*tasks)
     h = learner.history_
     valid = h.dropna(subset="valid_loss")
     # the best validation loss, then n_iter_no_change checks without an improvement
@@ -170,7 +174,7 @@ def test_early_stopping_stops_and_keeps_the_best_state(tasks):
     assert (valid[valid["step"] < best]["valid_loss"] > learner.best_valid_loss_).all()
     # the learner holds the state after the best step: a fit that ends there (same
     # held-out split: validation_fraction's 0.1 for early stopping) reaches it exactly
-    shorter = dict(ES, early_stopping=False, validation_fraction=0.1)
+    shorter = dict(ES, validation_fraction=0.1)
     at_best = MetaSymmetryLearner(**{**shorter, "n_meta_steps": best + 1}).fit(*tasks)
     assert learner.symmetry_ == at_best.symmetry_
     at_last = MetaSymmetryLearner(**{**shorter, "n_meta_steps": len(h)}).fit(*tasks)
@@ -179,33 +183,32 @@ def test_early_stopping_stops_and_keeps_the_best_state(tasks):
 
 def test_early_stopping_tol(tasks):
     # an improvement must beat tol: with tol=10 only the first check improves
-    learner = MetaSymmetryLearner(**{**ES, "tol": 10.0, "n_iter_no_change": 2}).fit(*tasks)
+    learner = MetaSymmetryLearner(**ES, callbacks=early(2, tol=10.0)).fit(*tasks)
     assert len(learner.history_) == 15  # checks at steps 4 (the first), 9 and 14
 
 
 def test_validation_fraction_defaults_to_a_tenth_with_early_stopping(tasks):
     plain = MetaSymmetryLearner(**SMALL, validation_interval=10).fit(*tasks)
     assert plain.history_["valid_loss"].isna().all() and plain.best_valid_loss_ is None
-    early = MetaSymmetryLearner(**{**ES, "n_iter_no_change": 100}).fit(*tasks)
-    assert early.history_["valid_loss"].notna().sum() == 60
-    explicit = MetaSymmetryLearner(**{**ES, "n_iter_no_change": 100,
-                                      "validation_fraction": 0.1}).fit(*tasks)
-    assert explicit.symmetry_ == early.symmetry_  # None meant 0.1: 4 of the 40 tasks
+    stopped = MetaSymmetryLearner(**ES, callbacks=early(100)).fit(*tasks)
+    assert stopped.history_["valid_loss"].notna().sum() == 60
+    explicit = MetaSymmetryLearner(**ES, callbacks=early(100), validation_fraction=0.1)
+    assert explicit.fit(*tasks).symmetry_ == stopped.symmetry_  # None meant 0.1: 4 of 40
 
 
 def test_early_stopping_needs_held_out_tasks(tasks):
-    with pytest.raises(ValueError, match="early_stopping=True needs held-out tasks: "
+    with pytest.raises(ValueError, match="an EarlyStopping callback needs held-out tasks: "
                                          "validation_fraction=0 holds none out"):
-        MetaSymmetryLearner(**ES, validation_fraction=0.0).fit(*tasks)
+        MetaSymmetryLearner(**ES, callbacks=early(), validation_fraction=0.0).fit(*tasks)
     X, y = tasks  # validation_tasks replace the fraction
-    learner = MetaSymmetryLearner(**ES, validation_fraction=0.0).fit(
+    learner = MetaSymmetryLearner(**ES, callbacks=early(), validation_fraction=0.0).fit(
         X[:30], y[:30], validation_tasks=(X[30:], y[30:]))
     assert learner.best_valid_loss_ is not None
     stream = TaskStream(lambda n, rng: make_translation_tasks(
         n_tasks=n, n_samples=8, n_features=10, random_state=int(rng.integers(2**31))))
     with pytest.raises(ValueError, match="with a task stream, pass fit\\(stream, "
                                          "validation_tasks=...\\)"):
-        MetaSymmetryLearner(**ES).fit(stream)
-    streamed = MetaSymmetryLearner(**{**ES, "n_meta_steps": 20}).fit(
+        MetaSymmetryLearner(**ES, callbacks=early()).fit(stream)
+    streamed = MetaSymmetryLearner(**{**ES, "n_meta_steps": 20}, callbacks=early()).fit(
         stream, validation_tasks=(X[:5], y[:5]))
     assert streamed.history_["valid_loss"].notna().sum() == 4
