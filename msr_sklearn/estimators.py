@@ -124,14 +124,14 @@ class _InnerUpdate(torch.optim.Optimizer):
 class _AdaptationNet(NeuralNet):
     """A ``NeuralNet`` whose loss is the engine's inner objective (with a residual's pull)."""
 
-    def __init__(self, *args, inner_loop=None, n_classes=None, **kwargs):
+    def __init__(self, *args, inner_loop=None, inner_lrs=None, n_classes=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.inner_loop = inner_loop
+        self.inner_lrs = inner_lrs
         self.n_classes = n_classes
 
     def initialize_optimizer(self, *_, **__):
-        lrs = self.module_.model.inner_lrs.detach().cpu().tolist()
-        self.optimizer_ = _InnerUpdate(list(self.module_.inner), lrs)
+        self.optimizer_ = _InnerUpdate(list(self.module_.inner), self.inner_lrs)
         return self
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -255,9 +255,11 @@ class _EquivariantEstimator(BaseEstimator):
             model = MetaModel(module, inner_lr=lr)
             inner_steps = DEFAULT_INNER_STEPS if self.inner_steps is None else self.inner_steps
         if self.inner_lr is not None:
-            with torch.no_grad():
-                model.inner_lrs.fill_(float(self.inner_lr))
-        lrs = dict(zip(model.inner_names, model.inner_lrs.detach().tolist()))
+            lrs = dict.fromkeys(model.inner_names, float(self.inner_lr))
+        elif sym is not None:
+            lrs = {n: sym.inner_lrs[n] for n in model.inner_names}
+        else:
+            lrs = dict.fromkeys(model.inner_names, float(lr))
         return model, int(inner_steps), lrs
 
     def _fit_network(self, X, y, n_outputs, n_classes=None):
@@ -282,6 +284,7 @@ class _EquivariantEstimator(BaseEstimator):
             verbose=0,
             device=str(device),
             inner_loop=InnerLoop(loss=loss, steps=max(1, inner_steps)),
+            inner_lrs=list(lrs.values()),
             n_classes=n_classes,
         )
         X_t = torch.tensor(np.ascontiguousarray(X), dtype=torch.float32, device=device)

@@ -11,20 +11,24 @@ from msr_sklearn.datasets import (
 )
 from msr_sklearn.groups import (
     compare_subspaces,
-    exact_lifting_sharing,
     grid_group,
     grid_transforms,
     symmetric_group,
 )
-from msr_sklearn.nn import FixedSharing, SharedConv2d
+from msr_sklearn.sharing import FixedSharing, exact_lifting_sharing
 
 
 def rotation_conv(group, n_fields, image_size, kernel_size, subspace):
-    """A conv layer whose filter tensor is ``subspace @ v``, in float64."""
+    """A valid convolution of flat images whose filter tensor is ``subspace @ v``
+    (float64): ``conv(x, filters=v)``."""
     m = len(grid_transforms(group))
     shape = (n_fields * m, 1, kernel_size, kernel_size)
-    return SharedConv2d((1, image_size, image_size), FixedSharing(shape, subspace),
-                        bias=False).double()
+    sharing = FixedSharing(torch.as_tensor(subspace)).bind(shape).double()
+
+    def conv(x, filters):
+        images = x.reshape(len(x), 1, image_size, image_size)
+        return torch.nn.functional.conv2d(images, sharing(filters)).reshape(len(x), -1)
+    return conv
 
 
 def fit_in_subspace(design_columns, y):

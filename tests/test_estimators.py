@@ -19,8 +19,9 @@ from msr_sklearn import LearnedSymmetry
 from msr_sklearn._validation import InvalidParameterError
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.estimators import EquivariantClassifier, EquivariantRegressor
-from msr_sklearn.engine import TaskBatch, adapted_outputs
-from msr_sklearn.nn import MetaNetwork
+from msr_sklearn.data.batch import TaskBatch
+from msr_sklearn.engine import InnerLoop, adapted_outputs
+from msr_sklearn.models import Conv1dLayer
 
 
 # ----------------------------------------------------------------- estimator checks
@@ -157,7 +158,7 @@ def _translation_task(n_samples=25, seed=0):
 
 def _conv_symmetry(inner_lr=0.5, inner_steps=20):
     """The exact sharing of the translation tasks: a 3-tap valid convolution."""
-    return LearnedSymmetry.initial(n_features=70, n_outputs=68, layer="conv1d", bias=False,
+    return LearnedSymmetry.initial(Conv1dLayer, n_features=70, n_outputs=68, module__bias=False,
                                    inner_lr=inner_lr, inner_steps=inner_steps, random_state=0)
 
 
@@ -167,10 +168,15 @@ def _mlp_symmetry(objective="regression", n_features=6, n_outputs=3, inner_steps
                                   n_outputs=n_outputs, hidden_layer_sizes=(5,), layer="msr",
                                   n_filters=4, bias=True, inner_steps=inner_steps,
                                   random_state=3)
-    lrs = {"0.filters": 0.3, "0.bias": 0.05, "1.filters": 0.2, "1.bias": 0.1}
+    lrs = {"0.weight.filters": 0.3, "0.bias": 0.05, "2.weight.filters": 0.2, "2.bias": 0.1}
     assert set(lrs) == set(sym.inner_lrs)
-    return LearnedSymmetry(sym.architecture, sym.state, lrs, objective=objective,
-                           inner_steps=inner_steps)
+    return _with_lrs(sym, lrs)
+
+
+def _with_lrs(sym, lrs):
+    return LearnedSymmetry(sym.module, sym.policy, sym.state, lrs, objective=sym.objective,
+                           inner_steps=sym.inner_steps, input_shape=sym.input_shape,
+                           n_outputs=sym.n_outputs)
 
 
 # --------------------------------------------------------- agreement with the engine
@@ -182,12 +188,13 @@ def test_bound_regressor_reproduces_engine(inner_steps):
     Xq = rng.normal(size=(11, 6))
     batch = TaskBatch(*(torch.tensor(a[None], dtype=torch.float32)
                         for a in (Xs, ys, Xq, np.zeros((11, 3)))))
-    expected = adapted_outputs(sym.build_model(), batch, loss="mse",
-                               inner_steps=inner_steps)[0].numpy()
+    expected = adapted_outputs(sym.build_model(), batch,
+                               InnerLoop("mse", max(inner_steps, 1)))[0].numpy() \
+        if inner_steps else sym.build_model()(batch.x_query[0]).detach().numpy()
     reg = EquivariantRegressor(sym).fit(Xs, ys)  # inner_steps and lrs from the symmetry
     assert_allclose(reg.predict(Xq), expected, atol=1e-5)
     if inner_steps:
-        assert not np.allclose(expected, sym.build_network()(
+        assert not np.allclose(expected, sym.build_model()(
             torch.tensor(Xq, dtype=torch.float32)).detach().numpy(), atol=1e-3)
 
 
@@ -195,10 +202,10 @@ def test_inner_lr_and_inner_steps_override_the_symmetry():
     sym = _mlp_symmetry(inner_steps=1)
     rng = np.random.default_rng(1)
     Xs, ys, Xq = rng.normal(size=(8, 6)), rng.normal(size=(8, 3)), rng.normal(size=(5, 6))
-    same_lr = LearnedSymmetry(sym.architecture, sym.state, dict.fromkeys(sym.inner_lrs, 0.15))
+    same_lr = _with_lrs(sym, dict.fromkeys(sym.inner_lrs, 0.15))
     batch = TaskBatch(*(torch.tensor(a[None], dtype=torch.float32)
                         for a in (Xs, ys, Xq, np.zeros((5, 3)))))
-    expected = adapted_outputs(same_lr.build_model(), batch, inner_steps=2)[0].numpy()
+    expected = adapted_outputs(same_lr.build_model(), batch, InnerLoop(steps=2))[0].numpy()
     reg = EquivariantRegressor(sym, inner_lr=0.15, inner_steps=2).fit(Xs, ys)
     assert_allclose(reg.predict(Xq), expected, atol=1e-5)
     groups = reg.net_.optimizer_.param_groups
@@ -213,7 +220,7 @@ def test_bound_classifier_reproduces_engine():
     batch = TaskBatch(torch.tensor(Xs[None], dtype=torch.float32), torch.tensor(ys[None]),
                       torch.tensor(Xq[None], dtype=torch.float32),
                       torch.zeros(1, 7, dtype=torch.int64))
-    logits = adapted_outputs(sym.build_model(), batch, loss="cross_entropy", inner_steps=2)[0]
+    logits = adapted_outputs(sym.build_model(), batch, InnerLoop("cross_entropy", 2))[0]
     labels = np.array(["ant", "bee", "cow"])
     clf = EquivariantClassifier(sym).fit(Xs, labels[ys])
     assert_allclose(clf.predict_proba(Xq), torch.softmax(logits.double(), -1).numpy(),
@@ -226,14 +233,14 @@ def test_only_inner_parameters_move_and_network_is_exposed():
     rng = np.random.default_rng(3)
     reg = EquivariantRegressor(sym).fit(rng.normal(size=(8, 6)), rng.normal(size=(8, 3)))
     net = reg.network_
-    assert isinstance(net, MetaNetwork) and net is reg.net_.module_
-    assert not net.training
-    initial = sym.build_network()
-    for name, p in initial.outer_parameters().items():
-        assert_array_equal(dict(net.named_parameters())[name].detach().numpy(),
-                           p.detach().numpy())
-    for name, p in initial.initial_inner_parameters().items():
-        assert not torch.allclose(net.initial_inner_parameters()[name], p)
+    assert net is reg.net_.module_ and not net.training
+    initial = sym.build_model()
+    own = dict(net.model.named_parameters())
+    for name, p in initial.named_parameters():  # U and every other meta-parameter kept
+        if name != "inner_lrs":
+            assert_array_equal(own[name].detach().numpy(), p.detach().numpy())
+    for name, p in initial.initial_inner().items():  # the inner tensors moved
+        assert not torch.allclose(net.inner_dict()[name][0], p)
     # the optimizer holds only the inner tensors, each at its learned lr
     lrs = sorted(g["lr"] for g in reg.net_.optimizer_.param_groups)
     assert lrs == sorted(sym.inner_lrs.values())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from msr_sklearn.engine import MetaModel, make_meta_optimizer
-from msr_sklearn.nn import build_network
+from msr_sklearn.models import MLP
 from msr_sklearn.engine import MetaAdam
 
 
@@ -22,7 +22,7 @@ def test_tensor_second_moment_moves_entries_in_proportion_to_their_gradient():
 
 
 def test_state_dict_round_trip_continues_identically():
-    model = MetaModel(build_network(6, 3, n_filters=4, random_state=0))
+    model = _model(6, 3, n_filters=4)
     opt = make_meta_optimizer(model, 1e-2, meta_optimizer="msr_adam")
     gen = torch.Generator().manual_seed(0)
 
@@ -45,7 +45,7 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_plain_adam_and_bad_names():
-    model = MetaModel(build_network(6, 3, n_filters=4, random_state=0))
+    model = _model(6, 3, n_filters=4)
     opt = make_meta_optimizer(model)
     assert [g["second_moment"] for g in opt.param_groups] == ["element"]
     with pytest.raises(ValueError, match="meta_optimizer must be one of"):
@@ -67,11 +67,11 @@ def test_row_sparsity_zeroes_unused_rows_and_shrinks_the_others():
 
 
 def test_sharing_sparsity_acts_on_dense_sharings_only():
-    model = MetaModel(build_network(6, 3, hidden_layer_sizes=(4,), n_filters=2, random_state=0))
+    model = _model(6, 3, hidden_layer_sizes=(4,), n_filters=2)
     opt = make_meta_optimizer(model, meta_optimizer="adam", sharing_sparsity=0.2)
     assert [g["row_sparsity"] for g in opt.param_groups] == [0.2, 0.2, 0.0]
     assert [g["second_moment"] for g in opt.param_groups] == ["element"] * 3  # plain Adam
-    kron = MetaModel(build_network(6, 4, layer="msr_kron", n_filters=4, random_state=0))
+    kron = _model(6, 4, layer="msr_kron", n_filters=4)
     opt = make_meta_optimizer(kron, meta_optimizer="msr_adam", sharing_sparsity=0.2)
     assert all(g["row_sparsity"] == 0 for g in opt.param_groups)
     with pytest.raises(ValueError, match="sharing_sparsity must be >= 0"):
@@ -96,3 +96,10 @@ def test_element_mode_is_torch_adam_step_for_step():
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     opt_theirs.load_state_dict(opt_ours.state_dict())
+
+
+def _model(n_features, n_outputs, hidden_layer_sizes=(), layer="msr", n_filters=4):
+    torch.manual_seed(0)
+    net = MLP(n_features, n_outputs, hidden_layer_sizes)
+    return MetaModel(net, net.default_sharing(layer, n_filters),
+                     generator=torch.Generator().manual_seed(0))

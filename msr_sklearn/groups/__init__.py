@@ -36,8 +36,6 @@ from .finite_group import MAX_ORDER, FiniteGroup
 from .library import (
     cyclic_group,
     dihedral_group,
-    exact_group_conv_sharing,
-    exact_lifting_sharing,
     grid_group,
     grid_transforms,
     lifting_filter_stack,
@@ -56,8 +54,6 @@ __all__ = [
     "compare_subspaces",
     "cyclic_group",
     "dihedral_group",
-    "exact_group_conv_sharing",
-    "exact_lifting_sharing",
     "grid_group",
     "grid_transforms",
     "lifting_filter_stack",

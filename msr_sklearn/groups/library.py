@@ -1,9 +1,9 @@
 """Ready-made groups and grids: the trivial, cyclic, dihedral and symmetric groups.
 
 Also Proposition 1's stacked sharing, and the rotations and flips of square grids
-(:func:`grid_transforms`, :func:`transform_grid`, :func:`grid_group`) with the exact
-MSR-Conv sharings built from them (:func:`lifting_filter_stack`,
-:func:`exact_lifting_sharing`, :func:`exact_group_conv_sharing`).
+(:func:`grid_transforms`, :func:`transform_grid`, :func:`grid_group`) with the filter
+stack of a lifting convolution (:func:`lifting_filter_stack`); the exact MSR-Conv
+sharings built from them are torch objects, in :mod:`msr_sklearn.sharing`.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def lifting_filter_stack(group="c4", kernel_size=3):
 
     Shape ``(m * kernel_size², kernel_size²)``, copies in :func:`grid_transforms` order:
     Proposition 1's ``U^G`` for one filter, and the exact spatial factor ``S`` of an
-    MSR-Conv lifting convolution (:func:`exact_lifting_sharing`).
+    MSR-Conv lifting convolution (:func:`msr_sklearn.sharing.exact_lifting_sharing`).
 
     Parameters
     ----------
@@ -242,104 +242,10 @@ def lifting_filter_stack(group="c4", kernel_size=3):
     return np.vstack([eye[_grid_permutation(kernel_size, t)] for t in grid_transforms(group)])
 
 
-def exact_lifting_sharing(group="c4", n_fields=1, in_channels=1, kernel_size=3):
-    """An MSR-Conv sharing set to an exact lifting group convolution.
-
-    A :class:`~msr_sklearn.nn.ConvFilterSharing` with identity field and channel factors
-    and the spatial factor :func:`lifting_filter_stack`: output channel
-    ``field * m + c`` holds the field's filter transformed by ``grid_transforms(group)[c]``.
-
-    Parameters
-    ----------
-    group : {"c4", "d4"}, default="c4"
-        The grid group; each field gets ``m = 4`` (or ``8``) output channels.
-    n_fields : int, default=1
-        The number of independent filters (regular output fields).
-    in_channels : int, default=1
-        The input channels of the convolution (each treated as a trivial field).
-    kernel_size : int, default=3
-        The side of the square filters.
-
-    Returns
-    -------
-    ConvFilterSharing
-        With ``weight_shape == (n_fields * m, in_channels, kernel_size, kernel_size)``
-        and ``n_fields * in_channels * kernel_size**2`` free filter values.
-
-    Examples
-    --------
-    >>> from msr_sklearn.groups import exact_lifting_sharing
-    >>> exact_lifting_sharing("c4", n_fields=2).weight_shape
-    (8, 1, 3, 3)
-    """
-    stack = lifting_filter_stack(group, kernel_size)
-    return _conv_sharing_with_spatial_factor(stack, n_fields, in_channels, kernel_size,
-                                             n_copies=len(stack) // kernel_size ** 2,
-                                             in_copies=1)
 
 
-def exact_group_conv_sharing(group="c4", n_fields=1, in_fields=1, kernel_size=3):
-    """An MSR-Conv sharing set to an exact group convolution between regular fields.
-
-    The layer after a lifting layer (:func:`exact_lifting_sharing`): its input is
-    ``in_fields`` regular fields of ``m`` channels (``m = 4`` for C4, ``8`` for D4), and
-    each of its ``n_fields`` output fields is regular too. A
-    :class:`~msr_sklearn.nn.ConvFilterSharing` with ``in_copies=m``, identity field
-    factors and the spatial factor ``S`` an orthonormal basis of the equivariant filter
-    blocks of one field pair (``dim = m * kernel_size²``, from :func:`grid_group`).
-    Stacking it after a lifting layer keeps the whole front-end exactly equivariant.
-
-    Parameters
-    ----------
-    group : {"c4", "d4"}, default="c4"
-        The grid group, see :func:`grid_transforms`.
-    n_fields : int, default=1
-        Output fields (``n_fields * m`` output channels).
-    in_fields : int, default=1
-        Input fields (``in_fields * m`` input channels, in the order a lifting or
-        group convolution layer produces them).
-    kernel_size : int, default=3
-        The side of the square filters.
-
-    Returns
-    -------
-    ConvFilterSharing
-        With ``weight_shape == (n_fields * m, in_fields * m, kernel_size, kernel_size)``
-        and ``n_fields * in_fields * m * kernel_size**2`` free filter values.
-
-    Examples
-    --------
-    >>> from msr_sklearn.groups import exact_group_conv_sharing
-    >>> sharing = exact_group_conv_sharing("c4", n_fields=2, in_fields=3)
-    >>> sharing.weight_shape, sharing.n_filters
-    ((8, 12, 3, 3), 216)
-    """
-    _check_positive("n_fields", n_fields)
-    _check_positive("in_fields", in_fields)
-    m = len(grid_transforms(group))
-    basis = grid_group(kernel_size, group, in_rep="regular", out_rep="regular",
-                       out_size=1).sharing_basis()
-    return _conv_sharing_with_spatial_factor(basis, n_fields, in_fields * m, kernel_size,
-                                             n_copies=m, in_copies=m)
 
 
-def _conv_sharing_with_spatial_factor(spatial, n_fields, in_channels, kernel_size, n_copies,
-                                      in_copies):
-    """A ConvFilterSharing with identity field factors and ``S = spatial``: every field
-    pair gets the same block of filters, ``spatial`` applied to its own latent values."""
-    import torch
-
-    from ..nn import ConvFilterSharing
-
-    in_fields = in_channels // in_copies
-    sharing = ConvFilterSharing(n_fields, in_channels, kernel_size, n_copies=n_copies,
-                                in_copies=in_copies,
-                                factor_filters=(n_fields, in_fields, spatial.shape[1]))
-    with torch.no_grad():
-        sharing.factors[0].copy_(torch.eye(n_fields))
-        sharing.factors[1].copy_(torch.eye(in_fields))
-        sharing.factors[2].copy_(torch.as_tensor(spatial))
-    return sharing
 
 
 def _regular_channel_permutation(group, transform):
