@@ -7,6 +7,7 @@ with augmented queries.
 """
 
 from .digits import AUG_DIGITS_AUGMENTATIONS, aug_digits_split, load_aug_digits_tasks
+from .rotation2d import ROTATION2D_GROUPS, make_rotation2d_tasks, rotation2d_sharing
 from .synthetic import (
     make_permutation_tasks,
     make_rotation_tasks,
@@ -18,8 +19,11 @@ __all__ = [
     "AUG_DIGITS_AUGMENTATIONS",
     "aug_digits_split",
     "load_aug_digits_tasks",
+    "ROTATION2D_GROUPS",
     "make_permutation_tasks",
+    "make_rotation2d_tasks",
     "make_rotation_tasks",
     "make_translation_tasks",
+    "rotation2d_sharing",
     "translation_sharing",
 ]
