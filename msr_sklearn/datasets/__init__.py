@@ -7,6 +7,7 @@ with augmented queries.
 """
 
 from .digits import AUG_DIGITS_AUGMENTATIONS, aug_digits_split, load_aug_digits_tasks
+from .glyphs import AUG_GLYPHS_SPLITS, load_aug_glyphs_tasks, load_glyphs
 from .rotation2d import ROTATION2D_GROUPS, make_rotation2d_tasks, rotation2d_sharing
 from .synthetic import (
     make_permutation_tasks,
@@ -17,8 +18,11 @@ from .synthetic import (
 
 __all__ = [
     "AUG_DIGITS_AUGMENTATIONS",
+    "AUG_GLYPHS_SPLITS",
     "aug_digits_split",
     "load_aug_digits_tasks",
+    "load_aug_glyphs_tasks",
+    "load_glyphs",
     "ROTATION2D_GROUPS",
     "make_permutation_tasks",
     "make_rotation2d_tasks",
