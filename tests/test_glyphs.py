@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+from msr_sklearn.datasets import _cache
 from msr_sklearn.datasets import glyphs as glyphs_module
 from msr_sklearn.datasets import load_aug_glyphs_tasks, load_glyphs
 from msr_sklearn.groups import grid_transforms, transform_grid
@@ -120,12 +121,12 @@ def test_cache_is_written_once_and_reused(home, monkeypatch):
         raise AssertionError("rendered again instead of reading the cache")
 
     monkeypatch.setattr(glyphs_module, "_render", no_rendering)
-    glyphs_module._cached.cache_clear()           # forget the copy in memory
+    _cache._read.cache_clear()           # forget the copy in memory
     again = load_glyphs(max_classes_per_script=SMALL, data_home=home)
     assert again.images.shape[1:] == (20, 28, 28)
     # reading the file needs none of the font packages
     monkeypatch.setitem(sys.modules, "PIL", None)
-    glyphs_module._cached.cache_clear()
+    _cache._read.cache_clear()
     load_glyphs(max_classes_per_script=SMALL, data_home=home)
 
 

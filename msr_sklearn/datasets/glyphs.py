@@ -51,16 +51,14 @@ Every class has 20 images drawn by 10 to 20 distinct fonts (median 12).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import get_data_home
 from sklearn.utils import Bunch, check_random_state
 
+from ._cache import cache_path, cached_arrays
 from ._episodes import (
     check_augment,
     check_bool,
@@ -135,8 +133,7 @@ def _script(codepoint):
 
 def _cache_path(data_home, image_size, max_classes_per_script):
     limit = "" if max_classes_per_script is None else f"_max{max_classes_per_script}"
-    folder = Path(get_data_home(data_home)) / "msr_sklearn"
-    return folder / f"aug_glyphs_v{_VERSION}_{image_size}px{limit}.npz"
+    return cache_path(data_home, f"aug_glyphs_v{_VERSION}_{image_size}px{limit}.npz")
 
 
 def _provenance():
@@ -354,23 +351,6 @@ def _merge_confusable(classes, drawers, clean, n_fonts):
 
 
 # -------------------------------------------------------------------------- loading
-@lru_cache(maxsize=4)
-def _cached(path, image_size, max_classes_per_script):
-    path = Path(path)
-    if not path.is_file():
-        arrays = _render(image_size, max_classes_per_script)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write aside and rename: a reader never sees a half-written file
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(f.name, path)
-    with np.load(path) as data:
-        arrays = {key: data[key] for key in data.files}
-    for value in arrays.values():
-        value.setflags(write=False)
-    return arrays
-
-
 def load_glyphs(image_size=28, max_classes_per_script=None, data_home=None):
     """The rendered Aug-Glyphs classes: 20 images of every letter class, and their splits.
 
@@ -419,7 +399,7 @@ def load_glyphs(image_size=28, max_classes_per_script=None, data_home=None):
     if max_classes_per_script is not None:
         max_classes_per_script = check_int("max_classes_per_script", max_classes_per_script, 1)
     path = _cache_path(data_home, image_size, max_classes_per_script)
-    arrays = _cached(str(path), image_size, max_classes_per_script)
+    arrays = cached_arrays(path, lambda: _render(image_size, max_classes_per_script))
     merged = pd.DataFrame({"codepoint": arrays["merged_codepoint"],
                            "character": [chr(c) for c in arrays["merged_codepoint"]],
                            "into": [chr(c) for c in arrays["merged_into"]],
