@@ -30,7 +30,7 @@ def _conv(images, filters):
 
 def _recovered_filters(X, y):
     """Least-squares filters (C, 9) of one task from its images and maps, and the residual."""
-    n, c = y.shape[0], y.shape[1]
+    c = y.shape[1]
     windows = np.lib.stride_tricks.sliding_window_view(X[:, 0].astype(np.float64), (3, 3),
                                                        axis=(-2, -1))
     patches = windows.reshape(-1, 9)

@@ -14,7 +14,6 @@ The loader lives here; :mod:`msr_sklearn.datasets.synthetic` re-exports it as
 from __future__ import annotations
 
 from functools import lru_cache
-from numbers import Integral
 
 import numpy as np
 from sklearn.utils import check_random_state

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
+from threadpoolctl import threadpool_limits
 
 from ._cache import cache_path, cached_arrays
 from ._episodes import (
@@ -263,8 +264,6 @@ def _render(image_size, max_classes_per_script, progress=True):
         drawers.setdefault(codepoint, []).append(f)
     classes = sorted(c for c, d in drawers.items() if len(d) >= _MIN_FONTS)
     clean = {key: _place(glyphs[key], image_size) for key in glyphs if key[0] in drawers}
-    from threadpoolctl import threadpool_limits
-
     # small products: threads only add waiting on a busy machine
     with threadpool_limits(1, user_api="blas"):
         kept, merged = _merge_confusable(classes, drawers, clean, len(fonts))
@@ -280,7 +279,8 @@ def _render(image_size, max_classes_per_script, progress=True):
             image = _place(glyphs[codepoint, font_of[k, i]], image_size, rng)
             images[k, i] = np.round(image * 255).astype(np.uint8)
     return {"images": images, "codepoint": np.asarray(kept, dtype=np.int32),
-            "script": np.asarray([_script(c) for c in kept]), "font": font_of, "font_names": np.asarray([name for name, _, _ in fonts]),
+            "script": np.asarray([_script(c) for c in kept]), "font": font_of,
+            "font_names": np.asarray([name for name, _, _ in fonts]),
             "merged_codepoint": np.asarray([m[0] for m in merged], dtype=np.int32),
             "merged_into": np.asarray([m[1] for m in merged], dtype=np.int32),
             "merged_reason": np.asarray([m[2] for m in merged]),

@@ -149,7 +149,6 @@ def load_mnist1d_tasks(n_tasks, n_way=5, n_shot=1, n_query=5, split="train", fla
     check_episode_size(by_class, n_way, n_shot, n_query, f"the {split!r} signals")
     rng = check_random_state(random_state)
     draws, ways, labels = draw_episodes(rng, by_class, n_tasks, n_way, n_shot, n_query)
-    n_rows = n_way * (n_shot + n_query)
     signals = x[draws["item"]]                    # (n_tasks, n_rows, 40)
     if not flat:
         signals = signals[:, :, None, :]
