@@ -213,3 +213,10 @@ def test_errors_name_the_problem(home):
         _tasks(home, 1, augment=("rot45",))
     with pytest.raises(ValueError, match="image_size must be an integer >= 8"):
         load_glyphs(image_size=4)
+
+
+def test_rendering_is_deterministic(home):
+    cached = load_glyphs(max_classes_per_script=SMALL, data_home=home)
+    again = glyphs_module._render(28, SMALL, progress=False)
+    np.testing.assert_array_equal(again["images"], cached.images)
+    np.testing.assert_array_equal(again["font"], cached.font)
