@@ -1,12 +1,19 @@
 """Task generators with known symmetries, and real-data few-shot tasks.
 
 Synthetic families (:func:`make_translation_tasks`, :func:`make_rotation_tasks`,
-:func:`make_permutation_tasks`) come with the sharing that generated them; Aug-Digits
-(:func:`load_aug_digits_tasks`) is few-shot classification on scikit-learn's digits
-with augmented queries.
+:func:`make_permutation_tasks`, and the paper's 2-D steerable-convolution problems
+:func:`make_rotation2d_tasks`) come with the sharing that generated them. Few-shot
+classification: Aug-Digits (:func:`load_aug_digits_tasks`, scikit-learn's 8×8
+digits) and Aug-Glyphs (:func:`load_aug_glyphs_tasks`, 1,087 letter classes rendered
+from matplotlib's fonts, Omniglot's scale), both with clean support and D4-augmented
+queries, and MNIST-1D (:func:`load_mnist1d_tasks`). Rendered or generated sets are
+cached in :func:`sklearn.datasets.get_data_home`; nothing is downloaded.
 """
 
 from .digits import AUG_DIGITS_AUGMENTATIONS, aug_digits_split, load_aug_digits_tasks
+from .glyphs import AUG_GLYPHS_SPLITS, load_aug_glyphs_tasks, load_glyphs
+from .mnist1d import load_mnist1d_tasks, mnist1d_conv_sharing
+from .rotation2d import ROTATION2D_GROUPS, make_rotation2d_tasks, rotation2d_sharing
 from .synthetic import (
     make_permutation_tasks,
     make_rotation_tasks,
@@ -16,10 +23,18 @@ from .synthetic import (
 
 __all__ = [
     "AUG_DIGITS_AUGMENTATIONS",
+    "AUG_GLYPHS_SPLITS",
     "aug_digits_split",
     "load_aug_digits_tasks",
+    "load_aug_glyphs_tasks",
+    "load_glyphs",
+    "load_mnist1d_tasks",
+    "mnist1d_conv_sharing",
+    "ROTATION2D_GROUPS",
     "make_permutation_tasks",
+    "make_rotation2d_tasks",
     "make_rotation_tasks",
     "make_translation_tasks",
+    "rotation2d_sharing",
     "translation_sharing",
 ]

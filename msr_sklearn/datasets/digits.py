@@ -14,16 +14,20 @@ The loader lives here; :mod:`msr_sklearn.datasets.synthetic` re-exports it as
 from __future__ import annotations
 
 from functools import lru_cache
-from numbers import Integral
 
 import numpy as np
-import pandas as pd
 from sklearn.utils import check_random_state
+
+from ._episodes import AUGMENTATIONS, check_bool, check_episode_size, draw_episodes, info_frame
+from ._episodes import check_augment as _check_augment
+from ._episodes import check_choice as _check_choice
+from ._episodes import check_int as _check_int
+from ._episodes import transform_many as _transform_many
 
 __all__ = ["AUG_DIGITS_AUGMENTATIONS", "aug_digits_split", "load_aug_digits_tasks"]
 
 #: the transformations ``augment`` may name
-AUG_DIGITS_AUGMENTATIONS = ("rot90", "flip")
+AUG_DIGITS_AUGMENTATIONS = AUGMENTATIONS
 
 #: seed of the fixed image split; a constant, so train and test never share an image
 _SPLIT_SEED = 0
@@ -103,36 +107,6 @@ def aug_digits_split(split="train", split_by="images"):
         chosen.append({"train": train_side[n_val:], "val": train_side[:n_val],
                        "test": test_side}[split])
     return np.sort(np.concatenate(chosen))
-
-
-def _check_choice(name, value, options):
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {options}; got {value!r}")
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
-def _check_augment(augment):
-    if augment is None:
-        return ()
-    if isinstance(augment, str):
-        augment = (augment,)
-    try:
-        augment = tuple(augment)
-    except TypeError:
-        raise ValueError(f"augment must be a tuple drawn from {AUG_DIGITS_AUGMENTATIONS}; "
-                         f"got {augment!r}") from None
-    for a in augment:
-        if a not in AUG_DIGITS_AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {a!r}; augment must be drawn from "
-                             f"{AUG_DIGITS_AUGMENTATIONS}")
-    if len(set(augment)) != len(augment):
-        raise ValueError(f"augment names a transformation twice: {augment!r}")
-    return augment
 
 
 def _transform(image, rotation, flip, dy, dx):
@@ -253,83 +227,27 @@ def load_aug_digits_tasks(n_tasks, n_way=5, n_shot=1, n_query=5, split="train",
     _check_choice("split", split, ("train", "val", "test"))
     _check_choice("split_by", split_by, ("images", "classes"))
     augment = _check_augment(augment)
-    for name, value in (("augment_support", augment_support), ("standardize", standardize)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name} must be a bool; got {value!r}")
+    augment_support = check_bool("augment_support", augment_support)
+    standardize = check_bool("standardize", standardize)
     images, target = _digits()
     pool = aug_digits_split(split, split_by)
-    classes = np.unique(target[pool])
-    if n_way > len(classes):
-        raise ValueError(f"n_way={n_way} exceeds the {len(classes)} digit classes of the "
-                         f"{split!r} side (split_by={split_by!r})")
-    by_class = {c: pool[target[pool] == c] for c in classes}
-    fewest = min(len(v) for v in by_class.values())
-    if n_shot + n_query > fewest:
-        raise ValueError(f"n_shot + n_query = {n_shot + n_query} exceeds the {fewest} images "
-                         f"of the smallest class on the {split!r} side")
+    by_class = {c: pool[target[pool] == c] for c in np.unique(target[pool])}
+    check_episode_size(by_class, n_way, n_shot, n_query,
+                       f"the {split!r} side (split_by={split_by!r})")
 
     rng = check_random_state(random_state)
-    n_support = n_way * n_shot
+    draws, ways, labels = draw_episodes(rng, by_class, n_tasks, n_way, n_shot, n_query,
+                                        augment, shift, augment_support)
     n_rows = n_way * (n_shot + n_query)
-    rotate, flip = "rot90" in augment, "flip" in augment
-    is_query = np.arange(n_rows) >= n_support
-    changed = is_query | bool(augment_support)
-    draws = {key: np.empty((n_tasks, n_rows), dtype=np.int64)
-             for key in ("image", "way", "rotation", "flip", "shift_y", "shift_x")}
-    ways_of, labels_of = [], []
-    for t in range(n_tasks):
-        ways = rng.choice(classes, n_way, replace=False)
-        labels = rng.choice(1000, n_way, replace=False).astype(np.int64)
-        picks = np.stack([rng.choice(by_class[c], n_shot + n_query, replace=False)
-                          for c in ways])  # (n_way, n_shot + n_query)
-        way_of = np.repeat(np.arange(n_way)[:, None], n_shot + n_query, axis=1)
-        support = rng.permutation(n_support)
-        query = rng.permutation(n_rows - n_support)
-        draws["image"][t] = np.concatenate([picks[:, :n_shot].ravel()[support],
-                                            picks[:, n_shot:].ravel()[query]])
-        draws["way"][t] = np.concatenate([way_of[:, :n_shot].ravel()[support],
-                                          way_of[:, n_shot:].ravel()[query]])
-        draws["rotation"][t] = np.where(changed & rotate, rng.randint(0, 4, n_rows), 0)
-        draws["flip"][t] = np.where(changed & flip, rng.randint(0, 2, n_rows), 0)
-        draws["shift_y"][t] = np.where(changed, rng.randint(-shift, shift + 1, n_rows), 0)
-        draws["shift_x"][t] = np.where(changed, rng.randint(-shift, shift + 1, n_rows), 0)
-        ways_of.append(ways)
-        labels_of.append(labels)
     flat = {k: v.ravel() for k, v in draws.items()}
-    X_all = _transform_many(images[flat["image"]], flat["rotation"], flat["flip"],
+    X_all = _transform_many(images[flat["item"]], flat["rotation"], flat["flip"],
                             flat["shift_y"], flat["shift_x"], shift)
     X_all = X_all.reshape(n_tasks, n_rows, _SIDE * _SIDE)
     if standardize:
         mean, std = _pixel_moments()
         X_all = (X_all - mean) / std
-    tasks = [(X_all[t].copy(), labels_of[t][draws["way"][t]]) for t in range(n_tasks)]
+    tasks = [(X_all[t].copy(), labels[t][draws["way"][t]]) for t in range(n_tasks)]
     if not return_info:
         return tasks
-    info = pd.DataFrame({
-        "task": np.repeat(np.arange(n_tasks), n_rows),
-        "row": np.tile(np.arange(n_rows), n_tasks),
-        "role": np.tile(np.where(is_query, "query", "support"), n_tasks),
-        "label": np.concatenate([y for _, y in tasks]),
-        "digit": np.concatenate([w[d] for w, d in zip(ways_of, draws["way"])]),
-        "image": flat["image"], "rotation": flat["rotation"],
-        "flip": flat["flip"].astype(bool), "shift_y": flat["shift_y"],
-        "shift_x": flat["shift_x"]})
+    info = info_frame(draws, ways, labels, n_way * n_shot, "digit", item_column="image")
     return tasks, info
-
-
-def _transform_many(images, rotation, flip, shift_y, shift_x, shift):
-    """:func:`_transform` of a stack of images, vectorized."""
-    out = np.where(flip.astype(bool)[:, None, None], images[:, :, ::-1], images)
-    for r in (1, 2, 3):
-        rows = rotation == r
-        if rows.any():
-            out[rows] = np.rot90(out[rows], r, axes=(1, 2))
-    if shift:
-        n, h, w = out.shape
-        padded = np.zeros((n, h + 2 * shift, w + 2 * shift))
-        padded[:, shift:shift + h, shift:shift + w] = out
-        # output pixel (i, j) reads input pixel (i - dy, j - dx)
-        iy = shift - shift_y[:, None] + np.arange(h)[None, :]  # (n, h)
-        ix = shift - shift_x[:, None] + np.arange(w)[None, :]
-        out = padded[np.arange(n)[:, None, None], iy[:, :, None], ix[:, None, :]]
-    return out
