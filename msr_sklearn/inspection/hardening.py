@@ -35,7 +35,7 @@ def harden_to_group(U, group, weight_shape=None, layer=0):
 
     Parameters
     ----------
-    U : array-like (n_weights, k), LearnedSymmetry, MetaLayer or Sharing
+    U : array-like (n_weights, k), LearnedSymmetry, MetaModel or Sharing
     group : FiniteGroup or DataFrame
         A group, or a :func:`symmetry_report` (its ``attrs["group"]``).
     weight_shape, layer : see :func:`symmetry_report`
@@ -90,7 +90,7 @@ def tied_weight_partition(U, n_groups=None, tol=0.1, n_probes=8, weight_shape=No
 
     Parameters
     ----------
-    U : array-like (n_weights, k), LearnedSymmetry, MetaLayer or Sharing
+    U : array-like (n_weights, k), LearnedSymmetry, MetaModel or Sharing
     n_groups : int or None
     tol : float
         Linking distance and zero threshold, in units of the RMS weight.
