@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator
 
 from ._fitting import MetaFittingMixin
 from ._validation import Interval, StrOptions, check_device, fit_context
-from .architecture import ModuleSpec, resolved_policy
+from .architecture import ModuleSpec
 from .data.routing import check_score_request
 from .data.tasks import check_tasks
 from .engine import SYMMETRY_GRADIENTS, InnerLoop
@@ -407,8 +407,12 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
 
     def _model_settings(self):
         """What the fitted network and its optimizer were built from."""
-        return {"module": self._settings()["module"], "module_params": self._module_params(),
-                "policy": resolved_policy(self.model_), "learn_inner_lr": self.learn_inner_lr,
+        settings = self._settings()
+        # the policy as the parameters spell it (the fitted model's own would never differ)
+        policy = {"sharing": settings["sharing"]} if self.sharing is not None else \
+            {"layer": self.layer, "n_filters": settings["n_filters"]}
+        return {"module": settings["module"], "module_params": self._module_params(), **policy,
+                "learn_inner_lr": self.learn_inner_lr,
                 "learn_symmetry": self.learn_symmetry, "meta_optimizer": self.meta_optimizer,
                 "sharing_sparsity": self.sharing_sparsity}
 
