@@ -512,8 +512,9 @@ def test_meta_learned_sharing_on_permutation_tasks_is_reported_as_symmetric_grou
     n = 6
     X, y, truth = make_permutation_tasks(n_tasks=300, n_samples=10, n_features=n,
                                          return_subspace=True, random_state=0)
-    # 300 steps: after 200, span(U) is still 0.154 rad from the truth (0.058 after 300;
-    # the layers before issue 19 were at 0.078 and 0.057)
+    # 300 steps: the output weight's initial v0 now has the norm of the module's own
+    # weight, sqrt(n_weights / k) = 4.2x the old N(0, 1/n_out^2) filters, and after 200
+    # steps span(U) is 0.154 rad from the truth (0.080 from the old v0; 0.058 after 300)
     learner = MetaSymmetryLearner(n_filters=2, bias=False, n_support=8, meta_lr=0.03,
                                   n_meta_steps=300, random_state=0).fit(X, y)
     report = symmetry_report(learner.symmetry_)
