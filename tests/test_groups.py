@@ -162,7 +162,8 @@ def test_grid_regular_field_matches_a_lifting_convolution():
     group = grid_group(7, "d4", out_rep="regular", out_size=5, n_out_fields=2)
     assert equivariance_error(conv, group, random_state=0, input_shape=(1, 7, 7)) < 1e-12
     # channel-fixed outputs are wrong for the same conv
-    wrong = grid_group(7, "d4", out_rep="trivial", out_size=5, n_out_fields=2 * len(grid_transforms("d4")))
+    wrong = grid_group(7, "d4", out_rep="trivial", out_size=5,
+                       n_out_fields=2 * len(grid_transforms("d4")))
     assert equivariance_error(conv, wrong, random_state=0, input_shape=(1, 7, 7)) > 0.5
 
 

@@ -118,8 +118,8 @@ def _layer_input_shape(found, network_input_shape, device, dtype):
 
     handle = owner.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *network_input_shape, device=device, dtype=dtype))
+        with torch.no_grad():  # two samples: a batch norm needs more than one
+            model(torch.zeros(2, *network_input_shape, device=device, dtype=dtype))
     finally:
         handle.remove()
     if not seen:

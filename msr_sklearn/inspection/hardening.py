@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.utils import check_random_state
@@ -17,7 +16,6 @@ from sklearn.utils import check_random_state
 from ..groups._inputs import _check_positive
 from ._inputs import _sharing_of
 from ..groups.finite_group import FiniteGroup, _relabel
-from ..groups.partitions import partition_sharing
 from ..groups.subspaces import _orth
 
 

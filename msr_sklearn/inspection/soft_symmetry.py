@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ..data.tasks import mean_confidence_interval
-from ..engine import InnerLoop, MetaModel, adapt
+from ..engine import InnerLoop, adapt
 from ..sharing import FixedSharing, Residual
 
 
