@@ -42,6 +42,7 @@ from msr_sklearn.sharing import (
     ConvFilterSharing,
     DenseSharing,
     FixedSharing,
+    Residual,
     attach_sharing,
     exact_group_conv_sharing,
     exact_lifting_sharing,
@@ -243,6 +244,13 @@ def test_equivariance_error_takes_symmetries_estimators_and_generators():
                               random_state=0) > 0.1
     with pytest.raises(ValueError, match="has none"):
         equivariance_error(torch.nn.Linear(6, 6), group, layer="random")
+    # a residual beside the exact sharing is kept: it breaks the symmetry unless it is 0
+    soft = nn.Linear(6, 6, bias=False)
+    attach_sharing(soft, "weight", Residual(FixedSharing(group.sharing_basis())))
+    assert equivariance_error(soft, group, layer="random", random_state=0) > 0.1
+    with torch.no_grad():
+        soft.parametrizations.weight.original1.zero_()
+    assert equivariance_error(soft, group, layer="random", random_state=0) < 1e-6
     # a real per-task estimator: its adapted network
     X, y = np.random.default_rng(0).standard_normal((2, 8, 6))
     reg = EquivariantRegressor(exact, inner_steps=3).fit(X, y)

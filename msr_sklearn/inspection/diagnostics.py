@@ -72,7 +72,8 @@ def _on_flat_vectors(f, shape, what="the model"):
 
 def _with_random_sharings(module, rng, device, dtype):
     """``module`` with random filters ``v`` in every weight that carries a sharing
-    (:func:`~msr_sklearn.sharing.attach_sharing`), a residual at 0, its biases at 0."""
+    (:func:`~msr_sklearn.sharing.attach_sharing`), a residual as it is, those modules'
+    biases at 0."""
     from torch.nn.utils import parametrize
 
     from ..sharing import Sharing
@@ -86,13 +87,11 @@ def _with_random_sharings(module, rng, device, dtype):
             if len(chain) != 1 or not isinstance(chain[0], Sharing):
                 continue
             sharing = chain[0]
-            names = sharing.inner_names
-            for i, inner in enumerate(names):
-                key = f"{dot}parametrizations.{attr}.original" + (str(i) if len(names) > 1
-                                                                  else "")
-                shape = sharing.inner_shapes()[inner]
-                value = rng.standard_normal(shape) if inner == "filters" else np.zeros(shape)
-                params[key] = torch.as_tensor(value, dtype=dtype, device=device)
+            # the filters are the first inner tensor (original0 when there are more)
+            key = f"{dot}parametrizations.{attr}.original" + (
+                "0" if len(sharing.inner_names) > 1 else "")
+            params[key] = torch.as_tensor(rng.standard_normal(sharing.n_filters), dtype=dtype,
+                                          device=device)
             bias = getattr(owner, "bias", None)
             if isinstance(bias, torch.Tensor):
                 params[f"{dot}bias"] = torch.zeros_like(bias)
@@ -210,8 +209,8 @@ def equivariance_error(model, group, n_samples=32, elements="all", layer=0, n_dr
         (:attr:`~msr_sklearn.LearnedSymmetry.weight_names`) or a weight's name. For a
         torch module, ``"random"`` draws random filter values for every weight that
         carries a sharing (:func:`~msr_sklearn.sharing.attach_sharing`,
-        :func:`export_layer`), residuals and those modules' biases at 0, instead of its
-        own; any other value is ignored.
+        :func:`export_layer`) instead of its own (a residual's ``R`` kept, those modules'
+        biases at 0); any other value is ignored.
     n_draws : int, default=4
         Random filter draws (LearnedSymmetry, MetaModel or ``layer="random"``); the worst
         is kept.
