@@ -5,7 +5,8 @@ Soft symmetry: how far may a task leave it?
 
 Real tasks rarely share an exact symmetry. A strict MSR layer writes every weight as
 ``W = U v``, so a task that breaks the symmetry a little is fit badly. A **residual
-layer** (``layer="msr_residual"``) adds a free weight beside the shared one,
+sharing** (``layer="msr_residual"``, or :class:`~msr_sklearn.sharing.Residual` around
+any sharing of a policy) adds a free weight beside the shared one,
 ``W = reshape(U v) + R``: ``R`` is adapted per task like ``v``, from a meta-learned
 ``R0``, at its own meta-learned inner rate. The outer loop decides how far the tasks may
 leave the symmetry: a rate near 0 is strict MSR, a large one is plain MAML, and ``R0``

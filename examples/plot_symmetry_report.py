@@ -8,7 +8,9 @@ tasks have. :mod:`msr_sklearn.groups` turns a learned ``U`` into an answer:
 :func:`~msr_sklearn.inspection.symmetry_report` tests candidate symmetries one generator at
 a time, names the group the passing ones generate and measures the angle between
 ``U`` and that group's exact sharing ``U^G``. The learned sharing is then *hardened*
-onto ``U^G`` and exported as a small frozen layer that is exactly equivariant.
+onto ``U^G`` and exported as a plain torch layer that is exactly equivariant: an
+``nn.Linear`` or ``nn.Conv2d`` whose weight is parametrized by ``U`` (only the filter
+values ``v`` train), ready for any torch network.
 
 We do this three times, each time with the report's default candidates: on
 permutation-equivariant maps (DeepSets layers), on an MSR-Conv layer learned from
@@ -36,6 +38,7 @@ from msr_sklearn.inspection import (
     symmetry_report,
 )
 from msr_sklearn.inspection.plotting import plot_symmetry_matrix
+from msr_sklearn.models import ConvNet
 
 torch.set_num_threads(1)  # small ops: one thread is fastest on a CPU
 
@@ -62,9 +65,11 @@ print(f"generated group: order {summary['order']} (6! = {np.prod(range(1, n + 1)
 
 # %%
 # All three pass, and shift plus transposition generate the whole symmetric group
-# ``S_6``. Hardening projects ``span(U)`` onto ``U^G``; the exported layer keeps ``U``
-# as a buffer and has just 2 trainable numbers. Its weights start at the projection
-# of the meta-learned initial weight ``U v0``.
+# ``S_6``. Hardening projects ``span(U)`` onto ``U^G``; the exported ``nn.Linear`` keeps
+# ``U`` as a buffer of its weight's parametrization and has just 2 trainable numbers.
+# Its weights start at the projection of the meta-learned initial weight ``U v0``.
+# ``equivariance_error`` of the learned symmetry tests its layer with random filter
+# values, of the exported layer the layer itself.
 soft_weight = (sym.symmetry_matrix(0) @ sym.initial_filters(0)).reshape(n, n)
 hard = export_layer(harden_to_group(sym, report), (n, n), weight=soft_weight)
 print("trainable parameters:", sum(p.numel() for p in hard.parameters()))
@@ -76,14 +81,18 @@ print(f"equivariance error over all 720 permutations: learned {equivariance_erro
 # Rotation tasks
 # --------------
 # Each task is a lifting convolution of a 7×7 image: one random 3×3 filter and its
-# rotations by 90°, 180° and 270° give 4 output maps of 5×5. We meta-learn the sharing
-# of the filter tensor (MSR-Conv, ``n_copies=4`` output channels per filter), from one
-# support example per task.
+# rotations by 90°, 180° and 270° give 4 output maps of 5×5. We give the tasks as
+# images ``(n, 1, 7, 7)`` and meta-learn the sharing of the filter tensor of a single
+# convolution (a ``ConvNet`` without a head, whose 4 output maps are the outputs), with
+# MSR-Conv's ``n_copies=4`` output channels per filter, from one support example per
+# task.
 X, y, truth = make_rotation_tasks("c4", n_tasks=300, n_samples=10, image_size=7,
                                   return_subspace=True, random_state=0)
-rot_learner = MetaSymmetryLearner(layer="msr_conv2d", n_copies=4, bias=False, n_support=1,
-                                  meta_lr=0.01, n_meta_steps=300, random_state=0).fit(X, y)
-rot_sym = rot_learner.symmetry_
+images = X.reshape(300, 10, 1, 7, 7)
+rot_learner = MetaSymmetryLearner(ConvNet, module__channels=(4,), module__n_copies=4,
+                                  module__n_outputs=None, module__bias=False, n_support=1,
+                                  meta_lr=0.01, n_meta_steps=300, random_state=0)
+rot_sym = rot_learner.fit(images, y).symmetry_
 U = rot_sym.symmetry_matrix(0)  # the filter tensor (4, 1, 3, 3) from 9 filter values
 print(f"largest angle to the exact lifting sharing: "
       f"{np.degrees(compare_subspaces(U, truth).max_angle):.1f}°")
@@ -105,30 +114,44 @@ print(f"named {summary['name']} (order {summary['order']}); copy c of a filter i
 # %%
 # The rotation passes with the cyclic relabelling of the copies; the flip fails with
 # every relabelling (the tasks' filters are not mirror-symmetric). Harden onto
-# ``U^G`` and export a convolution over 7×7 images; check its equivariance under all
-# rotations of the image (outputs rotate and their channels cycle).
+# ``U^G`` and export an ``nn.Conv2d`` (valid, stride 1); check its equivariance under
+# all rotations of 7×7 images (outputs rotate and their channels cycle). The groups act
+# on flat vectors, so the convolution is told the shape of its images.
 filters = U @ rot_sym.initial_filters(0)
 hard_conv = export_layer(harden_to_group(rot_sym, report), (4, 1, 3, 3),
                          weight=filters.reshape(4, 1, 3, 3), input_shape=(1, 7, 7))
 image_group = grid_group(7, "c4", out_rep="regular", out_size=5)
-print(f"equivariance error over C4: learned {equivariance_error(rot_sym, image_group):.1e}, "
-      f"hardened {equivariance_error(hard_conv, image_group):.1e}")
+learned_error = equivariance_error(rot_sym, image_group)
+hard_error = equivariance_error(hard_conv, image_group, input_shape=(1, 7, 7))
+print(f"equivariance error over C4: learned {learned_error:.1e}, hardened {hard_error:.1e}")
+print(hard_conv)
+
+# %%
+# ``hard_conv`` is an ordinary ``nn.Conv2d``: it goes into any network (here a small
+# classifier) and any training loop, and its filters stay inside the group's sharing
+# (its trainable parameters are the 9 filter values).
+classifier = torch.nn.Sequential(hard_conv, torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 5 * 5, 10))
+print("classifier logits:", tuple(classifier(torch.randn(2, 1, 7, 7)).shape),
+      "| conv parameters:", [tuple(p.shape) for p in hard_conv.parameters()])
 
 # %%
 # A dense layer on images
 # -----------------------
 # The same kind of tasks under ``D4`` (rotations and flips: 8 output maps), on 5×5
-# images, learned by a dense MSR layer 25 → 72 (``layer="msr"``, ``k = 9``) that is
-# never told it reads images. With the learner's ``input_shape``, the report rotates
-# and flips the input grid and tries two readings of the outputs: ``invariant`` (they
-# stay put) and ``8x3x3 maps`` (8 channels of 3×3 maps, the side ``5 - kernel_size +
-# 1``, moved with the image and their channels relabelled as found from ``U``).
+# images given as flat rows, learned by the default dense MSR layer 25 → 72
+# (``layer="msr"``, ``k = 9``) that is never told it reads images. Told the images'
+# shape (``input_shape=(1, 5, 5)``; a network that reads images, such as tasks of
+# shape ``(n, 1, 5, 5)``, would say it itself), the report rotates and flips the input
+# grid and tries two readings of the outputs: ``invariant`` (they stay put) and
+# ``8x3x3 maps`` (8 channels of 3×3 maps, the side ``5 - kernel_size + 1``, moved with
+# the image and their channels relabelled as found from ``U``).
 X, y = make_rotation_tasks("d4", n_tasks=500, n_samples=10, image_size=5, random_state=0)
-dense_learner = MetaSymmetryLearner(layer="msr", n_filters=9, input_shape=(1, 5, 5),
-                                    bias=False, n_support=4, meta_lr=0.01, n_meta_steps=1000,
+dense_learner = MetaSymmetryLearner(layer="msr", n_filters=9, bias=False, n_support=4,
+                                    meta_lr=0.01, n_meta_steps=1000,
                                     random_state=0).fit(X, y)
 dense_sym = dense_learner.symmetry_
-report = symmetry_report(dense_sym)
+report = symmetry_report(dense_sym, input_shape=(1, 5, 5))
 print(report)
 print(f"named {report.attrs['summary']['name']}")
 hard = export_layer(harden_to_group(dense_sym, report), (72, 25),

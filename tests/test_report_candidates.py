@@ -4,16 +4,17 @@ The copy order of a learned layer is arbitrary, so the exact sharings here have 
 copies shuffled: the report must find the permutation itself.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_rotation_tasks
 from msr_sklearn.groups import (
     FiniteGroup,
-    exact_group_conv_sharing,
-    exact_lifting_sharing,
     grid_group,
     grid_transforms,
     transform_grid,
@@ -26,7 +27,12 @@ from msr_sklearn.inspection import (
     harden_to_group,
     symmetry_report,
 )
-from msr_sklearn.nn import ConvFilterSharing, FixedSharing, SharedConv2d
+from msr_sklearn.models import MLP, ConvNet
+from msr_sklearn.sharing import (
+    ConvFilterSharing,
+    exact_group_conv_sharing,
+    exact_lifting_sharing,
+)
 
 ORDER = {"c4": 4, "d4": 8}
 
@@ -78,12 +84,33 @@ def passing(report):
     return report.index[report["passed"]].tolist()
 
 
-def dense_symmetry(U, n_features, n_outputs, **architecture):
-    """A LearnedSymmetry whose single dense layer has sharing U."""
-    sym = LearnedSymmetry.initial(n_features=n_features, n_outputs=n_outputs, layer="msr",
-                                  n_filters=U.shape[1], bias=False, random_state=0,
-                                  **architecture)
-    sym.state["layers.0.sharing.basis"] = np.asarray(U.T, dtype=np.float32)
+class ImageMLP(nn.Module):
+    """The built-in MLP on images ``(n, C, H, W)`` (or flat rows), flattened."""
+
+    def __init__(self, input_shape, n_outputs, bias=True):
+        super().__init__()
+        self.mlp = MLP(math.prod(input_shape), n_outputs, bias=bias)
+
+    def forward(self, x):
+        return self.mlp(x.flatten(-3) if x.dim() > 2 else x)
+
+
+def dense_symmetry(U, n_features, n_outputs, input_shape=None, flat=False):
+    """A LearnedSymmetry whose single dense layer has sharing U.
+
+    ``input_shape`` (C, H, W): its network reads such images (``flat``: flat rows it
+    reshapes, through ``module__input_shape``); None: the default MLP on flat rows.
+    """
+    data = {"n_features": n_features} if input_shape is None or flat else \
+        {"input_shape": input_shape}
+    module = {} if input_shape is None else {"module": ImageMLP, "module__bias": False}
+    if flat and input_shape is not None:
+        module["module__input_shape"] = input_shape
+    sym = LearnedSymmetry.initial(**module, **data, n_outputs=n_outputs, layer="msr",
+                                  n_filters=U.shape[1], bias=False, random_state=0)
+    # set before anything reads the symmetry (it caches the network it builds)
+    (key,) = [k for k in sym.state if k.endswith(".sharing.basis")]
+    sym.state[key] = np.asarray(U.T, dtype=np.float32)
     return sym
 
 
@@ -91,11 +118,12 @@ def dense_lifting_subspace(name, image_size=5):
     """The dense weights ``(m*9 * image_size², 9)`` of the tasks' lifting convolutions."""
     _, _, filters = make_rotation_tasks(name, n_tasks=1, image_size=image_size,
                                         return_subspace=True, random_state=0)
-    conv = SharedConv2d((1, image_size, image_size),
-                        FixedSharing((ORDER[name], 1, 3, 3), filters), bias=False).double()
-    images = torch.eye(image_size ** 2, dtype=torch.float64)
-    with torch.no_grad():  # column j: the dense weight of the conv with filter values e_j
-        columns = [conv(images, filters=v).T.reshape(-1) for v in torch.eye(9).double()]
+    filters = torch.as_tensor(filters, dtype=torch.float64)  # (m*9, 9)
+    images = torch.eye(image_size ** 2, dtype=torch.float64).reshape(-1, 1, image_size,
+                                                                     image_size)
+    # column j: the dense weight of the conv with filter values e_j
+    columns = [torch.nn.functional.conv2d(images, (filters @ v).reshape(ORDER[name], 1, 3, 3))
+               .reshape(image_size ** 2, -1).T.reshape(-1) for v in torch.eye(9).double()]
     return np.linalg.qr(torch.stack(columns, 1).numpy())[0]
 
 
@@ -151,7 +179,7 @@ def test_near_equivariant_conv_is_named_and_hardened_into_an_exact_one(name):
     hard = harden_to_group(sharing, report)
     assert hard.shape == (2 * m * 9, 18)
     with torch.no_grad():
-        weight = sharing.weight(torch.randn(sharing.n_filters)).double().numpy()
+        weight = sharing(torch.randn(sharing.n_filters)).double().numpy()
     # the layer on one 3x3 patch: what the report's group acts on
     soft_patch = export_layer(sharing.matrix().detach().double(), (2 * m, 9),
                               weight=weight.reshape(2 * m, 9))
@@ -162,16 +190,21 @@ def test_near_equivariant_conv_is_named_and_hardened_into_an_exact_one(name):
     images = with_channel_order(grid_group(7, name, out_rep="regular", out_size=5,
                                            n_out_fields=2), order, 2, 25)
     conv = export_layer(hard, (2 * m, 1, 3, 3), weight=weight, input_shape=(1, 7, 7))
-    assert equivariance_error(conv, images, random_state=0) < 1e-6
+    assert equivariance_error(conv, images, random_state=0, input_shape=(1, 7, 7)) < 1e-6
     canonical = grid_group(7, name, out_rep="regular", out_size=5, n_out_fields=2)
-    assert equivariance_error(conv, canonical, random_state=0) > 0.5
+    assert equivariance_error(conv, canonical, random_state=0, input_shape=(1, 7, 7)) > 0.5
+
+
+def conv_sharing(weight_shape, n_copies=1, in_copies=1, factor_filters=None, seed=0):
+    """A ConvFilterSharing bound to ``weight_shape`` with random factors."""
+    return ConvFilterSharing(n_copies, in_copies, factor_filters).bind(
+        weight_shape, torch.Generator().manual_seed(seed))
 
 
 def test_random_conv_sharings_name_no_group():
-    torch.manual_seed(0)
-    for sharing in (ConvFilterSharing(2, 1, 3, n_copies=4, init="random"),
-                    ConvFilterSharing(2, 8, 3, n_copies=4, in_copies=4, init="random"),
-                    ConvFilterSharing(3, 2, 3, n_copies=1, init="random")):
+    for sharing in (conv_sharing((8, 1, 3, 3), n_copies=4),
+                    conv_sharing((8, 8, 3, 3), n_copies=4, in_copies=4),
+                    conv_sharing((3, 2, 3, 3))):
         report = symmetry_report(sharing)
         assert not report["passed"].any(), sharing
         assert report["score"].min() > 0.8
@@ -182,7 +215,7 @@ def test_symmetric_filters_without_copies_are_named_by_their_pixels():
     # one latent value per orbit of the 3x3 grid under D4: centre, edges, corners
     pixel_group = grid_group(3, "d4", out_size=1)  # D4 on the pixels, the output fixed
     spatial = pixel_group.sharing_basis()
-    sharing = ConvFilterSharing(3, 2, 3, n_copies=1, factor_filters=(3, 2, spatial.shape[1]))
+    sharing = conv_sharing((3, 2, 3, 3), factor_filters=(3, 2, spatial.shape[1]))
     with torch.no_grad():
         sharing.factors[2].copy_(torch.as_tensor(spatial))
     report = symmetry_report(sharing)
@@ -195,7 +228,7 @@ def test_symmetric_filters_without_copies_are_named_by_their_pixels():
 def test_a_rectangular_kernel_is_tried_with_rot180_and_flip():
     pixels = transform_grid(np.arange(15).reshape(3, 5), (2, 0)).ravel()
     spatial = np.vstack([np.eye(15), np.eye(15)[pixels]]) / np.sqrt(2)  # a filter, rotated
-    sharing = ConvFilterSharing(1, 1, (3, 5), n_copies=2, factor_filters=(1, 1, 15))
+    sharing = conv_sharing((2, 1, 3, 5), n_copies=2, factor_filters=(1, 1, 15))
     with torch.no_grad():
         sharing.factors[2].copy_(torch.as_tensor(spatial))
     report = symmetry_report(sharing)
@@ -204,22 +237,36 @@ def test_a_rectangular_kernel_is_tried_with_rot180_and_flip():
 
 
 def test_conv_layers_of_a_learned_symmetry_are_reported_by_index():
-    sym = LearnedSymmetry.initial(n_features=81, n_outputs=3, conv_channels=(8, 8), n_copies=4,
-                                  couple_copies=True, pooling="mean", random_state=0)
+    sym = LearnedSymmetry.initial(ConvNet, n_features=81, n_outputs=3,
+                                  module__input_shape=(1, 9, 9), module__channels=(8, 8),
+                                  module__n_copies=4, module__couple_copies=True,
+                                  module__global_pool="mean", random_state=0)
     exact = [shuffle_copies(exact_lifting_sharing("c4", n_fields=2), [2, 0, 3, 1]),
              exact_group_conv_sharing("c4", n_fields=2, in_fields=2)]
-    for i, sharing in enumerate(exact):
+    for name, sharing in zip(["features.0.weight", "features.2.weight"], exact):
         for j, factor in enumerate(sharing.factors):
-            sym.state[f"layers.{i}.sharing.factors.{j}"] = factor.detach().numpy()
-    for i in (0, 1):
-        report = symmetry_report(sym, layer=i)
-        assert report.attrs["summary"]["name"] == "C4", i
-        hard = harden_to_group(sym, report, layer=i)
+            key = f"shared.{name.replace('.', '-')}.sharing.factors.{j}"
+            sym.state[key] = factor.detach().numpy()
+    assert sym.weight_names == ["features.0.weight", "features.2.weight", "head.0.weight"]
+    for layer in (0, 1, "features.2.weight"):
+        report = symmetry_report(sym, layer=layer)
+        assert report.attrs["summary"]["name"] == "C4", layer
+        hard = harden_to_group(sym, report, layer=layer)
         assert report.attrs["group"].generator_residuals(hard).max() < 1e-10
-    # the dense head reads the pooled channels (layer 2; the pooling has no sharing)
-    with pytest.raises(ValueError, match=r"layer 2 has weights of shape \(3, 8\)"):
+    # the dense head reads the pooled channels (layer 2: the pooling has no weights)
+    with pytest.raises(ValueError, match=r"layer 2 \(head.0.weight\) has weights of shape "
+                                         r"\(3, 8\)"):
         symmetry_report(sym, layer=2)
     assert equivariance_error(sym, trivial_group(8, 3), layer=2) == 0.0
+    # the same network under a policy that shares only the first conv, the rest adapted
+    # as is: the weights adapted as is count as layers, with the identity U
+    partial = LearnedSymmetry.initial(ConvNet, {"features.0.weight": exact[0]}, n_features=81,
+                                      n_outputs=3, module__input_shape=(1, 9, 9),
+                                      module__channels=(8, 8), module__global_pool="mean",
+                                      random_state=0)
+    assert symmetry_report(partial).attrs["summary"]["name"] == "C4"
+    plain = symmetry_report(partial, layer=1)  # all 8 output channels one field of copies
+    assert not plain["passed"].any() and plain.attrs["summary"]["dim"] == 8 * 8 * 9
 
 
 # --------------------------------------------------------------------------- dense layers
@@ -271,11 +318,28 @@ def test_dense_output_layouts_follow_the_kernel_size():
     assert wide == ("rot180, invariant", "flip, invariant")  # not square: no rot90
 
 
+def test_the_image_a_dense_layer_reads_comes_from_the_network():
+    """Tasks of images, or flat rows the module reshapes (module__input_shape): the first
+    dense layer reads those images; a dense layer elsewhere or a flat MLP does not."""
+    U = dense_lifting_subspace("c4")
+    for sym in (dense_symmetry(U, 25, 36, input_shape=(1, 5, 5)),
+                dense_symmetry(U, 25, 36, input_shape=(1, 5, 5), flat=True)):
+        assert default_candidates(sym).names[2:] == ("rot90, 4x3x3 maps", "flip, 4x3x3 maps")
+        assert symmetry_report(sym).attrs["summary"]["name"] == "C4"
+    deep = LearnedSymmetry.initial(ImageMLP, input_shape=(1, 5, 5), n_outputs=36,
+                                   random_state=0)  # a hidden-free MLP: layer 0 only
+    assert default_candidates(deep).names[0] == "rot90, invariant"
+    with pytest.raises(ValueError, match=r"pass input_shape=\(C, H, W\)"):
+        default_candidates(dense_symmetry(U, 25, 36))  # flat rows, no image recorded
+
+
 def test_learned_dense_layer_on_rotation_images_is_named_c4():
     X, y = make_rotation_tasks("c4", n_tasks=500, n_samples=10, image_size=5, random_state=0)
-    learner = MetaSymmetryLearner(layer="msr", n_filters=9, input_shape=(1, 5, 5), bias=False,
+    images = X.reshape(500, 10, 1, 5, 5)  # tasks of (n, 1, 5, 5) images
+    learner = MetaSymmetryLearner(ImageMLP, layer="msr", n_filters=9, module__bias=False,
                                   n_support=4, meta_lr=0.01, n_meta_steps=1000,
-                                  random_state=0).fit(X, y)
+                                  random_state=0).fit(images, y)
+    assert learner.symmetry_.input_shape == (1, 5, 5)
     report = symmetry_report(learner.symmetry_)
     assert passing(report) == ["rot90, 4x3x3 maps"]
     assert report.loc["rot90, 4x3x3 maps", "score"] < 0.25
@@ -284,11 +348,15 @@ def test_learned_dense_layer_on_rotation_images_is_named_c4():
 
 # --------------------------------------------------------------------------- refusals
 def test_bad_candidates_and_layers_are_refused_with_clear_messages():
-    sym = LearnedSymmetry.initial(n_features=49, n_outputs=100, layer="msr_conv2d", n_copies=4,
+    # the old layer="msr_conv2d": a ConvNet without a head, its maps the outputs
+    sym = LearnedSymmetry.initial(ConvNet, n_features=49, n_outputs=100,
+                                  module__input_shape=(1, 7, 7), module__channels=(4,),
+                                  module__n_copies=4, module__n_outputs=None,
                                   random_state=0)  # layer 0: weights (4, 1, 3, 3)
     wrong = grid_group(3, "c4", out_rep="regular", out_size=1, n_out_fields=2)  # (8, 9)
     with pytest.raises(ValueError, match=r"the candidates act on weights of shape \(8, 9\); "
-                                         r"layer 0 has weights of shape \(4, 1, 3, 3\)"):
+                                         r"layer 0 \(features.0.weight\) has weights of shape "
+                                         r"\(4, 1, 3, 3\)"):
         symmetry_report(sym, candidates=wrong)
     with pytest.raises(TypeError, match="a FiniteGroup or a sequence of FiniteGroup; got int"):
         symmetry_report(sym, candidates=3)
@@ -296,16 +364,22 @@ def test_bad_candidates_and_layers_are_refused_with_clear_messages():
         symmetry_report(sym, candidates=[wrong, "rot90"])
     with pytest.raises(ValueError, match="candidates is empty"):
         symmetry_report(sym, candidates=[])
+    with pytest.raises(ValueError, match=r"layer=1 is out of range for 1 adapted weight"):
+        symmetry_report(sym, layer=1)
+    with pytest.raises(ValueError, match="'features.0.bias' is not an adapted weight"):
+        symmetry_report(sym, layer="features.0.bias")
+    with pytest.raises(TypeError, match="bind it to a weight shape"):
+        symmetry_report(ConvFilterSharing(n_copies=4))
     dense = dense_symmetry(np.eye(36 * 25)[:, :3], 25, 36)  # no input_shape
     with pytest.raises(ValueError, match=r"square layer .* pass input_shape=\(C, H, W\)"):
         symmetry_report(dense)
     with pytest.raises(ValueError, match=r"input_shape=\(1, 7, 7\) has 49 values; layer 0 "
-                                         r"reads 25 inputs"):
+                                         r"\(0.weight\) reads 25 inputs"):
         symmetry_report(dense, input_shape=(1, 7, 7))
     with pytest.raises(ValueError, match="kernel_size=6 exceeds the 5x5 image"):
         symmetry_report(dense, input_shape=(1, 5, 5), kernel_size=6)
     with pytest.raises(ValueError, match="no rotation or flip moves its grids"):
-        symmetry_report(ConvFilterSharing(2, 3, 1, n_copies=2))
+        symmetry_report(conv_sharing((4, 3, 1, 1), n_copies=2))
     # a plain array with a conv weight shape reads all output channels as one field
     U = exact_lifting_sharing("d4").matrix().detach()
     report = symmetry_report(U, weight_shape=(8, 1, 3, 3))

@@ -19,10 +19,17 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..groups._inputs import _check_positive
-from ._inputs import _sharing_of
 from ..groups.finite_group import FiniteGroup
 from ..groups.library import _field_permutation, _grid_permutation
 from ..groups.subspaces import _orth
+from ._inputs import (
+    _is_model,
+    _is_symmetry,
+    _layer_of,
+    _network_image,
+    _sharing_of,
+    _unwrap,
+)
 
 #: the generators tried on grids that are all square, and on the others
 _SQUARE_TRANSFORMS = (("rot90", (1, 0)), ("flip", (0, 1)))
@@ -101,33 +108,35 @@ class _LayerInfo(NamedTuple):
 
 
 def _describe(symmetry, layer=0, weight_shape=None, input_shape=None, kernel_size=None):
-    """The :class:`_LayerInfo` of a LearnedSymmetry's layer, a layer, a sharing or an array.
+    """The :class:`_LayerInfo` of a LearnedSymmetry's or MetaModel's layer, a bound
+    sharing or an array.
 
-    A LearnedSymmetry's first layer, when dense, reads images of its
-    ``architecture["input_shape"]``; ``input_shape`` and ``kernel_size`` override what
-    the symmetry says.
+    The first adapted weight of a LearnedSymmetry or MetaModel, when dense, reads the
+    images its network reads (see :func:`~._inputs._network_image`) if their size
+    fits; ``input_shape`` and ``kernel_size`` override what the network says.
     """
-    from ..nn import ConvFilterSharing, MetaLayer, SharedLinear
-    from ..symmetry import LearnedSymmetry
+    from ..sharing import ConvFilterSharing, Residual
 
-    where, image, kernel = "the layer", None, None
-    if isinstance(symmetry, LearnedSymmetry):
-        index = symmetry._layer_index(layer)
-        arch = symmetry.architecture
-        where, kernel = f"layer {index}", arch["kernel_size"]
-        symmetry = symmetry._meta_layer(index)
-        if index == 0 and isinstance(symmetry, SharedLinear):
-            image = arch["input_shape"]
-    if isinstance(symmetry, MetaLayer):
-        symmetry = symmetry.sharing
-    copies = None
-    if isinstance(symmetry, ConvFilterSharing):
-        copies = (symmetry.n_fields, symmetry.n_copies,
-                  symmetry.weight_shape[1] // symmetry.in_copies, symmetry.in_copies)
-    U, shape = _sharing_of(symmetry, weight_shape=weight_shape, flatten=False)
+    sharing, _, where = _unwrap(symmetry, layer)
+    U, shape = _sharing_of(symmetry, layer, weight_shape, flatten=False)
     if shape is None:
         raise TypeError("a plain U array needs weight_shape=(n_out, n_in) (or (C_out, C_in, "
                         "kh, kw) for a convolution)")
+    image = kernel = None
+    if _is_symmetry(symmetry) or _is_model(symmetry):
+        own = _network_image(symmetry)
+        if (_layer_of(symmetry, layer).index == 0 and len(shape) == 2 and own is not None
+                and math.prod(own) == shape[1]):
+            image = own
+        kernel = (symmetry.module.params.get("kernel_size") if _is_symmetry(symmetry)
+                  else getattr(symmetry.module, "kernel_size", None))
+        kernel = kernel if isinstance(kernel, (int, np.integer)) else None
+    if isinstance(sharing, Residual):  # the report scores the shared part U
+        sharing = sharing.sharing
+    copies = None
+    if isinstance(sharing, ConvFilterSharing):
+        copies = (sharing.n_fields, sharing.n_copies,
+                  sharing.weight_shape[1] // sharing.in_copies, sharing.in_copies)
     image = image if input_shape is None else input_shape
     kernel = kernel if kernel_size is None else kernel_size
     return _LayerInfo(U, shape, where, copies, image, kernel)
@@ -298,38 +307,47 @@ def default_candidates(symmetry, layer=0, weight_shape=None, input_shape=None,
     * **Convolutions** (weights ``(C_out, C_in, kh, kw)``, e.g. MSR-Conv): ``rot90``
       and ``flip`` of the filter grid (``rot180`` and ``flip`` for a non-square
       kernel), each combined with a permutation of the output copies of every field
-      (of a :class:`~msr_sklearn.nn.ConvFilterSharing`'s ``n_copies``; other conv
-      sharings count all ``C_out`` channels as one field) and, for a coupled layer
-      (``in_copies > 1``), of the input copies. The copies' order is learned, so for
-      each transform the permutation that leaves ``span(U)`` most nearly invariant is
-      found by linear assignment (the exact optimum for one side of copies). With
+      (of a :class:`~msr_sklearn.sharing.ConvFilterSharing`'s ``n_copies``, also inside
+      a :class:`~msr_sklearn.sharing.Residual`; other conv sharings, and conv weights
+      adapted as is, count all ``C_out`` channels as one field) and, for a coupled
+      layer (``in_copies > 1``), of the input copies. The copies' order is learned, so
+      for each transform the permutation that leaves ``span(U)`` most nearly invariant
+      is found by linear assignment (the exact optimum for one side of copies). With
       ``n_copies=1`` only the pixels move: the filters themselves must be symmetric.
-    * **Dense layers on images** (the first layer of a learner with an
-      ``input_shape``, or ``input_shape`` given): ``rot90`` and ``flip`` (``rot180``
-      and ``flip`` for a non-square image) of the input grid, once for each output
-      layout that fits ``n_out``: ``"invariant"`` (the outputs stay put) and
-      ``"CxHxW maps"``, channel-major maps on the grid of side ``H - kernel_size + 1``
-      and on the input's own grid, transformed with their channels permuted by the
-      assignment found as for convolutions.
+    * **Dense layers on images** (the first adapted weight of a network that reads
+      images, or ``input_shape`` given): ``rot90`` and ``flip`` (``rot180`` and
+      ``flip`` for a non-square image) of the input grid, once for each output layout
+      that fits ``n_out``: ``"invariant"`` (the outputs stay put) and ``"CxHxW maps"``,
+      channel-major maps on the grid of side ``H - kernel_size + 1`` and on the input's
+      own grid, transformed with their channels permuted by the assignment found as for
+      convolutions.
     * **Other dense layers**: :func:`candidate_generators` for a square layer; a
       non-square one raises ``ValueError``.
 
     Parameters
     ----------
-    symmetry : LearnedSymmetry, MetaLayer, Sharing or array-like
-        The learned sharing; an array ``U`` needs ``weight_shape``.
-    layer : int, default=0
-        The layer of a LearnedSymmetry (counting the layers with a sharing).
+    symmetry : LearnedSymmetry, MetaModel, Sharing or array-like
+        The learned sharing: a layer of a :class:`~msr_sklearn.LearnedSymmetry` or a
+        :class:`~msr_sklearn.engine.MetaModel`, a bound
+        :class:`~msr_sklearn.sharing.Sharing`, or an array ``U`` (which needs
+        ``weight_shape``).
+    layer : int or str, default=0
+        The layer of a LearnedSymmetry or MetaModel: an index into its adapted weights
+        (:attr:`~msr_sklearn.LearnedSymmetry.weight_names`) or a weight's name.
     weight_shape : tuple or None, default=None
         ``(n_out, n_in)`` or ``(C_out, C_in, kh, kw)`` of an array ``U``; ignored
         otherwise.
     input_shape : tuple (C, H, W) or None, default=None
-        The images a dense layer reads; ``None``: a LearnedSymmetry's
-        ``architecture["input_shape"]`` for its first layer, none otherwise. Ignored
-        for convolutions.
+        The images a dense layer reads. ``None``: for the first adapted weight of a
+        LearnedSymmetry, the images its network reads when their size is the layer's
+        input size: the symmetry's ``input_shape`` when tasks were images ``(n, C, H,
+        W)``, else the module's ``input_shape`` parameter (a network fitted on flat rows
+        that reshapes them, as ``module__input_shape``); for a MetaModel, its module's
+        ``input_shape`` attribute; none otherwise. A learner's default MLP on flat rows
+        records no image: pass it here. Ignored for convolutions.
     kernel_size : int or None, default=None
         Sets the side ``H - kernel_size + 1`` of a dense layer's output maps;
-        ``None``: the LearnedSymmetry's ``architecture["kernel_size"]``, else 3.
+        ``None``: the module's ``kernel_size`` parameter if it has one, else 3.
 
     Returns
     -------
@@ -342,8 +360,8 @@ def default_candidates(symmetry, layer=0, weight_shape=None, input_shape=None,
     --------
     A lifting convolution whose 4 output copies are the rotations of one filter:
 
-    >>> from msr_sklearn.groups import exact_lifting_sharing
     >>> from msr_sklearn.inspection import default_candidates
+    >>> from msr_sklearn.sharing import exact_lifting_sharing
     >>> candidates = default_candidates(exact_lifting_sharing("c4"))
     >>> candidates.names, candidates.weight_shape
     (('rot90', 'flip'), (4, 9))

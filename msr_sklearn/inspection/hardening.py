@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.utils import check_random_state
@@ -17,7 +16,6 @@ from sklearn.utils import check_random_state
 from ..groups._inputs import _check_positive
 from ._inputs import _sharing_of
 from ..groups.finite_group import FiniteGroup, _relabel
-from ..groups.partitions import partition_sharing
 from ..groups.subspaces import _orth
 
 
@@ -35,7 +33,7 @@ def harden_to_group(U, group, weight_shape=None, layer=0):
 
     Parameters
     ----------
-    U : array-like (n_weights, k), LearnedSymmetry, MetaLayer or Sharing
+    U : array-like (n_weights, k), LearnedSymmetry, MetaModel or Sharing
     group : FiniteGroup or DataFrame
         A group, or a :func:`symmetry_report` (its ``attrs["group"]``).
     weight_shape, layer : see :func:`symmetry_report`
@@ -90,7 +88,7 @@ def tied_weight_partition(U, n_groups=None, tol=0.1, n_probes=8, weight_shape=No
 
     Parameters
     ----------
-    U : array-like (n_weights, k), LearnedSymmetry, MetaLayer or Sharing
+    U : array-like (n_weights, k), LearnedSymmetry, MetaModel or Sharing
     n_groups : int or None
     tol : float
         Linking distance and zero threshold, in units of the RMS weight.

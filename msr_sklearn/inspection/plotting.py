@@ -58,12 +58,13 @@ def plot_symmetry_matrix(U, weight_shape=None, reference=None, *, layer=0, max_c
 
     Parameters
     ----------
-    U : array-like (n_weights, k), LearnedSymmetry, MetaLayer or Sharing
+    U : array-like (n_weights, k), LearnedSymmetry, MetaModel or Sharing
     weight_shape : tuple or None
         ``(n_out, n_in)`` or ``(C_out, C_in, kh, kw)``; needed for an array ``U``.
     reference : array-like (n_weights, r) or None
-    layer : int
-        The layer of a LearnedSymmetry.
+    layer : int or str
+        The layer of a LearnedSymmetry or MetaModel (an index into its adapted weights,
+        or a weight's name).
     max_columns : int
         Columns drawn per row (besides the random weight).
     align : bool

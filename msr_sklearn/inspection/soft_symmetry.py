@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ..data.tasks import mean_confidence_interval
-from ..engine import InnerLoop, MetaModel, adapt
+from ..engine import InnerLoop, adapt
 from ..sharing import FixedSharing, Residual
 
 
@@ -43,52 +43,54 @@ def _adapted_weights(model):
             if role == "shared" or (role == "inner" and own[name].dim() >= 2)]
 
 
-def residual_info(source, layer=0, inner_lrs=None):
-    """The residual of layer ``layer`` (counting adapted weights), or None.
+def residual_info(source, layer=0):
+    """The residual of layer ``layer`` (an index counting adapted weights, or a name), or None.
 
     ``source`` is a :class:`~msr_sklearn.LearnedSymmetry`, a
     :class:`~msr_sklearn.engine.MetaModel` or a bound
     :class:`~msr_sklearn.sharing.Residual`; anything else, or a layer without a
     residual, gives None. Returns ``{"residual_lr", "residual_norm",
-    "residual_relative_size"}``: the learned inner rate of ``R`` (None for a bare
-    sharing, which does not know it), ``||R0||_F`` and ``||R0||_F / ||U v0 + R0||_F``,
-    the share of the meta-learned initial weight that lies in the residual (0 when that
-    weight is 0).
+    "residual_relative_size"}``: the learned inner rate of ``R``, ``||R0||_F`` and
+    ``||R0||_F / ||U v0 + R0||_F``, the share of the meta-learned initial weight that
+    lies in the residual (0 when that weight is 0). A bare sharing holds neither ``R0``
+    nor its rate: all three are None.
     """
-    from ..symmetry import LearnedSymmetry
+    from ._inputs import _is_model, _is_symmetry, _layer_of
 
-    if isinstance(source, LearnedSymmetry):
-        source = source.build_model()
-    if not isinstance(source, MetaModel):
+    if isinstance(source, Residual):
+        return {"residual_lr": None, "residual_norm": None, "residual_relative_size": None}
+    if not (_is_symmetry(source) or _is_model(source)):
         return None
-    names = _adapted_weights(source)
-    if not isinstance(layer, (int, np.integer)) or not -len(names) <= layer < len(names):
+    found = _layer_of(source, layer)
+    if not isinstance(found.sharing, Residual):
         return None
-    name = names[layer]
-    sharing = source.sharing(name) if source.roles[name] == "shared" else None
-    if not isinstance(sharing, Residual):
-        return None
-    initial = source.initial_inner()
-    lrs = dict(zip(source.inner_names, source.inner_lrs.detach().cpu().tolist()))
+    model, name = found.model, found.name
+    initial = model.initial_inner()
+    lrs = dict(zip(model.inner_names, model.inner_lrs.detach().cpu().tolist()))
     with torch.no_grad():
         residual = initial[f"{name}.residual"]
         norm = float(residual.norm())
-        weight = float(sharing(initial[f"{name}.filters"], residual).norm())
+        weight = float(found.sharing(initial[f"{name}.filters"], residual).norm())
     return {"residual_lr": lrs.get(f"{name}.residual"), "residual_norm": norm,
             "residual_relative_size": norm / weight if weight > 0 else 0.0}
 
 
 def warn_dropped_residual(source, layer, what):
     """Warn that ``what`` keeps only the ``U`` part of a residual layer (if it has one)."""
+    from ._inputs import _layer_of
+
     info = residual_info(source, layer)
-    if info is not None:
-        rate = "" if info["residual_lr"] is None else (
-            f", and R adapts at the learned rate {info['residual_lr']:.3g}")
-        warnings.warn(
-            f"{what} acts on the shared part U of layer {layer}, a residual layer, and drops "
-            f"its free residual R: R0 has norm {info['residual_norm']:.3g} "
-            f"({info['residual_relative_size']:.1%} of the layer's initial weight){rate}",
-            UserWarning, stacklevel=3)
+    if info is None:
+        return
+    where = "the layer" if isinstance(source, Residual) else _layer_of(source, layer).where
+    size = "" if info["residual_norm"] is None else (
+        f": R0 has norm {info['residual_norm']:.3g} "
+        f"({info['residual_relative_size']:.1%} of the layer's initial weight)")
+    rate = "" if info["residual_lr"] is None else (
+        f", and R adapts at the learned rate {info['residual_lr']:.3g}")
+    warnings.warn(
+        f"{what} acts on the shared part U of {where}, a residual layer, and drops "
+        f"its free residual R{size}{rate}", UserWarning, stacklevel=3)
 
 
 def symmetry_strength(model, batch, loop=InnerLoop(), *, chunk_size=512):
