@@ -32,6 +32,7 @@ from .training.callbacks import (
     resume_mismatch,
     resume_state,
 )
+from .training.checkpoints import restore_checkpoint, using_checkpoint
 from .training.loop import SCHEDULES, Callback, Trainer, _distributed_context, shared_seed
 
 _LOSS_OF = {"regression": "mse", "classification": "cross_entropy"}
@@ -214,7 +215,10 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         sampler state, history, settings, task fingerprints) is written there every
         ``checkpoint_interval`` meta-steps and at the end, atomically: a crash at any
         moment leaves the previous file intact. ``LearnedSymmetry.load`` reads the
-        current symmetry from it.
+        current symmetry from it. ``fit`` checks the location before any work (a
+        missing directory or an unwritable one is an error; with ``resume=False`` an
+        existing file that is not a checkpoint is refused, never overwritten) and
+        holds the checkpoint until it ends: a second fit on the same path is refused.
     checkpoint_interval : int, default=100
     resume : bool, default=False
         Continue from ``checkpoint_path`` if the file exists (else start afresh): a
@@ -463,9 +467,11 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         """
         self._device = check_device(self.device)
         check_score_request(self, groups)
-        run = self._validate(X, y, groups, validation_tasks)
-        trainer = self._build_or_resume(run)
-        trainer.run()
+        # checked before any work, and held (locked) until the fit's last write
+        with using_checkpoint(self.checkpoint_path, self.resume, _distributed_context()[0]):
+            run = self._validate(X, y, groups, validation_tasks)
+            trainer = self._build_or_resume(run)
+            trainer.run()
         return self._summarize(trainer)
 
     def _validate(self, X, y, groups, validation_tasks):
@@ -604,7 +610,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
                                       symmetry_gradient=self._symmetry_gradient()),
                           history=self.history_.to_dict("records"), process_group=run.group)
         if run.saved:
-            trainer.load_state_dict(run.saved["trainer"])
+            restore_checkpoint(trainer, run.saved, self.checkpoint_path)
         return trainer
 
     def _checked_initial_symmetry(self):

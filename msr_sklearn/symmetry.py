@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
-import os
-import zipfile
-from pathlib import Path
+import math
 
 import numpy as np
 import torch
 
 from .engine.meta import MetaModel
 from .nn.network import SINGLE_LAYER_KINDS, build_network
+from .persistence import TRAINING_MEMBERS, npy_bytes, read_archive, write_archive
 
 #: bumped when the file layout changes; ``load`` refuses versions it does not know.
 #: 2: the ``residual_pull`` architecture key and the residual layer kinds (version-1
 #: files, which have neither, still load)
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-#: the layout of a checkpoint's training state (unchanged by the symmetry's version 2)
-_CHECKPOINT_VERSION = 1
 _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
-_CHECKPOINT_NAME = "msr_sklearn.TrainingCheckpoint"
-_TRAINING = "training.json"
-#: how a training state marks its tensors and numpy arrays in JSON
-_TENSOR, _ARRAY = "__tensor__", "__array__"
+#: the keys of ``meta.json``
+_META_KEYS = {"format", "version", "architecture", "inner_lrs", "objective", "inner_steps",
+              "arrays"}
+#: the member names of a symmetry file, or of a checkpoint (which adds its training state)
+FILE_MEMBERS = r"meta\.json|arrays/[A-Za-z0-9_.\-]+\.npy|" + TRAINING_MEMBERS
 
 #: the settings that define a network; ``build_network`` takes exactly these
 ARCHITECTURE_KEYS = ("n_features", "n_outputs", "hidden_layer_sizes", "layer", "n_filters",
@@ -184,11 +180,12 @@ class LearnedSymmetry:
     def save(self, path):
         """Write to ``path`` (a zip of ``.npy`` arrays and JSON metadata; no pickle).
 
-        The file is written to a temporary name, flushed to disk and moved into
-        place, so an interrupted save never leaves a truncated file where a good one
-        was.
+        The file is written to a new, uniquely named temporary file, flushed to disk
+        and moved into place (:func:`msr_sklearn.persistence.write_archive`), so an
+        interrupted save never leaves a truncated file where a good one was, and a
+        planted link is never followed. An ``OSError`` (a full disk...) names ``path``.
         """
-        _write_archive(path, self._members())
+        write_archive(path, self._members())
 
     def fingerprint(self):
         """A hash of the file this symmetry saves as: equal symmetries, equal strings.
@@ -219,165 +216,115 @@ class LearnedSymmetry:
                 "objective": self.objective, "inner_steps": self.inner_steps,
                 "arrays": sorted(self.state)}
         members = {"meta.json": json.dumps(meta).encode()}
-        members.update({f"arrays/{name}.npy": _npy_bytes(self.state[name])
+        members.update({f"arrays/{name}.npy": npy_bytes(self.state[name])
                         for name in meta["arrays"]})
         return members
 
     @classmethod
     def load(cls, path):
-        """Read a file written by :meth:`save` (or a training checkpoint); never unpickles."""
-        path = _existing(path)
-        with _reading(path, "LearnedSymmetry"), zipfile.ZipFile(path) as zf:
-            return cls._from_zip(zf)
+        """Read a file written by :meth:`save` (or a training checkpoint); never unpickles.
+
+        Everything is checked before it is used: the member names and sizes, the
+        metadata's keys and types, every array's shape and dtype against the network
+        its architecture builds (before the array is decompressed), finite values and
+        finite inner learning rates.
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        OSError
+            The system cannot read it.
+        ValueError
+            ``"cannot read a LearnedSymmetry from '<path>': <what is wrong>"``: the file
+            is damaged, of another kind or version, or its content is not a valid
+            symmetry.
+        """
+        with read_archive(path, "LearnedSymmetry", FILE_MEMBERS) as archive:
+            return cls._from_archive(archive)
 
     @classmethod
-    def _from_zip(cls, zf):
-        meta = json.loads(zf.read("meta.json"))
+    def _from_archive(cls, archive):
+        """The symmetry in an open file, checked (see :meth:`load`)."""
+        meta = archive.json("meta.json")
         if meta.get("format") != _FORMAT_NAME:
             raise ValueError("it is not a LearnedSymmetry file")
         if meta.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"it has format version {meta.get('version')!r}; this msr_sklearn "
                              f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-        state = {name: _load_npy(zf, f"arrays/{name}.npy") for name in meta["arrays"]}
-        arch = meta["architecture"]
-        # JSON has lists where the architecture had tuples
-        arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
-        return cls(arch, state, meta["inner_lrs"], objective=meta["objective"],
-                   inner_steps=meta["inner_steps"])
+        if set(meta) != _META_KEYS:
+            raise ValueError(f"its meta.json has the keys {sorted(meta)}; a LearnedSymmetry "
+                             f"file has {sorted(_META_KEYS)}")
+        arch = _checked_architecture(meta["architecture"])
+        shapes, inner_names = _expected_state(arch)
+        names = meta["arrays"]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                and len(set(names)) == len(names) and set(names) == set(shapes)):
+            raise ValueError(f"its arrays {names!r} are not those of its architecture, "
+                             f"{sorted(shapes)}")
+        listed = {f"arrays/{name}.npy" for name in names}
+        extra = sorted(n for n in archive.names if n.startswith("arrays/") and n not in listed)
+        if extra:
+            raise ValueError(f"it has arrays its metadata does not list: {extra[:5]}")
+        state = {name: archive.array(f"arrays/{name}.npy", shape=shapes[name], dtype="<f4")
+                 for name in names}
+        lrs = meta["inner_lrs"]
+        if not isinstance(lrs, dict) or set(lrs) != set(inner_names):
+            raise ValueError(f"its inner learning rates {lrs!r} are not those of its "
+                             f"architecture's inner parameters {list(inner_names)}")
+        bad = [k for k, v in lrs.items() if type(v) not in (int, float) or not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"its inner learning rate of {bad[0]!r} is {lrs[bad[0]]!r}, not a "
+                             "finite number")
+        if meta["objective"] not in OBJECTIVES:
+            raise ValueError(f"its objective {meta['objective']!r} is not one of {OBJECTIVES}")
+        steps = meta["inner_steps"]
+        if type(steps) is not int or steps < 1:
+            raise ValueError(f"its inner_steps {steps!r} is not a positive integer")
+        return cls(arch, state, lrs, objective=meta["objective"], inner_steps=steps)
 
 
-# ------------------------------------------------------------ training checkpoints
-def write_checkpoint(path, symmetry, state):
-    """Write a training checkpoint: ``symmetry``'s file plus a training ``state``.
-
-    The file is a complete :class:`LearnedSymmetry` file (:meth:`LearnedSymmetry.load`
-    reads it) with two more kinds of members: ``training.json`` (the JSON part of
-    ``state``) and ``training/<i>.npy`` (its arrays and tensors). Written atomically,
-    as :meth:`LearnedSymmetry.save`.
-
-    Parameters
-    ----------
-    path : str or path
-        Where to write.
-    symmetry : LearnedSymmetry
-        The symmetry the file holds.
-    state : dict
-        Nested dicts (string keys) and lists of JSON values, numpy arrays and torch
-        tensors; :func:`read_checkpoint` returns it with tensors and arrays restored.
-    """
-    arrays = []
-    tree = _flatten(state, arrays)
-    members = symmetry._members()
-    members[_TRAINING] = json.dumps({"format": _CHECKPOINT_NAME, "version": _CHECKPOINT_VERSION,
-                                     "state": tree}).encode()
-    members.update({f"training/{i}.npy": _npy_bytes(a) for i, a in enumerate(arrays)})
-    _write_archive(path, members)
+#: the JSON types of the architecture's settings: "int", "ints" (a list of int), "str"...
+_ARCHITECTURE_TYPES = {
+    "n_features": "int", "n_outputs": "int", "kernel_size": "int", "n_copies": "int",
+    "n_filters": "int or ints", "hidden_layer_sizes": "ints", "conv_channels": "ints",
+    "input_shape": "null or ints", "layer": "str", "activation": "str", "conv_layer": "str",
+    "pooling": "str", "conv_bias": "str", "bias": "bool", "couple_copies": "bool",
+    "residual_pull": "bool"}
 
 
-def read_checkpoint(path):
-    """``(symmetry, state)`` from a file written by :func:`write_checkpoint`.
+def _checked_architecture(raw):
+    """A file's architecture with the types ``build_network`` takes (lists -> tuples)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"its architecture is {type(raw).__name__}, not a JSON object")
+    unknown = sorted(set(raw) - set(ARCHITECTURE_KEYS))
+    if unknown:
+        raise ValueError(f"its architecture has unknown settings {unknown}")
+    arch = {**OPTIONAL_ARCHITECTURE, **raw}
 
-    Raises ``FileNotFoundError`` when there is no file, and a ``ValueError`` when it is
-    damaged, of another kind, or a symmetry without a training state.
-    """
-    path = _existing(path, "training checkpoint")
-    with _reading(path, "training checkpoint"), zipfile.ZipFile(path) as zf:
-        symmetry = LearnedSymmetry._from_zip(zf)
-        if _TRAINING not in zf.namelist():
-            raise ValueError("it holds a LearnedSymmetry but no training state (it was "
-                             "written by LearnedSymmetry.save or an older msr_sklearn)")
-        head = json.loads(zf.read(_TRAINING))
-        if head.get("format") != _CHECKPOINT_NAME or head.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"its training state has format {head.get('format')!r} version "
-                             f"{head.get('version')!r}; this msr_sklearn reads "
-                             f"{_CHECKPOINT_NAME!r} version {_CHECKPOINT_VERSION}")
-        return symmetry, _unflatten(head["state"], lambda i: _load_npy(zf, f"training/{i}.npy"))
+    def is_int(v):
+        return type(v) is int and 0 <= v < 2**31
 
+    def fits(value, kind):
+        return {"int": is_int(value), "str": isinstance(value, str),
+                "bool": isinstance(value, bool), "null": value is None,
+                "ints": isinstance(value, list) and all(map(is_int, value))}[kind]
 
-def _flatten(tree, arrays):
-    """``tree`` as JSON values, its arrays and tensors appended to ``arrays``."""
-    if isinstance(tree, (np.ndarray, torch.Tensor)):
-        arrays.append(tree.detach().cpu().numpy() if isinstance(tree, torch.Tensor) else tree)
-        return {_TENSOR if isinstance(tree, torch.Tensor) else _ARRAY: len(arrays) - 1}
-    if isinstance(tree, dict):
-        if not all(isinstance(k, str) for k in tree):
-            raise TypeError(f"a checkpoint state needs string keys; got {sorted(map(repr, tree))}")
-        return {k: _flatten(v, arrays) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_flatten(v, arrays) for v in tree]
-    return tree.item() if isinstance(tree, np.generic) else tree
+    for key, value in arch.items():
+        kinds = _ARCHITECTURE_TYPES[key].split(" or ")
+        if not any(fits(value, kind) for kind in kinds):
+            raise ValueError(f"its architecture has {key}={value!r}; {key} must be "
+                             f"{_ARCHITECTURE_TYPES[key].replace('ints', 'a list of int')}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
 
 
-def _unflatten(tree, load):
-    if isinstance(tree, dict):
-        if len(tree) == 1 and (_TENSOR in tree or _ARRAY in tree):
-            (kind, index), = tree.items()
-            array = load(int(index))
-            return torch.from_numpy(array) if kind == _TENSOR else array
-        return {k: _unflatten(v, load) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_unflatten(v, load) for v in tree]
-    return tree
-
-
-# ------------------------------------------------------------------ file helpers
-def _npy_bytes(array):
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _load_npy(zf, name):
-    with zf.open(name) as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
-def _write_archive(path, members):
-    """Write a zip of ``members`` (name -> bytes) at ``path``, atomically and durably.
-
-    The zip goes to ``<path>.tmp``, is flushed and fsynced, then renamed over ``path``
-    (``os.replace``): a crash or a power cut at any moment leaves either the previous
-    file or the new one, never a partial file at ``path``.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for name, data in members.items():
-                    zf.writestr(name, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _existing(path, what="LearnedSymmetry"):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} file at {str(path)!r}")
-    return path
-
-
-@contextlib.contextmanager
-def _reading(path, what):
-    """Turn any failure to read the file at ``path`` into one clear ``ValueError``."""
-    try:
-        yield
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
-        raise ValueError(
-            f"cannot read a {what} from {str(path)!r}: the file is truncated, corrupted or "
-            f"of another kind ({type(exc).__name__}: {exc})") from exc
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"cannot read a {what} from {str(path)!r}: {exc}") from exc
+def _expected_state(architecture):
+    """``({state key: shape}, inner parameter names)`` of the network ``architecture``
+    builds, from a network on the meta device (no memory, whatever the sizes)."""
+    with torch.device("meta"):
+        network = build_network(random_state=0, **architecture)
+        inner_names = MetaModel(network).inner_names
+    return {k: tuple(v.shape) for k, v in network.state_dict().items()}, inner_names
 
 
 def _plain(value):
