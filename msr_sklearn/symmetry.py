@@ -313,17 +313,22 @@ def _checked_architecture(raw):
     for key, value in arch.items():
         kinds = _ARCHITECTURE_TYPES[key].split(" or ")
         if not any(fits(value, kind) for kind in kinds):
-            raise ValueError(f"its architecture has {key}={value!r}; {key} must be "
-                             f"{_ARCHITECTURE_TYPES[key].replace('ints', 'a list of int')}")
+            kind = _ARCHITECTURE_TYPES[key].replace("ints", "a list of int").replace(
+                "int", "an int in [0, 2**31)").replace("a list of an", "a list of")
+            raise ValueError(f"its architecture has {key}={value!r}; {key} must be {kind}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
 
 
 def _expected_state(architecture):
     """``({state key: shape}, inner parameter names)`` of the network ``architecture``
     builds, from a network on the meta device (no memory, whatever the sizes)."""
-    with torch.device("meta"):
-        network = build_network(random_state=0, **architecture)
-        inner_names = MetaModel(network).inner_names
+    try:
+        with torch.device("meta"):
+            network = build_network(random_state=0, **architecture)
+            inner_names = MetaModel(network).inner_names
+    except Exception as exc:  # whatever the builder raises for settings it cannot build
+        raise ValueError(f"its architecture does not build a network ({type(exc).__name__}: "
+                         f"{exc})") from exc
     return {k: tuple(v.shape) for k, v in network.state_dict().items()}, inner_names
 
 
