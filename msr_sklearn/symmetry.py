@@ -321,7 +321,9 @@ def _checked_architecture(raw):
 
 def _expected_state(architecture):
     """``({state key: shape}, inner parameter names)`` of the network ``architecture``
-    builds, from a network on the meta device (no memory, whatever the sizes)."""
+    builds, from a network on the meta device: no memory and no time, whatever sizes a
+    hostile file declares. (The first meta build in a process imports ``torch._dynamo``,
+    about a second, which torch's Python meta kernels need.)"""
     try:
         with torch.device("meta"):
             network = build_network(random_state=0, **architecture)
