@@ -21,6 +21,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .archive import TEMP_SUFFIX, npy_bytes, read_archive
 
 try:
@@ -146,8 +148,8 @@ def read_training_state(archive, expect=None, tensor=None):
 
 def _flatten(tree, arrays):
     """``tree`` as JSON values, its arrays and tensors appended to ``arrays``."""
-    is_tensor = all(hasattr(tree, a) for a in ("detach", "cpu", "numpy"))
-    if is_tensor or hasattr(tree, "__array_interface__"):
+    is_tensor = all(hasattr(tree, a) for a in ("detach", "cpu", "numpy"))  # torch-free
+    if is_tensor or isinstance(tree, np.ndarray):
         arrays.append(tree.detach().cpu().numpy() if is_tensor else tree)
         return {_TENSOR if is_tensor else _ARRAY: len(arrays) - 1}
     if isinstance(tree, dict):
@@ -156,7 +158,7 @@ def _flatten(tree, arrays):
         return {k: _flatten(v, arrays) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
         return [_flatten(v, arrays) for v in tree]
-    return tree.item() if hasattr(tree, "item") and hasattr(tree, "dtype") else tree
+    return tree.item() if isinstance(tree, np.generic) else tree
 
 
 def _unflatten(tree, load, path):

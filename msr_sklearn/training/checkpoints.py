@@ -24,10 +24,11 @@ from ..symmetry import FILE_MEMBERS, LearnedSymmetry
 __all__ = ["check_training_state", "read_checkpoint", "restore_checkpoint", "resume_hint",
            "using_checkpoint", "write_checkpoint"]
 
-#: the callbacks MetaSymmetryLearner adds itself; another one may stop training for
-#: reasons a checkpoint cannot show
-_BUILT_IN = {"History", "DivergenceStop", "Validation", "EarlyStopping", "Checkpoint",
-             "ProgressBar"}
+#: callbacks of this library whose stops a checkpoint shows (DivergenceStop: a diverged
+#: row; EarlyStopping: its patience used up) or that never stop; any other callback may
+#: stop training for reasons a checkpoint cannot show
+_KNOWN_STOPS = {"History", "DivergenceStop", "Validation", "EarlyStopping", "Checkpoint",
+                "ProgressBar"}
 
 
 def write_checkpoint(path, symmetry, state):
@@ -212,6 +213,8 @@ def check_training_state(state):
     if not 0 <= fit_start <= step <= fit_start + n_steps or started != fit_start:
         raise ValueError(f"its trainer is at step {step} of a fit that started at step "
                          f"{fit_start} (info: {started}) and has {n_steps} steps")
+    for key, kind in (("model", dict), ("optimizer", dict), ("generator", torch.Tensor)):
+        _field(trainer, key, kind, "trainer.")
     history = _history(trainer, step)
     callbacks = _field(trainer, "callbacks", dict, "trainer.")
     patience = _early_stopping(callbacks, step, settings)
@@ -221,7 +224,7 @@ def check_training_state(state):
     if stopped:
         diverged = history.get("diverged")
         reasons = [diverged is not None and step > 0 and bool(diverged[-1]), patience,
-                   bool(set(callbacks) - _BUILT_IN)]
+                   bool(set(callbacks) - _KNOWN_STOPS)]
         if not any(reasons):
             raise ValueError(f"it says training was stopped at step {step}, but no "
                              "divergence, early stop or callback of the user's stopped it")
@@ -242,10 +245,11 @@ def _history(trainer, step):
     history = _field(trainer, "history", dict, "trainer.")
     lengths = {name: len(column) for name, column in history.items()
                if isinstance(column, (list, np.ndarray)) and np.ndim(column) == 1}
-    if set(lengths) != set(history) or any(n != step for n in lengths.values()):
+    if (set(lengths) != set(history) or any(n != step for n in lengths.values())
+            or (step and "step" not in history)):  # so np.arange(step) below is bounded
         raise ValueError(f"its history has columns of {sorted(set(lengths.values()))} rows "
                          f"(or not columns), but its trainer is at step {step}")
-    if step and not np.array_equal(history.get("step", []), np.arange(step)):
+    if step and not np.array_equal(history["step"], np.arange(step)):
         raise ValueError(f"its history's steps are not numbered 0 to {step - 1}")
     return history
 
@@ -264,8 +268,8 @@ def _early_stopping(callbacks, step, settings):
                                   and math.isfinite(best_loss))):
         raise ValueError(f"its EarlyStopping state (best_step={best_step!r}, "
                          f"best_loss={best_loss!r}, wait={wait!r}) is not valid")
-    patience = settings.get("n_iter_no_change")
-    return type(patience) is int and wait >= patience
+    patience = settings.get("n_iter_no_change")  # a learner setting, or the callback's own
+    return wait >= (patience if type(patience) is int else 1)
 
 
 def resume_hint(path):
