@@ -30,6 +30,7 @@ from .training.callbacks import (
     resume_mismatch,
     resume_state,
 )
+from .training.checkpoints import restore_checkpoint
 from .training.loop import _distributed_context, shared_seed
 
 __all__ = ["MetaFittingMixin"]
@@ -149,7 +150,7 @@ class MetaFittingMixin:
                           loop=self._inner_loop(), history=self.history_.to_dict("records"),
                           process_group=run.group)
         if run.saved:
-            trainer.load_state_dict(run.saved["trainer"])
+            restore_checkpoint(trainer, run.saved, run.checkpoint.path)
         return trainer
 
     def _check_outputs(self, example):

@@ -21,6 +21,8 @@ from .sharing import DenseSharing, sharing_spec
 from .symmetry import LearnedSymmetry, _plain
 from .training import SCHEDULES, Callback
 from .training.callbacks import Checkpoint
+from .training.checkpoints import using_checkpoint
+from .training.loop import _distributed_context
 
 __all__ = ["MetaSymmetryLearner", "RETIRED_PARAMETERS"]
 
@@ -413,6 +415,10 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         return {**{n: settings[n] for n in names},
                 **{k: v for k, v in settings.items() if k.startswith("module__")}}
 
+    def _checkpoint(self):
+        """The Checkpoint among the callbacks, or None."""
+        return next((c for c in self._user_callbacks() if isinstance(c, Checkpoint)), None)
+
     def _user_callbacks(self):
         """The user's callbacks, checked (used as given, as skorch does: a callback's state
         after ``fit`` is there to read; ``initialize`` resets it at every fit)."""
@@ -458,9 +464,14 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
                              "changelog)")
         self._device = check_device(self.device)
         check_score_request(self, groups)
-        run = self._validate(X, y, groups, validation_tasks)
-        trainer = self._build_or_resume(run)
-        trainer.run()
+        checkpoint = self._checkpoint()
+        # checked before any work, and held (locked) until the fit's last write
+        with using_checkpoint(None if checkpoint is None else checkpoint.path,
+                              checkpoint is not None and checkpoint.resume,
+                              _distributed_context()[0]):
+            run = self._validate(X, y, groups, validation_tasks)
+            trainer = self._build_or_resume(run)
+            trainer.run()
         return self._summarize(trainer)
 
     def __sklearn_tags__(self):

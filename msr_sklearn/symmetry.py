@@ -10,20 +10,16 @@ class is imported only when the caller allows it).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import math
-import os
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .architecture import ModuleSpec, build_meta_model, policy_from_json, resolved_policy
-from .sharing import attach_sharing
+from .persistence import TRAINING_MEMBERS, npy_bytes, read_archive, write_archive
+from .sharing import ROLES, attach_sharing
 
 #: bumped when the file layout changes; ``load`` refuses versions it does not know.
 #: 2: the ``residual_pull`` architecture key and residual layer kinds; 3: any module
@@ -31,13 +27,12 @@ from .sharing import attach_sharing
 #: flags), feature names. Version-1 and -2 files are converted on load.
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
-#: the layout of a checkpoint's training state
-_CHECKPOINT_VERSION = 2
 _FORMAT_NAME = "msr_sklearn.LearnedSymmetry"
-_CHECKPOINT_NAME = "msr_sklearn.TrainingCheckpoint"
-_TRAINING = "training.json"
-#: how a training state marks its tensors and numpy arrays in JSON
-_TENSOR, _ARRAY = "__tensor__", "__array__"
+#: the keys of a version-3 ``meta.json``
+_META_KEYS = {"format", "version", "module", "policy", "inner_lrs", "objective",
+              "inner_steps", "input_shape", "n_outputs", "feature_names", "arrays"}
+#: the member names of a symmetry file, or of a checkpoint (which adds its training state)
+FILE_MEMBERS = r"meta\.json|arrays/[A-Za-z0-9_.\-]+\.npy|" + TRAINING_MEMBERS
 OBJECTIVES = ("regression", "classification")
 
 
@@ -301,11 +296,12 @@ class LearnedSymmetry:
     def save(self, path):
         """Write to ``path`` (a zip of ``.npy`` arrays and JSON metadata; no pickle).
 
-        The file is written to a temporary name, flushed to disk and moved into
-        place, so an interrupted save never leaves a truncated file where a good one
-        was.
+        The file is written to a new, uniquely named temporary file, flushed to disk
+        and moved into place (:func:`msr_sklearn.persistence.write_archive`), so an
+        interrupted save never leaves a truncated file where a good one was, and a
+        planted link is never followed. An ``OSError`` (a full disk...) names ``path``.
         """
-        _write_archive(path, self._members())
+        write_archive(path, self._members())
 
     def fingerprint(self):
         """A hash of the file this symmetry saves as: equal symmetries, equal strings.
@@ -340,13 +336,19 @@ class LearnedSymmetry:
         """The file's members, name -> bytes."""
         meta = self._meta()
         members = {"meta.json": json.dumps(meta).encode()}
-        members.update({f"arrays/{name}.npy": _npy_bytes(self.state[name])
+        members.update({f"arrays/{name}.npy": npy_bytes(self.state[name])
                         for name in meta["arrays"]})
         return members
 
     @classmethod
     def load(cls, path, module=None, allow_import=False):
         """Read a file written by :meth:`save` (or a training checkpoint); never unpickles.
+
+        Everything is checked before it is used: the member names and sizes, the
+        metadata's keys and types, every array's shape and dtype against the network
+        its module and policy build (on the meta device, before the array is
+        decompressed), finite values and finite inner learning rates. Files of format 1
+        and 2 (the learner's old architecture flags) are converted.
 
         Parameters
         ----------
@@ -357,33 +359,121 @@ class LearnedSymmetry:
         allow_import : bool, default=False
             Import the module class (and any custom sharing) the file names by its
             import path. A file never imports code unless you allow it.
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        OSError
+            The system cannot read it.
+        ValueError
+            ``"cannot read a LearnedSymmetry from '<path>': <what is wrong>"``: the file
+            is damaged, of another kind or version, or its content is not a valid
+            symmetry (or names user code that is not allowed).
         """
-        path = _existing(path)
-        with _reading(path, "LearnedSymmetry"), zipfile.ZipFile(path) as zf:
-            return cls._from_zip(zf, module, allow_import)
+        with read_archive(path, "LearnedSymmetry", FILE_MEMBERS) as archive:
+            return cls._from_archive(archive, module, allow_import)
 
     @classmethod
-    def _from_zip(cls, zf, module=None, allow_import=False):
-        meta = json.loads(zf.read("meta.json"))
+    def _from_archive(cls, archive, module=None, allow_import=False):
+        """The symmetry in an open file, checked (see :meth:`load`)."""
+        meta = archive.json("meta.json")
         if meta.get("format") != _FORMAT_NAME:
             raise ValueError("it is not a LearnedSymmetry file")
         version = meta.get("version")
         if version not in READABLE_VERSIONS:
             raise ValueError(f"it has format version {version!r}; this msr_sklearn reads "
                              f"versions {', '.join(map(str, READABLE_VERSIONS))}")
-        state = {name: _load_npy(zf, f"arrays/{name}.npy") for name in meta["arrays"]}
-        if version < 3:
-            from .persistence.legacy import convert_v2
+        names = meta.get("arrays")
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                and len(set(names)) == len(names)):
+            raise ValueError(f"its list of arrays is {names!r}, not a list of distinct names")
+        listed = {f"arrays/{name}.npy" for name in names}
+        extra = sorted(n for n in archive.names if n.startswith("arrays/") and n not in listed)
+        if extra:
+            raise ValueError(f"it has arrays its metadata does not list: {extra[:5]}")
+        if version < 3:  # the old flags: checked, the arrays read under the caps, converted
+            from .persistence.legacy import checked_v2_meta, convert_v2
 
-            meta, state = convert_v2(meta, state)
+            old = checked_v2_meta(meta)
+            state = {name: archive.array(f"arrays/{name}.npy", dtype="<f4") for name in names}
+            meta, state = convert_v2(old, state)
+            meta = {**meta, "arrays": sorted(state)}
+        else:
+            _check_v3_meta(meta)
+            state = None
         spec = ModuleSpec.from_json(meta["module"], module, allow_import)
-        policy_from_json(meta["policy"], allow_import)  # a custom sharing is user code too
-        symmetry = cls(spec, meta["policy"], state, meta["inner_lrs"],
-                       objective=meta["objective"], inner_steps=meta["inner_steps"],
-                       input_shape=meta["input_shape"], n_outputs=meta["n_outputs"],
-                       feature_names=meta.get("feature_names"))
-        symmetry._model()  # the policy and the state must build the network now, not later
-        return symmetry
+        policy = policy_from_json(meta["policy"], allow_import)
+        shapes, inner_names = _expected_state(spec, policy, meta["input_shape"],
+                                              meta["n_outputs"])
+        if set(meta["arrays"]) != set(shapes):
+            raise ValueError(f"its arrays {sorted(meta['arrays'])} are not those of its "
+                             f"network, {sorted(shapes)}")
+        if state is None:
+            state = {name: archive.array(f"arrays/{name}.npy", shape=shapes[name][0],
+                                         dtype=shapes[name][1]) for name in names}
+        else:
+            wrong = [n for n, a in state.items() if tuple(a.shape) != shapes[n][0]]
+            if wrong:
+                raise ValueError(f"its array {wrong[0]!r} has shape {state[wrong[0]].shape}; "
+                                 f"its network's is {shapes[wrong[0]][0]}")
+        lrs = meta["inner_lrs"]
+        if not isinstance(lrs, dict) or set(lrs) != set(inner_names):
+            raise ValueError(f"its inner learning rates {lrs!r} are not those of its "
+                             f"network's inner tensors {list(inner_names)}")
+        bad = [k for k, v in lrs.items() if type(v) not in (int, float) or not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"its inner learning rate of {bad[0]!r} is {lrs[bad[0]]!r}, not a "
+                             "finite number")
+        return cls(spec, meta["policy"], state, lrs, objective=meta["objective"],
+                   inner_steps=meta["inner_steps"], input_shape=meta["input_shape"],
+                   n_outputs=meta["n_outputs"], feature_names=meta["feature_names"])
+
+
+def _check_v3_meta(meta):
+    """The types of a version-3 ``meta.json`` (the network is checked by building it)."""
+    if set(meta) != _META_KEYS:
+        raise ValueError(f"its meta.json has the keys {sorted(meta)}; a LearnedSymmetry file "
+                         f"has {sorted(_META_KEYS)}")
+
+    def positive_int(v, limit=2 ** 31):
+        return type(v) is int and 0 < v < limit
+
+    shape = meta["input_shape"]
+    if not (isinstance(shape, list) and 0 < len(shape) <= 4
+            and all(positive_int(s) for s in shape)):
+        raise ValueError(f"its input_shape {shape!r} is not a list of 1 to 4 positive ints")
+    for key in ("n_outputs", "inner_steps"):
+        if not positive_int(meta[key]):
+            raise ValueError(f"its {key} {meta[key]!r} is not a positive integer")
+    if meta["objective"] not in OBJECTIVES:
+        raise ValueError(f"its objective {meta['objective']!r} is not one of {OBJECTIVES}")
+    names = meta["feature_names"]
+    if names is not None and not (isinstance(names, list) and len(names) == math.prod(shape)
+                                  and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"its feature_names are not {math.prod(shape)} strings")
+    policy = meta["policy"]
+    if not (isinstance(policy, dict) and all(
+            isinstance(v, dict) or v in ROLES for v in policy.values())):
+        raise ValueError("its policy is not a dict of parameter names to sharings or roles")
+    if not isinstance(meta["module"], dict):
+        raise ValueError(f"its module is {meta['module']!r}, not a JSON object")
+
+
+def _expected_state(spec, policy, input_shape, n_outputs):
+    """``({state key: (shape, dtype)}, inner tensor names)`` of the network the file
+    describes, built on the meta device: no memory and no time, whatever sizes a
+    hostile file declares. (The first meta build in a process imports
+    ``torch._dynamo``, about a second, which torch's Python meta kernels need.)"""
+    try:
+        with torch.device("meta"):
+            model = build_meta_model(spec, policy, tuple(input_shape), n_outputs)
+    except Exception as exc:  # whatever a module or a sharing raises for what it cannot build
+        raise ValueError(f"its module and policy do not build a network "
+                         f"({type(exc).__name__}: {exc})") from exc
+    shapes = {k: (tuple(v.shape), np.dtype(str(v.dtype).removeprefix("torch.")).str)
+              for k, v in model.state_dict().items() if k != "inner_lrs"}
+    return shapes, model.inner_names
 
 
 def _module_params(module, hidden_layer_sizes, activation, bias, module_params):
@@ -397,140 +487,6 @@ def _module_params(module, hidden_layer_sizes, activation, bias, module_params):
         params.update(hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
                       activation=activation, bias=bool(bias))
     return params
-
-
-# ------------------------------------------------------------ training checkpoints
-def write_checkpoint(path, symmetry, state):
-    """Write a training checkpoint: ``symmetry``'s file plus a training ``state``.
-
-    The file is a complete :class:`LearnedSymmetry` file (:meth:`LearnedSymmetry.load`
-    reads it) with two more kinds of members: ``training.json`` (the JSON part of
-    ``state``) and ``training/<i>.npy`` (its arrays and tensors). Written atomically,
-    as :meth:`LearnedSymmetry.save`.
-
-    Parameters
-    ----------
-    path : str or path
-        Where to write.
-    symmetry : LearnedSymmetry
-        The symmetry the file holds.
-    state : dict
-        Nested dicts (string keys) and lists of JSON values, numpy arrays and torch
-        tensors; :func:`read_checkpoint` returns it with tensors and arrays restored.
-    """
-    arrays = []
-    tree = _flatten(state, arrays)
-    members = symmetry._members()
-    members[_TRAINING] = json.dumps({"format": _CHECKPOINT_NAME, "version": _CHECKPOINT_VERSION,
-                                     "state": tree}).encode()
-    members.update({f"training/{i}.npy": _npy_bytes(a) for i, a in enumerate(arrays)})
-    _write_archive(path, members)
-
-
-def read_checkpoint(path):
-    """``(symmetry, state)`` from a file written by :func:`write_checkpoint`.
-
-    Raises ``FileNotFoundError`` when there is no file, and a ``ValueError`` when it is
-    damaged, of another kind, or a symmetry without a training state.
-    """
-    path = _existing(path, "training checkpoint")
-    with _reading(path, "training checkpoint"), zipfile.ZipFile(path) as zf:
-        symmetry = LearnedSymmetry._from_zip(zf)
-        if _TRAINING not in zf.namelist():
-            raise ValueError("it holds a LearnedSymmetry but no training state (it was "
-                             "written by LearnedSymmetry.save or an older msr_sklearn)")
-        head = json.loads(zf.read(_TRAINING))
-        if head.get("format") != _CHECKPOINT_NAME or head.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"its training state has format {head.get('format')!r} version "
-                             f"{head.get('version')!r}; this msr_sklearn reads "
-                             f"{_CHECKPOINT_NAME!r} version {_CHECKPOINT_VERSION}")
-        return symmetry, _unflatten(head["state"], lambda i: _load_npy(zf, f"training/{i}.npy"))
-
-
-def _flatten(tree, arrays):
-    """``tree`` as JSON values, its arrays and tensors appended to ``arrays``."""
-    if isinstance(tree, (np.ndarray, torch.Tensor)):
-        arrays.append(tree.detach().cpu().numpy() if isinstance(tree, torch.Tensor) else tree)
-        return {_TENSOR if isinstance(tree, torch.Tensor) else _ARRAY: len(arrays) - 1}
-    if isinstance(tree, dict):
-        if not all(isinstance(k, str) for k in tree):
-            raise TypeError(f"a checkpoint state needs string keys; got {sorted(map(repr, tree))}")
-        return {k: _flatten(v, arrays) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_flatten(v, arrays) for v in tree]
-    return tree.item() if isinstance(tree, np.generic) else tree
-
-
-def _unflatten(tree, load):
-    if isinstance(tree, dict):
-        if len(tree) == 1 and (_TENSOR in tree or _ARRAY in tree):
-            (kind, index), = tree.items()
-            array = load(int(index))
-            return torch.from_numpy(array) if kind == _TENSOR else array
-        return {k: _unflatten(v, load) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_unflatten(v, load) for v in tree]
-    return tree
-
-
-# ------------------------------------------------------------------ file helpers
-def _npy_bytes(array):
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _load_npy(zf, name):
-    with zf.open(name) as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
-def _write_archive(path, members):
-    """Write a zip of ``members`` (name -> bytes) at ``path``, atomically and durably.
-
-    The zip goes to ``<path>.tmp``, is flushed and fsynced, then renamed over ``path``
-    (``os.replace``): a crash or a power cut at any moment leaves either the previous
-    file or the new one, never a partial file at ``path``.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for name, data in members.items():
-                    zf.writestr(name, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _existing(path, what="LearnedSymmetry"):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} file at {str(path)!r}")
-    return path
-
-
-@contextlib.contextmanager
-def _reading(path, what):
-    """Turn any failure to read the file at ``path`` into one clear ``ValueError``."""
-    try:
-        yield
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
-        raise ValueError(
-            f"cannot read a {what} from {str(path)!r}: the file is truncated, corrupted or "
-            f"of another kind ({type(exc).__name__}: {exc})") from exc
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"cannot read a {what} from {str(path)!r}: {exc}") from exc
 
 
 def _plain(value):

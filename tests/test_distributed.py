@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.symmetry import read_checkpoint
+from msr_sklearn.training.checkpoints import read_checkpoint
 from msr_sklearn.training import Callback
 from msr_sklearn.sharing import DenseSharing, Residual
 from msr_sklearn.training.callbacks import Checkpoint

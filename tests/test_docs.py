@@ -31,7 +31,8 @@ EXAMPLES = ROOT / "examples"
 CHECKED_MODULES = ("msr_sklearn", "msr_sklearn.nn", "msr_sklearn.datasets",
                    "msr_sklearn.groups", "msr_sklearn.inspection", "msr_sklearn.data.streams",
                    "msr_sklearn.engine", "msr_sklearn.data.batch", "msr_sklearn.data.tasks",
-                   "msr_sklearn.training", "msr_sklearn.training.callbacks")
+                   "msr_sklearn.training", "msr_sklearn.training.callbacks",
+                   "msr_sklearn.training.checkpoints", "msr_sklearn.persistence")
 
 #: modules documented through the top-level namespace (or not API at all)
 NOT_IN_API_REFERENCE = {"msr_sklearn.learner", "msr_sklearn.estimators",

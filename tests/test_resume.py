@@ -18,7 +18,7 @@ import torch
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.data.streams import TaskStream
-from msr_sklearn.symmetry import read_checkpoint, write_checkpoint
+from msr_sklearn.training.checkpoints import read_checkpoint, write_checkpoint
 from msr_sklearn.training import Callback
 from msr_sklearn.training.callbacks import Checkpoint, EarlyStopping
 
@@ -194,8 +194,18 @@ def test_a_damaged_checkpoint_is_a_clear_error_and_is_not_overwritten(tasks, che
         damage, "the file is truncated, corrupted or of another kind")
     with pytest.raises(ValueError, match=match) as error:
         MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(checkpoint, resume=True)]).fit(*tasks)
-    assert "set resume=False to start afresh" in str(error.value)
     assert checkpoint.read_bytes() == damaged
+    if damage in ("garbage", "symmetry only"):
+        # not a checkpoint (a file of another kind, a saved symmetry): resume=False
+        # would not overwrite it either, so the hint does not offer it
+        assert "move or delete the file, or choose another checkpoint_path" in str(error.value)
+        with pytest.raises(ValueError, match="this fit would overwrite it"):
+            MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(checkpoint)]).fit(*tasks)
+        assert checkpoint.read_bytes() == damaged
+    else:  # a damaged checkpoint of ours: resume=False starts afresh over it
+        assert "set resume=False to start afresh" in str(error.value)
+        MetaSymmetryLearner(**SMALL, callbacks=[Checkpoint(checkpoint)]).fit(*tasks)
+        assert read_checkpoint(checkpoint)[1]["trainer"]["finished"]
 
 
 def test_the_checkpoint_holds_the_whole_training_state_without_pickle(tasks, checkpoint):
@@ -288,9 +298,10 @@ def test_a_run_killed_with_sigkill_ends_bit_identical_to_an_uninterrupted_one(ta
     _kill_when(start(), lambda: path.stat().st_ino != inode)
     second = read_checkpoint(path)[1]["trainer"]["step"]
     assert 0 < first < second < KILLED["n_meta_steps"] and not done.exists()
-    # a kill mid-write leaves a partial temporary file, which a resume ignores
-    (tmp_path / "run.msr.tmp").write_bytes(b"partial")
+    # a kill mid-write leaves a partial temporary file, which a resume ignores and
+    # removes once it holds the checkpoint
+    (tmp_path / ".run.msr.k1ll3d_x.tmp").write_bytes(b"partial")
     resumed = MetaSymmetryLearner(**KILLED, callbacks=[Checkpoint(path, interval=5,
                                                                   resume=True)]).fit(*tasks)
     assert_same_run(resumed, MetaSymmetryLearner(**KILLED).fit(*tasks))
-    assert not (tmp_path / "run.msr.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -37,7 +37,7 @@ class TaskBatch(NamedTuple):
     Examples
     --------
     >>> import torch
-    >>> from msr_sklearn.engine.meta import TaskBatch
+    >>> from msr_sklearn.data.batch import TaskBatch
     >>> _ = torch.manual_seed(0)
     >>> x, y = torch.randn(4, 10, 5), torch.randn(4, 10, 2)
     >>> batch = TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])

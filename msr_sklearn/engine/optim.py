@@ -70,7 +70,7 @@ class MetaAdam:
 
     A group with ``row_sparsity=lam > 0`` (and ``row_dim``) then takes a proximal
     group-lasso step on each of its tensors: every slice along ``row_dim`` (for a
-    :class:`~msr_sklearn.nn.DenseSharing` ``basis`` of shape ``(k, n_weights)``,
+    :class:`~msr_sklearn.sharing.DenseSharing` ``basis`` of shape ``(k, n_weights)``,
     ``row_dim=0``: the row of ``U`` of one weight of the layer) has its norm shrunk by
     ``lr * lam`` (to 0 if it is smaller), which drives the weights that no task needs
     out of ``span(U)``: their share of it fell from 5e-4 to 3e-5 on rank-1 tasks.
@@ -200,20 +200,40 @@ class MetaAdam:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore a :meth:`state_dict` (tensors move to their parameter's device)."""
+        """Restore a :meth:`state_dict` (tensors move to their parameter's device).
+
+        Checked before anything changes: a state for a parameter the optimizer does not
+        have, moments of another shape than their parameter's (one second moment per
+        tensor where the group keeps one), a negative or non-finite value are a
+        ``ValueError``.
+        """
         groups = state_dict["param_groups"]
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError("the state dict's parameter groups do not match the optimizer's")
-        params = [p for g in self.param_groups for p in g["params"]]
+        params = [(p, g) for g in self.param_groups for p in g["params"]]
+        state = {}
+        for i, saved in state_dict["state"].items():
+            if not 0 <= int(i) < len(params) or set(saved) != {"step", "exp_avg", "exp_avg_sq"}:
+                raise ValueError(f"the state dict has a state {sorted(saved)} for parameter "
+                                 f"{i}; the optimizer has {len(params)} parameters")
+            p, group = params[int(i)]
+            moments = {"step": torch.as_tensor(saved["step"], dtype=torch.float32).detach(),
+                       "exp_avg": torch.as_tensor(saved["exp_avg"]).to(p.device, p.dtype),
+                       "exp_avg_sq": torch.as_tensor(saved["exp_avg_sq"]).to(p.device, p.dtype)}
+            second = () if group["second_moment"] == "tensor" else p.shape
+            if (moments["step"].shape != () or moments["exp_avg"].shape != p.shape
+                    or moments["exp_avg_sq"].shape != second):
+                raise ValueError(f"the state of parameter {i} (shape {tuple(p.shape)}) has "
+                                 f"moments of shapes {tuple(moments['exp_avg'].shape)} and "
+                                 f"{tuple(moments['exp_avg_sq'].shape)}")
+            if not all(torch.isfinite(t).all() for t in moments.values()) or (
+                    moments["step"] < 0 or (moments["exp_avg_sq"] < 0).any()):
+                raise ValueError(f"the state of parameter {i} holds NaN, infinite or "
+                                 "negative values")
+            state[p] = {k: v.clone() for k, v in moments.items()}
         for group, saved in zip(self.param_groups, groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
-        self.state = {}
-        for i, saved in state_dict["state"].items():
-            p = params[int(i)]
-            self.state[p] = {
-                "step": torch.as_tensor(saved["step"], dtype=torch.float32).detach().clone(),
-                "exp_avg": torch.as_tensor(saved["exp_avg"]).to(p.device, p.dtype).clone(),
-                "exp_avg_sq": torch.as_tensor(saved["exp_avg_sq"]).to(p.device, p.dtype).clone()}
+        self.state = state
 
     def __repr__(self):
         return (f"MetaAdam({len(self.param_groups)} group(s), "
@@ -255,7 +275,7 @@ def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam", sharing_spar
         plain Adam.
     sharing_sparsity : float >= 0, default=0.0
         An Occam prior on the weights a learned dense ``U``
-        (:class:`~msr_sklearn.nn.DenseSharing`) uses: after every step, the row of ``U``
+        (:class:`~msr_sklearn.sharing.DenseSharing`) uses: after every step, the row of ``U``
         of each weight of the layer is shrunk towards 0 by ``sharing_sparsity`` times
         the current learning rate (a proximal group-lasso step, ``row_sparsity`` of
         :class:`MetaAdam`), which drives the weights no task needs out of ``span(U)``.

@@ -12,7 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["convert_v2"]
+__all__ = ["checked_v2_meta", "convert_v2"]
+
+#: the keys of a version-1/2 ``meta.json``
+_META_KEYS = {"format", "version", "architecture", "inner_lrs", "objective", "inner_steps",
+              "arrays"}
+#: the JSON types of the old architecture's settings: "int", "ints" (a list of int)...
+_ARCHITECTURE_TYPES = {
+    "n_features": "int", "n_outputs": "int", "kernel_size": "int", "n_copies": "int",
+    "n_filters": "int or ints", "hidden_layer_sizes": "ints", "conv_channels": "ints",
+    "input_shape": "null or ints", "layer": "str", "activation": "str", "conv_layer": "str",
+    "pooling": "str", "conv_bias": "str", "bias": "bool", "couple_copies": "bool",
+    "residual_pull": "bool"}
+_LAYERS = ("msr", "msr_kron", "dense", "msr_residual", "msr_kron_residual", "conv1d",
+           "locally_connected1d", "conv2d", "msr_conv2d", "msr_conv2d_residual")
 
 #: the single-layer kinds of the old ``layer`` flag
 _SINGLE = ("conv1d", "locally_connected1d", "conv2d", "msr_conv2d", "msr_conv2d_residual")
@@ -20,6 +33,52 @@ _SINGLE = ("conv1d", "locally_connected1d", "conv2d", "msr_conv2d", "msr_conv2d_
 _OPTIONAL = {"couple_copies": False, "residual_pull": False, "conv_bias": "channels",
              "input_shape": None, "conv_channels": (), "pooling": "none",
              "conv_layer": "msr_conv2d", "n_copies": 1, "kernel_size": 3}
+
+
+def checked_v2_meta(meta):
+    """A version-1/2 ``meta.json`` whose keys and setting types are the old format's.
+
+    Raises
+    ------
+    ValueError
+        Naming the key or setting that is wrong.
+    """
+    if set(meta) != _META_KEYS:
+        raise ValueError(f"its meta.json has the keys {sorted(meta)}; a version-"
+                         f"{meta.get('version')} LearnedSymmetry file has {sorted(_META_KEYS)}")
+    raw = meta["architecture"]
+    if not isinstance(raw, dict):
+        raise ValueError(f"its architecture is {type(raw).__name__}, not a JSON object")
+    unknown = sorted(set(raw) - set(_ARCHITECTURE_TYPES))
+    if unknown:
+        raise ValueError(f"its architecture has unknown settings {unknown}")
+
+    def is_int(v):
+        return type(v) is int and 0 <= v < 2**31
+
+    def fits(value, kind):
+        return {"int": is_int(value), "str": isinstance(value, str),
+                "bool": isinstance(value, bool), "null": value is None,
+                "ints": isinstance(value, list) and all(map(is_int, value))}[kind]
+
+    for key, value in raw.items():
+        if not any(fits(value, kind) for kind in _ARCHITECTURE_TYPES[key].split(" or ")):
+            raise ValueError(f"its architecture has {key}={value!r}, not of the type "
+                             f"{_ARCHITECTURE_TYPES[key]}")
+    missing = sorted(set(_ARCHITECTURE_TYPES) - set(_OPTIONAL) - set(raw))
+    if missing:
+        raise ValueError(f"its architecture lacks {missing}")
+    if raw["layer"] not in _LAYERS:
+        raise ValueError(f"its architecture has layer={raw['layer']!r}, not one of {_LAYERS}")
+    if meta["objective"] not in ("regression", "classification"):
+        raise ValueError(f"its objective {meta['objective']!r} is not regression or "
+                         "classification")
+    steps = meta["inner_steps"]
+    if type(steps) is not int or steps < 1:
+        raise ValueError(f"its inner_steps {steps!r} is not a positive integer")
+    if not isinstance(meta["inner_lrs"], dict):
+        raise ValueError("its inner learning rates are not a JSON object")
+    return meta
 
 
 def convert_v2(meta, state):
@@ -39,6 +98,10 @@ def convert_v2(meta, state):
         module = converter.convnet()
     else:
         module = converter.mlp()
+    unknown = sorted(set(meta["inner_lrs"]) - set(converter.inner_names))
+    if unknown:
+        raise ValueError(f"it has inner learning rates of {unknown}, which its architecture "
+                         "does not have")
     lrs = {converter.inner_names[old]: v for old, v in meta["inner_lrs"].items()}
     new_meta = {"module": module, "policy": converter.policy, "inner_lrs": lrs,
                 "objective": meta["objective"], "inner_steps": meta["inner_steps"],
@@ -58,6 +121,8 @@ class _Converter:
         self.state, self.policy, self.inner_names, self.used = {}, {}, {}, set()
 
     def _take(self, key):
+        if key not in self.old:
+            raise ValueError(f"its state lacks the array {key!r} its architecture needs")
         self.used.add(key)
         return np.asarray(self.old[key])
 

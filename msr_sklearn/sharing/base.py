@@ -267,6 +267,8 @@ class Sharing(nn.Module):
         -------
         dict of str to Tensor
         """
+        if weight.is_meta:  # shapes only: a file's network checked without memory
+            return {"filters": torch.empty(self.n_filters, device="meta", dtype=weight.dtype)}
         if output:
             return {"filters": self.right_inverse(weight.detach()).detach().clone()}
         scale = float(weight.detach().norm()) / math.sqrt(self.n_filters)

@@ -84,7 +84,7 @@ class FixedSharing(Sharing):
         return self.symmetry_matrix
 
     def initial_inner(self, weight, generator=None, output=False):
-        if self.is_identity:  # MAML starts from the module's own weight
+        if self.is_identity and not weight.is_meta:  # MAML starts from the module's weight
             return {"filters": self.right_inverse(weight.detach()).clone()}
         return super().initial_inner(weight, generator, output)
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..engine import evaluate_task_losses
-from ..symmetry import _plain, read_checkpoint, write_checkpoint
+from ..symmetry import _plain
+from .checkpoints import check_training_state, read_checkpoint, resume_hint, write_checkpoint
 from .loop import Callback
 
 __all__ = ["Checkpoint", "DivergenceStop", "EarlyStopping", "History", "ProgressBar",
@@ -194,10 +195,14 @@ class Checkpoint(Callback):
     Give it to :class:`~msr_sklearn.MetaSymmetryLearner` as ``callbacks=[Checkpoint(
     path)]``. The file is a :class:`~msr_sklearn.LearnedSymmetry` file of the current
     model plus the training state (meta-parameters, the optimizer's state, the step,
-    the sampler's state, the history, the settings and fingerprints of the tasks),
-    written atomically by rank 0 only: a crash at any moment leaves the previous file
-    intact, and a fit interrupted by ``KeyboardInterrupt`` leaves the last periodic
-    checkpoint. ``LearnedSymmetry.load`` reads the current symmetry from it.
+    the sampler's state, the history, the settings and fingerprints of the tasks,
+    :func:`~msr_sklearn.training.checkpoints.write_checkpoint`), written atomically by
+    rank 0 only: a crash at any moment leaves the previous file intact, and a fit
+    interrupted by ``KeyboardInterrupt`` leaves the last periodic checkpoint.
+    ``LearnedSymmetry.load`` reads the current symmetry from it. The learner checks the
+    location when ``fit`` starts and holds the checkpoint for the whole fit
+    (:func:`~msr_sklearn.training.checkpoints.using_checkpoint`), so a second fit with
+    the same path is refused.
 
     Parameters
     ----------
@@ -272,8 +277,10 @@ def resume_state(path, settings, process_group=None):
     """The training state in the checkpoint ``path``, or None when there is no file.
 
     Every process reads the file; all of them raise the same ``ValueError`` when any
-    could not read it, or read another state, or when the checkpoint was written with
-    other ``settings`` (:func:`resume_mismatch`).
+    could not read it (:func:`~msr_sklearn.training.checkpoints.read_checkpoint` checks
+    every tensor, :func:`~msr_sklearn.training.checkpoints.check_training_state` the
+    trainer's fields), or read another state, or when the checkpoint was written with
+    other ``settings`` (:func:`resume_mismatch`). The message ends with what to do.
 
     Parameters
     ----------
@@ -297,17 +304,18 @@ def resume_state(path, settings, process_group=None):
     """
     try:
         state = read_checkpoint(path)[1] if os.path.exists(path) else None
-        missing = [k for k in ("info", "trainer") if state is not None and k not in state]
-        if missing:
-            raise ValueError(f"cannot read a training checkpoint from {str(path)!r}: its "
-                             f"training state lacks {missing[0]!r}")
+        if state is not None:
+            try:
+                check_training_state(state)
+            except ValueError as exc:
+                raise ValueError(f"cannot read a training checkpoint from {str(path)!r}: "
+                                 f"{exc}") from exc
         # every process compares its own settings, and all hear of any difference
         mine = None if state is None else (
             resume_mismatch(state["info"], {"settings": settings}, path, ("settings",))
             or [state["trainer"]["step"], state["info"]["seed"]])
     except ValueError as exc:
-        state, mine = None, (f"{exc}; delete the file, or set resume=False to start afresh "
-                             "(which overwrites it)")
+        state, mine = None, f"{exc}; {resume_hint(path)}"
     seen = [mine]
     if process_group is not None:
         seen = [None] * torch.distributed.get_world_size(process_group)

@@ -340,13 +340,24 @@ class Trainer:
                 "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks}}
 
     def load_state_dict(self, state):
-        """Restore a :meth:`state_dict`."""
-        self.model.load_state_dict(state["model"])
+        """Restore a :meth:`state_dict`.
+
+        A state whose model tensors or sampler state do not fit this trainer's is a
+        ``ValueError`` before anything changes; the optimizer checks its own state.
+        """
+        own = self.model.state_dict()
+        model, generator = state["model"], state["generator"]
+        if set(model) != set(own) or any(model[k].shape != v.shape for k, v in own.items()):
+            raise ValueError("its model state does not have the model's tensors and shapes")
+        if generator.shape != self.batches.generator.get_state().shape:
+            raise ValueError(f"its sampler state has shape {tuple(generator.shape)}, not a "
+                             "torch.Generator's")
         groups = self.optimizer.state_dict()["param_groups"]  # the settings were checked
         self.optimizer.load_state_dict({"state": {int(k): v for k, v in
                                                   state["optimizer"].items()},
                                         "param_groups": groups})
-        self.batches.generator.set_state(state["generator"])
+        self.model.load_state_dict(model)
+        self.batches.generator.set_state(generator)
         self.step, self.fit_start = state["step"], state["fit_start"]
         self.finished, self.stop_training = state["finished"], state["stop_training"]
         self.history = pd.DataFrame(state["history"]).to_dict("records")
