@@ -36,9 +36,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
-from ._validation import Interval, StrOptions, check_device, fit_context
+from ._curvature import gauss_newton_top_eigenvalue, gram_top_eigenvalue
+from ._validation import Interval, StrOptions, check_device, check_sample_weight, fit_context
 from .nn.network import ACTIVATIONS, build_network
 from .symmetry import LearnedSymmetry
 
@@ -68,8 +70,9 @@ class _InOrderBatches:
     def __iter__(self):
         X, y = self.dataset.X, self.dataset.y
         for start in range(0, len(self.dataset), self.batch_size):
-            stop = start + self.batch_size
-            yield X[start:stop], (None if y is None else y[start:stop])
+            rows = slice(start, start + self.batch_size)
+            Xb = {k: v[rows] for k, v in X.items()} if isinstance(X, dict) else X[rows]
+            yield Xb, (None if y is None else y[rows])
 
 
 class _AdaptationNet(NeuralNet):
@@ -80,6 +83,9 @@ class _AdaptationNet(NeuralNet):
     With ``pull_reference`` (the inner parameters' values when adaptation began, for a
     network with residual pulls), ``get_loss`` adds the network's inner penalty
     ``sum_l exp(log_pull_l) ||R_l - R0_l||^2``, as the meta-learner's inner loop does.
+    Weighted data come as ``X = {"X": rows, "sample_weight": weights}`` with a
+    criterion of ``reduction="none"``: the loss is then the weighted mean of the rows'
+    losses (each row's loss the mean over its outputs).
     """
 
     def __init__(self, *args, pull_reference=None, **kwargs):
@@ -91,8 +97,14 @@ class _AdaptationNet(NeuralNet):
             if param.requires_grad:
                 yield name, param
 
+    def infer(self, x, **fit_params):
+        return super().infer(x["X"] if isinstance(x, dict) else x, **fit_params)
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if isinstance(X, dict):
+            weights = X["sample_weight"]
+            loss = (loss.reshape(len(loss), -1).mean(1) * weights).sum() / weights.sum()
         if self.pull_reference is None:
             return loss
         network = self.module_
@@ -106,24 +118,16 @@ class _FirstLogitsCrossEntropy(nn.Module):
     A symmetry meta-learned for ``N``-way tasks has ``N`` outputs; a task with
     ``C <= N`` classes uses the first ``C`` (labels encoded ``0..C-1`` in sorted
     order, as the meta-learner encodes each task). With ``C == N`` this is
-    :func:`msr_sklearn.engine.cross_entropy_loss`.
+    :func:`msr_sklearn.engine.cross_entropy_loss`. ``reduction="none"``: one loss per row.
     """
 
-    def __init__(self, n_classes):
+    def __init__(self, n_classes, reduction="mean"):
         super().__init__()
         self.n_classes = int(n_classes)
+        self.reduction = reduction
 
     def forward(self, logits, target):
-        return F.cross_entropy(logits[..., : self.n_classes], target)
-
-
-def _gram_top_eigenvalue(X):
-    """``lambda_max(X~^T X~ / n)`` with ``X~ = [X, 1]`` (the bias column), in float64."""
-    Xt = np.hstack([np.asarray(X, dtype=np.float64), np.ones((X.shape[0], 1))])
-    n, d = Xt.shape
-    # the smaller of the two Gram matrices has the same nonzero eigenvalues
-    gram = Xt @ Xt.T if n <= d else Xt.T @ Xt
-    return float(np.linalg.eigvalsh(gram)[-1]) / n
+        return F.cross_entropy(logits[..., : self.n_classes], target, reduction=self.reduction)
 
 
 def _torch_generator(random_state):
@@ -153,11 +157,12 @@ class _EquivariantEstimator(BaseEstimator):
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "callbacks": [list, tuple, None],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, symmetry=None, *, hidden_layer_sizes=(), activation="relu",
                  inner_steps=None, inner_lr=None, device="cpu", random_state=None,
-                 callbacks=None):
+                 callbacks=None, verbose=0):
         self.symmetry = symmetry
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -166,6 +171,7 @@ class _EquivariantEstimator(BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.callbacks = callbacks
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ fitted state
     def __sklearn_is_fitted__(self):
@@ -201,6 +207,43 @@ class _EquivariantEstimator(BaseEstimator):
                 f"X has {n_features} feature(s), but the symmetry of {name} was "
                 f"meta-learned for {sym.n_features} features; a learned sharing fixes the "
                 f"input size, so X must have {sym.n_features} features")
+        self._check_feature_names_of_symmetry()
+
+    def _check_feature_names_of_symmetry(self):
+        """X's column names against the symmetry's, as scikit-learn checks a refit's.
+
+        A learned sharing ties weights by column position, so reordered or other columns
+        silently break it: different names (or order) are a ``ValueError``, and ``X``
+        without names a ``UserWarning`` (its columns are taken to be in the symmetry's
+        order). A symmetry without names (meta-learned on arrays, or saved before names
+        were kept) checks nothing.
+        """
+        expected = getattr(self.symmetry, "feature_names", None)
+        if expected is None:
+            return
+        name = type(self).__name__
+        seen = getattr(self, "feature_names_in_", None)
+        if seen is None:
+            warnings.warn(
+                f"X does not have valid feature names, but the symmetry of {name} was "
+                "meta-learned with feature names; X's columns are taken to be in the order "
+                "of symmetry.feature_names", UserWarning, stacklevel=4)
+            return
+        expected, seen = [str(f) for f in expected], [str(f) for f in seen]
+        if seen == expected:
+            return
+        unseen = [f for f in seen if f not in expected]
+        missing = [f for f in expected if f not in seen]
+        details = "".join([f"\nFeature names unseen at meta-training:\n- {', '.join(unseen)}"
+                           if unseen else "",
+                           f"\nFeature names seen at meta-training, yet now missing:\n- "
+                           f"{', '.join(missing)}" if missing else ""])
+        raise ValueError(
+            f"The feature names of X should match those the symmetry of {name} was "
+            "meta-learned with (symmetry.feature_names), in the same order: a learned "
+            "sharing ties weights by column position." + (details or
+            "\nThe same names in another order; reorder the columns: "
+            "X[list(symmetry.feature_names)]"))
 
     def _hidden_sizes(self):
         sizes = np.ravel(np.asarray(self.hidden_layer_sizes, dtype=object))
@@ -210,11 +253,28 @@ class _EquivariantEstimator(BaseEstimator):
                              f"{self.hidden_layer_sizes!r}")
         return tuple(int(h) for h in sizes)
 
-    def _default_lr(self, X, n_outputs):
-        """``1 / L``: ``L`` bounds the curvature of the loss of a linear model on ``X``."""
-        raise NotImplementedError
+    #: the top eigenvalue of the loss's Hessian in the outputs, per row, times n_outputs
+    #: for the squared error (filled in by the subclasses)
+    _output_curvature = None
 
-    def _make_network(self, X, n_outputs):
+    def _default_lr(self, X, n_outputs, network, sample_weight=None):
+        """``1 / L``, ``L`` the largest curvature of the loss at the initial weights.
+
+        ``L = c * lambda_max(J^T D J)``: ``J`` the Jacobian of the outputs in the inner
+        parameters, ``D`` the rows' weights in the mean loss, ``c`` the loss's curvature
+        in the outputs (``2 / n_outputs`` squared error, ``1 / 2`` cross-entropy). For one
+        layer ``J^T D J`` is the Gram matrix of ``[X, 1]`` (exact, closed form); with
+        hidden layers its Gauss-Newton eigenvalue at the initial weights (power
+        iteration).
+        """
+        c = self._output_curvature(n_outputs)
+        if not self._hidden_sizes():
+            return 1.0 / (c * gram_top_eigenvalue(X, sample_weight))
+        module_name = {id(p): n for n, p in network.named_parameters()}
+        params = {module_name[id(p)]: p for p in network.initial_inner_parameters().values()}
+        return 1.0 / (c * gauss_newton_top_eigenvalue(network, X, params, sample_weight))
+
+    def _make_network(self, X, n_outputs, sample_weight=None):
         """The untrained network, the inner steps and each inner tensor's learning rate."""
         n_features = X.shape[1]
         sym = self.symmetry
@@ -235,14 +295,18 @@ class _EquivariantEstimator(BaseEstimator):
                 activation=self.activation, bias=True,
                 random_state=_torch_generator(self.random_state))
             inner_steps = DEFAULT_INNER_STEPS if self.inner_steps is None else self.inner_steps
-            lr = self._default_lr(X, n_outputs) if self.inner_lr is None else self.inner_lr
+            lr = (self._default_lr(X, n_outputs, network, sample_weight)
+                  if self.inner_lr is None else self.inner_lr)
             lrs = dict.fromkeys(network.initial_inner_parameters(), lr)
         return network, int(inner_steps), {n: float(v) for n, v in lrs.items()}
 
-    def _fit_network(self, X, y, n_outputs, criterion, **criterion_params):
-        """Adapt the inner parameters on ``(X, y)`` (tensors built here) through skorch."""
+    def _fit_network(self, X, y, n_outputs, criterion, sample_weight=None, **criterion_params):
+        """Adapt the inner parameters on ``(X, y)`` (tensors built here) through skorch.
+
+        With ``sample_weight`` the loss is the weighted mean of the rows' losses.
+        """
         device = check_device(self.device)
-        network, inner_steps, lrs = self._make_network(X, n_outputs)
+        network, inner_steps, lrs = self._make_network(X, n_outputs, sample_weight)
         network.to(device)
         # U (and a pull weight) frozen: only v, biases and residuals R move, as in the
         # inner loop; a residual pull holds R towards its starting value R0
@@ -266,14 +330,19 @@ class _EquivariantEstimator(BaseEstimator):
             iterator_valid=_InOrderBatches,
             # copies: fitting must not change the estimator's own parameters
             callbacks=None if self.callbacks is None else copy.deepcopy(list(self.callbacks)),
-            callbacks__print_log=None,  # it only formats tables that verbose=0 never prints
-            verbose=0,
+            # PrintLog only formats tables that verbose=0 never prints
+            **({} if self.verbose else {"callbacks__print_log": None}),
+            verbose=int(self.verbose),
             device=str(device),
             pull_reference=start if pulled else None,
             **{f"criterion__{k}": v for k, v in criterion_params.items()},
+            **({} if sample_weight is None else {"criterion__reduction": "none"}),
         )
         X_t = torch.tensor(X, dtype=torch.float32, device=device)
         y_t = torch.tensor(y, device=device)
+        if sample_weight is not None:
+            X_t = {"X": X_t, "sample_weight": torch.tensor(sample_weight, dtype=torch.float32,
+                                                           device=device)}
         net.fit(Dataset(X_t, y_t), y=None)
         net.module_.eval()
         if not all(torch.isfinite(p).all() for p in net.module_.parameters()):
@@ -284,13 +353,39 @@ class _EquivariantEstimator(BaseEstimator):
         self.net_ = net
         self.inner_lrs_ = lrs
 
+    def _validate_fit_data(self, X, y, sample_weight, **check_params):
+        """``X, y, sample_weight`` checked for fit: float32, C-contiguous (a torch
+        tensor cannot view negative strides), ``sample_weight`` ``None`` when all equal
+        (then the unweighted mean loss, exactly)."""
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", **check_params)
+        sample_weight = check_sample_weight(sample_weight, X, dtype=np.float32)
+        if sample_weight is not None and np.all(sample_weight == sample_weight[0]):
+            sample_weight = None
+        return X, y, sample_weight
+
     def _outputs(self, X):
         """Network outputs for new ``X`` (checked against fit), as a float64 CPU tensor."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
         device = torch.device(self.net_.device)  # skorch maps it to CPU when unpickled there
+        # the adapted float32 weights, evaluated in float64 (where the device has it): a
+        # row's output then does not depend on the other rows of the batch, as
+        # scikit-learn expects, where float32 matrix products differ in the last bit
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        module = self.net_.module_
+        state = {n: t.to(dtype) if t.is_floating_point() else t
+                 for n, t in [*module.named_parameters(), *module.named_buffers()]}
         with torch.no_grad():
-            out = self.net_.module_(torch.tensor(X, dtype=torch.float32, device=device))
+            out = functional_call(module, state, (torch.tensor(X, dtype=dtype, device=device),))
+        if not torch.isfinite(out).all():
+            diverged = not all(torch.isfinite(p).all() for p in self.net_.module_.parameters())
+            raise ValueError(
+                f"{type(self).__name__} has non-finite outputs: " + (
+                    "its adaptation diverged in fit (see the ConvergenceWarning of fit); "
+                    "refit with a lower inner_lr, or standardize the features and, for "
+                    "regression, the targets (StandardScaler in a Pipeline, "
+                    "TransformedTargetRegressor)" if diverged else
+                    "X holds values too large for float32 arithmetic; scale the features"))
         return out.to("cpu", torch.float64)
 
 
@@ -314,12 +409,19 @@ _COMMON_PARAMETERS = """\
     inner_lr : float > 0 or None, default=None
         SGD learning rate of every inner tensor. ``None``: the symmetry's meta-learned
         rate per tensor (``symmetry.inner_lrs``). Without a symmetry, ``1 / L`` where
-        ``L`` is the largest curvature of the loss of a linear model on the training
-        data (``X~ = [X, 1]``, ``lam = lambda_max(X~^T X~ / n)``; ``L = 2 lam /
-        n_outputs`` for the squared error, ``lam / 2`` for the cross-entropy): the
-        classic step at which gradient descent on that convex loss cannot diverge,
-        whatever the feature scale. It is exact for ``hidden_layer_sizes=()`` and a
-        scale heuristic otherwise; the rates used are in ``inner_lrs_``.
+        ``L`` is the largest curvature of the loss at the initial weights: ``L = c
+        lam`` with ``c = 2 / n_outputs`` for the squared error and ``1 / 2`` for the
+        cross-entropy, and ``lam`` the top eigenvalue of ``J^T D J`` (``J`` the
+        Jacobian of the outputs in the weights, ``D`` each row's share of the mean
+        loss, ``1 / n`` or ``w / sum(w)``). For ``hidden_layer_sizes=()`` that is the
+        Gram matrix of ``X~ = [X, 1]`` and ``1 / L`` the classic step at which gradient
+        descent on the convex loss cannot diverge, whatever the feature scale; with
+        hidden layers it is the Gauss-Newton matrix at the initial weights (power
+        iteration), which keeps the step stable on standardized data (the
+        activations' scale and the later layers' weights enter ``L``). Targets far
+        from unit scale can still make a hidden-layer fit diverge as its weights grow:
+        standardize them (``TransformedTargetRegressor``). The rates used are in
+        ``inner_lrs_``.
     device : str or torch.device, default="cpu"
         Where the network and every tensor live, e.g. ``"cuda"``. Checked at ``fit``:
         an unavailable device raises a ``ValueError``.
@@ -332,6 +434,8 @@ _COMMON_PARAMETERS = """\
         ``train_loss``); one epoch is one SGD step. Copied at every ``fit``, so the
         estimator's parameters never change; the fitted ones are in
         ``net_.callbacks_``.
+    verbose : int, default=0
+        ``> 0``: skorch's ``PrintLog`` prints the training loss of every SGD step.
 """
 
 _COMMON_ATTRIBUTES = """\
@@ -410,9 +514,10 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
     _objective = "regression"
     _parameter_constraints: dict = {**_EquivariantEstimator._parameter_constraints}
 
-    def _default_lr(self, X, n_outputs):
-        # Hessian of the mean over n samples and n_outputs of squared errors, per output
-        return n_outputs / (2.0 * _gram_top_eigenvalue(X))
+    @staticmethod
+    def _output_curvature(n_outputs):
+        # the mean over n_outputs of squared errors: Hessian 2 / n_outputs in the outputs
+        return 2.0 / n_outputs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -423,21 +528,27 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
         return tags
 
     @fit_context
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Adapt the inner parameters to ``(X, y)``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative row weights: the loss is ``sum_i w_i l_i / sum_i w_i`` (``l_i``
+            the row's squared error, averaged over outputs), so an integer weight
+            repeats a row and equal weights change nothing. Normalized by their sum,
+            the gradient keeps the scale of the unweighted mean that a symmetry's inner
+            learning rates were meta-learned for.
 
         Returns
         -------
         self : EquivariantRegressor
         """
         self._clear_fitted_state()
-        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True,
-                             y_numeric=True)
+        X, y, sample_weight = self._validate_fit_data(X, y, sample_weight, multi_output=True,
+                                                      y_numeric=True)
         self._check_symmetry(X.shape[1])
         sym = self.symmetry
         if sym is not None and sym.n_outputs == 1 and y.ndim == 2 and y.shape[1] == 1:
@@ -450,7 +561,7 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
                 f"y has {n_outputs} output(s), but the symmetry of EquivariantRegressor was "
                 f"meta-learned for {sym.n_outputs} outputs"
                 + ("; pass y of shape (n_samples, n_outputs)" if y_1d else ""))
-        self._fit_network(X, y2.astype(np.float32), n_outputs, nn.MSELoss)
+        self._fit_network(X, y2.astype(np.float32), n_outputs, nn.MSELoss, sample_weight)
         self.n_outputs_ = n_outputs
         self._y_1d_ = y_1d
         return self
@@ -526,9 +637,10 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
     _objective = "classification"
     _parameter_constraints: dict = {**_EquivariantEstimator._parameter_constraints}
 
-    def _default_lr(self, X, n_outputs):
+    @staticmethod
+    def _output_curvature(n_outputs):
         # the softmax cross-entropy's Hessian in the logits is at most 1/2
-        return 2.0 / _gram_top_eigenvalue(X)
+        return 0.5
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -537,7 +649,7 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         return tags
 
     @fit_context
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Adapt the inner parameters to ``(X, y)``.
 
         Parameters
@@ -545,13 +657,18 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
             Class labels: at least 2 classes, at most the symmetry's ``n_outputs``.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative row weights: the loss is the weighted mean cross-entropy
+            ``sum_i w_i l_i / sum_i w_i``, so an integer weight repeats a row and equal
+            weights change nothing (see :meth:`EquivariantRegressor.fit`). Every class
+            of ``y`` counts, whatever its weights.
 
         Returns
         -------
         self : EquivariantClassifier
         """
         self._clear_fitted_state()
-        X, y = validate_data(self, X, y, dtype=np.float32)
+        X, y, sample_weight = self._validate_fit_data(X, y, sample_weight)
         check_classification_targets(y)
         classes, y_encoded = np.unique(y, return_inverse=True)
         name = type(self).__name__
@@ -566,9 +683,28 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
                 f"for {sym.n_outputs}-way tasks (at most {sym.n_outputs} classes)")
         n_outputs = len(classes) if sym is None else sym.n_outputs
         self._fit_network(X, y_encoded.astype(np.int64), n_outputs, _FirstLogitsCrossEntropy,
-                          n_classes=len(classes))
+                          sample_weight, n_classes=len(classes))
         self.classes_ = classes
         return self
+
+    def _logits(self, X):
+        return self._outputs(X)[:, : len(self.classes_)]
+
+    def decision_function(self, X):
+        """The logits of the first ``n_classes`` outputs, as scikit-learn shapes scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Columns in the order of ``classes_``. Two classes: one column, the logit of
+            ``classes_[1]`` minus that of ``classes_[0]`` (positive: ``classes_[1]``).
+        """
+        logits = self._logits(X).numpy()
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the first ``n_classes`` logits.
@@ -582,8 +718,22 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        logits = self._outputs(X)[:, : len(self.classes_)]
-        return torch.softmax(logits, dim=-1).numpy()
+        return torch.softmax(self._logits(X), dim=-1).numpy()
+
+    def predict_log_proba(self, X):
+        """Log class probabilities: the log-softmax of the first ``n_classes`` logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``; finite where ``predict_proba`` rounds
+            to 0.
+        """
+        return torch.log_softmax(self._logits(X), dim=-1).numpy()
 
     def predict(self, X):
         """Predict class labels (the most probable class, in the user's labels).

@@ -634,9 +634,12 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         return self
 
     def _current_symmetry(self):
-        return LearnedSymmetry.from_model(
+        symmetry = LearnedSymmetry.from_model(
             self.model_, self._architecture(self.n_features_in_, self.n_outputs_),
             objective=self.objective_, inner_steps=self.inner_steps)
+        # the per-task estimators check their columns against these (not yet in the file)
+        symmetry.feature_names = getattr(self, "feature_names_in_", None)
+        return symmetry
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
