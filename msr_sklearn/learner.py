@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral, Real
 from types import SimpleNamespace
 
@@ -124,11 +125,17 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         ``"auto"``: classification when targets are not floating point.
     n_support : int, default=5
         Support rows per task; the rest of a task is its query.
-    support_split : {"random", "first"}, default="random"
+    support_split : {"auto", "stratified", "random", "first"}, default="auto"
         ``"random"`` draws each task's support rows afresh at every meta-step (more
-        distinct episodes from the same data); ``"first"`` takes the first
-        ``n_support`` rows, for data that carry their own split (e.g. clean support and
-        augmented query rows).
+        distinct episodes from the same data); ``"stratified"`` too, but every class of
+        a task is in its support, ``n_support`` divided over the task's classes as
+        evenly as possible (N-way K-shot episodes: ``n_support = N * K``), a
+        ``ValueError`` when ``n_support`` is below a task's classes or a class has too
+        few rows; ``"first"`` takes the first ``n_support`` rows, for data that carry
+        their own split (e.g. clean support and augmented query rows). ``"auto"``:
+        ``"stratified"`` for classification, ``"random"`` for regression; where the
+        tasks cannot be stratified, ``"random"`` with a warning that some supports lack
+        a class. ``score`` and ``evaluate`` split new tasks the same way.
     inner_steps : int, default=1
     inner_lr : float, default=0.1
         Initial value of every inner learning rate.
@@ -290,7 +297,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         "residual_pull": ["boolean"],
         "objective": [StrOptions({"auto", "regression", "classification"})],
         "n_support": [Interval(Integral, 1, None, closed="left")],
-        "support_split": [StrOptions({"random", "first"})],
+        "support_split": [StrOptions({"auto", "stratified", "random", "first"})],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
         "learn_inner_lr": ["boolean"],
@@ -324,7 +331,7 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
                  conv_layer="msr_conv2d", pooling="none", couple_copies=False,
                  conv_bias="channels", conv_init="random", residual_lr=None,
                  residual_pull=False, objective="auto",
-                 n_support=5, support_split="random", inner_steps=1, inner_lr=0.1,
+                 n_support=5, support_split="auto", inner_steps=1, inner_lr=0.1,
                  learn_inner_lr=True, learn_symmetry=True, initial_symmetry=None,
                  first_order=False,
                  symmetry_gradient="auto", meta_optimizer="msr_adam",
@@ -425,9 +432,24 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
                 raise ValueError("the tasks' feature names differ from those seen in fit")
         return tasks.to(self._device)
 
-    @property
-    def _shuffle_support(self):
-        return self.support_split == "random"
+    def _split_options(self, tasks):
+        """``TaskSet.split``'s ``shuffle`` and ``stratify`` for ``tasks`` (a task set or
+        stream's first draw), ``support_split="auto"`` resolved for them."""
+        split = self.support_split
+        if split == "auto" and tasks.objective == "classification":
+            problem = tasks.stratified_split_problem(self.n_support)
+            split = "stratified" if problem is None else "random"
+            if problem:
+                warnings.warn(
+                    "support_split='auto' draws these classification tasks' supports at "
+                    f"random, so some supports lack a class: {problem}. Set "
+                    "support_split='random' to accept that and silence this warning.",
+                    UserWarning, stacklevel=3)
+        elif split == "stratified":
+            problem = tasks.stratified_split_problem(self.n_support)
+            if problem:
+                raise ValueError(problem)
+        return {"shuffle": split != "first", "stratify": split == "stratified"}
 
     @property
     def _loss(self):
@@ -504,9 +526,9 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
             valid = self._check_tasks(validation_tasks, None, None, fitted=True)
         elif fraction > 0:
             train, valid, held_out = tasks.hold_out(fraction, sampler)
+        split = self._split_options(tasks)
         # one fixed, seeded split: comparable across steps
-        valid_batch = None if valid is None else valid.split(
-            self.n_support, sampler, shuffle=self._shuffle_support)
+        valid_batch = None if valid is None else valid.split(self.n_support, sampler, **split)
         info = None if self.checkpoint_path is None else {
             "settings": settings, "seed": seed, "fit_start": fit_start,
             "training tasks": tasks.fingerprint() if stream is None else repr(stream),
@@ -517,7 +539,8 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         if problem:
             raise ValueError(problem)
         return SimpleNamespace(warm=warm, seed=seed, sampler=sampler, train=train,
-                               valid_batch=valid_batch, info=info, saved=saved, group=group)
+                               valid_batch=valid_batch, info=info, saved=saved, group=group,
+                               split=split)
 
     def _held_out_fraction(self, stream, validation_tasks):
         fraction, early = self.validation_fraction, self.early_stopping
@@ -584,8 +607,8 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         else:  # a warm start keeps Adam's moments; the schedule sets the current meta_lr
             self._check_unchanged_model()
         batches = MetaBatches(run.train, self.meta_batch_size, self.n_support, run.sampler,
-                              shuffle=self._shuffle_support,
-                              check=lambda drawn: self._check_tasks(drawn, None, None, True))
+                              check=lambda drawn: self._check_tasks(drawn, None, None, True),
+                              **run.split)
         callbacks = [History(), DivergenceStop()]
         if run.valid_batch is not None:
             callbacks.append(Validation(run.valid_batch, self.validation_interval))

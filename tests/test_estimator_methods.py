@@ -242,3 +242,50 @@ def test_a_learner_fitted_on_a_dataframe_hands_its_columns_to_the_estimators():
         clf.fit(X.iloc[:6, ::-1], y[:6])
     unnamed = MetaSymmetryLearner(n_filters=3, n_support=3, n_meta_steps=2, random_state=0)
     assert unnamed.fit(X.to_numpy(), y, groups=groups).symmetry_.feature_names is None
+
+
+# ------------------------------------------------- the preprocessing of a routed pipeline
+def test_make_task_pipeline_carries_the_fitted_preprocessing():
+    import sklearn
+    from sklearn.pipeline import Pipeline, make_pipeline
+
+    from msr_sklearn import MetaSymmetryLearner, make_task_pipeline
+    from msr_sklearn.datasets import make_translation_tasks
+
+    X3, y3 = make_translation_tasks(n_tasks=40, n_samples=8, n_features=8, random_state=0)
+    X, y = 5 + 4 * X3.reshape(320, 8), y3.reshape(320, -1)  # features far from scaled
+    groups = np.repeat(np.arange(40), 8)
+    train, test = groups < 32, groups >= 32
+    with sklearn.config_context(enable_metadata_routing=True):
+        learner = (MetaSymmetryLearner(n_filters=3, n_support=3, n_meta_steps=30,
+                                       support_split="first", random_state=0)
+                   .set_fit_request(groups=True).set_score_request(groups=True))
+        pipe = make_pipeline(StandardScaler(), learner).fit(X[train], y[train],
+                                                            groups=groups[train])
+        task_pipe = make_task_pipeline(pipe, inner_steps=2)
+    scaler = pipe[0]
+    mean = scaler.mean_.copy()
+    assert isinstance(task_pipe, Pipeline) and task_pipe[-1].inner_steps == 2
+    task_pipe = make_task_pipeline(pipe)
+    # per test task: fit on its 3 support rows (the learner's "first" split), predict its query
+    errors, raw_errors = [], []
+    for t in range(32, 40):
+        rows = np.flatnonzero(groups == t)
+        support, query = rows[:3], rows[3:]
+        predicted = task_pipe.fit(X[support], y[support]).predict(X[query])
+        by_hand = pipe[-1].make_estimator().fit(scaler.transform(X[support]), y[support])
+        assert_allclose(predicted, by_hand.predict(scaler.transform(X[query])), rtol=1e-5,
+                        atol=1e-6)
+        errors.append(np.mean((predicted - y[query]) ** 2))
+        raw = pipe[-1].make_estimator().fit(X[support], y[support]).predict(X[query])
+        raw_errors.append(np.mean((raw - y[query]) ** 2))
+    assert_array_equal(task_pipe[0].estimator.mean_, mean)  # the support never refits it
+    assert task_pipe[0].estimator is not scaler  # a copy: refitting pipe leaves it alone
+    # the learner's own scores of these tasks, through the same steps
+    per_task = pipe[-1].evaluate(scaler.transform(X[test]), y[test], groups=groups[test])
+    assert_allclose(errors, per_task["mse"], rtol=1e-4)
+    assert np.mean(raw_errors) > 2 * np.mean(errors)  # unscaled inputs break the symmetry
+    with pytest.raises(TypeError, match="make_estimator"):
+        make_task_pipeline(pipe[-1])
+    with pytest.raises(TypeError, match="needs a MetaSymmetryLearner"):
+        make_task_pipeline(make_pipeline(StandardScaler()))
