@@ -39,7 +39,7 @@ def gram_top_eigenvalue(X, sample_weight=None):
     return float(np.linalg.eigvalsh(gram)[-1]) * scale
 
 
-def gauss_newton_top_eigenvalue(module, X, params, sample_weight=None, tol=1e-6):
+def gauss_newton_top_eigenvalue(module, X, params, sample_weight=None, tol=1e-4):
     """``lambda_max(J^T D J)``: ``J`` the Jacobian of ``module(X)`` in ``params``.
 
     Lanczos iteration (ARPACK, from a fixed start vector: deterministic, and no global

@@ -22,6 +22,7 @@ from scipy.sparse import issparse
 from sklearn.utils.multiclass import type_of_target
 
 from .batch import TaskBatch
+from .stratify import stratified_order, stratified_split_problem
 
 #: how long-format data reach the learner through scikit-learn's meta-estimators
 LONG_FORMAT_NEEDS_GROUPS = (
@@ -159,40 +160,9 @@ class TaskSet:
     def stratified_split_problem(self, n_support):
         """Why a stratified split of ``n_support`` rows is impossible here, or ``None``.
 
-        A stratified support holds every class of its task, ``n_support`` divided over
-        the ``C`` classes as evenly as possible: each class ``n_support // C`` rows, and
-        the ``n_support % C`` extra rows go to classes with a row to spare. So every
-        task needs ``n_support >= C``, every class ``n_support // C`` rows, and enough
-        classes with more.
+        See :func:`msr_sklearn.data.stratify.stratified_split_problem`.
         """
-        if self.objective != "classification":
-            return ("support_split='stratified' splits classification tasks by class; these "
-                    "are regression tasks (use support_split='random' or 'first')")
-        for t, (labels, counts) in enumerate(self._class_counts()):
-            n_classes = len(labels)
-            base, extra = divmod(n_support, n_classes)
-            if base == 0:
-                return (f"task {t} has {n_classes} classes but n_support={n_support}: a "
-                        "stratified support holds every class, so n_support must be at least "
-                        f"{n_classes} (n_way * n_shot for N-way K-shot tasks)")
-            short = [lab for lab, c in zip(labels, counts) if c < base]
-            if short or (counts > base).sum() < extra:
-                c = list(labels).index(short[0]) if short else int(np.argmin(counts))
-                need = base if short else base + 1
-                return (f"task {t}'s class {labels[c].item()!r} has {int(counts[c])} "
-                        f"row(s), but a stratified support of n_support={n_support} over "
-                        f"{n_classes} classes takes {need} row(s) of it: give every class "
-                        "enough rows, lower n_support, or use support_split='random'")
-        return None
-
-    def _class_counts(self):
-        """Per task: its labels and the rows of each (CPU, computed once)."""
-        if "_counts" not in self.__dict__:
-            y, sizes = self.y.cpu().numpy(), self.sizes.cpu().numpy()
-            self._counts = [(self.classes[t], np.bincount(y[t, :sizes[t]],
-                                                          minlength=len(self.classes[t])))
-                            for t in range(self.n_tasks)]
-        return self._counts
+        return stratified_split_problem(self, n_support)
 
     def split(self, n_support, generator=None, index=None, shuffle=True, return_order=False,
               stratify=False):
@@ -220,8 +190,8 @@ class TaskSet:
         stratify : bool, default=False
             Classification: draw each class's support rows at random within the class,
             ``n_support`` divided over the task's classes as evenly as possible (the
-            extra rows to random classes); a ``ValueError`` when a task cannot be
-            split so. ``shuffle`` is then not used.
+            extra rows to random classes; :mod:`msr_sklearn.data.stratify`); a
+            ``ValueError`` when a task cannot be split so. ``shuffle`` is then not used.
 
         Returns
         -------
@@ -260,7 +230,7 @@ class TaskSet:
         positions = torch.arange(n_max, device=device)
         valid = positions < self.sizes[index, None] if self.ragged else None
         if stratify:
-            order = self._stratified_order(index, n_support, generator, valid)
+            order = stratified_order(self, index, n_support, generator, valid)
         elif shuffle:
             keys = torch.rand(len(index), n_max, generator=generator).to(device)
             if valid is not None:
@@ -276,47 +246,6 @@ class TaskSet:
         batch = TaskBatch(X[:, :n_support], y[:, :n_support], X[:, n_support:],
                           y[:, n_support:], query_mask)
         return (batch, order) if return_order else batch
-
-    def _stratified_order(self, index, n_support, generator, valid):
-        """Row order with a stratified support first, then the query, then padding.
-
-        One vectorized draw for all tasks: random keys rank the rows within each class
-        and the classes for the extra rows; a row is a support row when its rank in its
-        class is below that class's share of ``n_support``.
-        """
-        problems = self.__dict__.setdefault("_stratified_problems", {})
-        if n_support not in problems:  # checked once per task set, on the CPU
-            problems[n_support] = self.stratified_split_problem(n_support)
-        if problems[n_support]:
-            raise ValueError(problems[n_support])
-        device, (n_tasks, n_max) = self.X.device, (len(index), self.X.shape[1])
-        n_classes = self.n_outputs
-        row_keys = torch.rand(n_tasks, n_max, generator=generator).to(device)
-        class_keys = torch.rand(n_tasks, n_classes, generator=generator).to(device)
-        label = self.y[index]
-        if valid is not None:
-            label = label.masked_fill(~valid, n_classes)  # padding: a class of its own
-        counts = torch.nn.functional.one_hot(label, n_classes + 1).sum(1)  # (T, C + 1)
-        present = counts[:, :n_classes] > 0
-        base = n_support // present.sum(1, keepdim=True)
-        extra = n_support % present.sum(1, keepdim=True)
-        # the extra rows go to present classes with a row to spare, in random order
-        spare = counts[:, :n_classes] > base
-        priority = class_keys + 2.0 * ~spare + 4.0 * ~present
-        rank = priority.argsort(1).argsort(1)
-        share = (base + (rank < extra)) * present
-        share = torch.cat([share, torch.zeros_like(share[:, :1])], 1)  # padding: none
-        # each row's rank among its class's rows, by its key
-        by_class = (label.double() + row_keys.double()).argsort(1)
-        first = counts.cumsum(1) - counts  # where each class starts in that order
-        positions = torch.arange(n_max, device=device).expand(n_tasks, n_max)
-        in_class = positions - first.gather(1, label.gather(1, by_class))
-        rank_in_class = torch.empty_like(in_class).scatter_(1, by_class, in_class)
-        support = rank_in_class < share.gather(1, label)
-        keys = row_keys + 2.0 * ~support
-        if valid is not None:
-            keys = keys + 4.0 * ~valid
-        return keys.argsort(1)
 
 
 class MetaBatches:
