@@ -122,7 +122,10 @@ class MetaSymmetryLearner(TaskScoringMixin, BaseEstimator):
         vanishes at ``R = R0``, so with ``inner_steps=1`` it changes nothing. Needs a
         ``"_residual"`` ``layer`` or ``conv_layer``.
     objective : {"auto", "regression", "classification"}, default="auto"
-        ``"auto"``: classification when targets are not floating point.
+        ``"auto"``: classification when targets are not floating point, with a warning
+        when integer targets look like numbers (fewer than 2 rows per class on average,
+        or more than 20 classes in a task;
+        :func:`~msr_sklearn.data.tasks.resolve_objective`).
     n_support : int, default=5
         Support rows per task; the rest of a task is its query.
     support_split : {"auto", "stratified", "random", "first"}, default="auto"

@@ -94,7 +94,8 @@ def test_default_rate_with_hidden_layers_is_one_over_the_gauss_newton_curvature(
             inner = {n: t[None] for n, t in zip(names, tensors)}
             return initial(torch.tensor(X[None], dtype=torch.float32), inner)[0]
 
-        jac = torch.autograd.functional.jacobian(outputs, tuple(p.detach() for p in params.values()))
+        jac = torch.autograd.functional.jacobian(
+            outputs, tuple(p.detach() for p in params.values()))
         J = torch.cat([j.reshape(60, -1) for j in jac], 1).double().numpy()  # (n * outputs, p)
         D = np.repeat(share, 2)
         curvature = 2 / 2 * np.linalg.eigvalsh(J.T @ (D[:, None] * J))[-1]  # c = 2/n_outputs
@@ -124,7 +125,8 @@ def test_decision_function_and_predict_log_proba():
     assert_allclose(proba[:, 1], 1 / (1 + np.exp(-scores)), rtol=1e-10)
     assert_allclose(binary.predict_log_proba(X), np.log(proba), rtol=1e-10, atol=1e-12)
 
-    multi = EquivariantClassifier(_symmetry(n_features=8, n_outputs=4)).fit(X, y % 2 + (X[:, 0] > 1))
+    three = y % 2 + (X[:, 0] > 1)
+    multi = EquivariantClassifier(_symmetry(n_features=8, n_outputs=4)).fit(X, three)
     scores = multi.decision_function(X)
     assert scores.shape == (len(X), 3)  # 3 classes of the 4-way symmetry's logits
     assert_array_equal(multi.classes_[scores.argmax(1)], multi.predict(X))

@@ -8,6 +8,7 @@ routing on (long format) and off (task lists, 3-D arrays). The per-task metrics
 themselves must be scikit-learn's functions on the adapted predictions.
 """
 
+import pickle
 import warnings
 
 import numpy as np
@@ -88,6 +89,8 @@ def test_names_are_checked_when_the_scorer_is_built():
     with pytest.raises(TypeError, match="task_scoring"):
         make_task_scorer(["r2"])
     assert repr(task_scoring({"a": "r2"})) == "task_scoring({'a': 'r2'})"
+    copy = pickle.loads(pickle.dumps(task_scoring({"a": "r2"})))  # for n_jobs > 1
+    assert copy.scoring == {"a": "r2"} and copy.objective == "regression"
     assert repr(task_scoring("r2")) == "make_task_scorer('r2')"
 
 

@@ -40,8 +40,8 @@ SUBSAMPLED_ROWS = (
     "task: use resource='n_meta_steps' (in a pipeline, '<step>__n_meta_steps') with "
     "max_resources set to the most meta-steps to train.")
 
-__all__ = ["LONG_FORMAT_NEEDS_GROUPS", "SUBSAMPLED_ROWS", "MetaBatches", "TaskSet", "check_tasks", "mean_confidence_interval",
-           "resolve_objective"]
+__all__ = ["LONG_FORMAT_NEEDS_GROUPS", "SUBSAMPLED_ROWS", "MetaBatches", "TaskSet",
+           "check_tasks", "mean_confidence_interval", "resolve_objective"]
 
 
 @dataclass
