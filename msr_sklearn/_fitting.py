@@ -75,9 +75,9 @@ class MetaFittingMixin:
             valid = self._check_tasks(validation_tasks, None, None, fitted=True)
         elif fraction > 0:
             train, valid, held_out = tasks.hold_out(fraction, sampler)
+        split = self._split_options(tasks)
         # one fixed, seeded split: comparable across steps
-        valid_batch = None if valid is None else valid.split(
-            self.n_support, sampler, shuffle=self._shuffle_support)
+        valid_batch = None if valid is None else valid.split(self.n_support, sampler, **split)
         info = None if checkpoint is None else {
             "settings": settings, "seed": seed, "fit_start": fit_start,
             "training tasks": tasks.fingerprint() if stream is None else repr(stream),
@@ -90,7 +90,7 @@ class MetaFittingMixin:
         return SimpleNamespace(warm=warm, seed=seed, sampler=sampler, train=train,
                                valid_batch=valid_batch, info=info, saved=saved, group=group,
                                callbacks=callbacks, checkpoint=checkpoint, early=early,
-                               example=tasks.X[0, :2])
+                               example=tasks.X[0, :2], split=split)
 
     def _held_out_fraction(self, stream, validation_tasks, early):
         fraction = self.validation_fraction
@@ -134,8 +134,8 @@ class MetaFittingMixin:
         else:  # a warm start keeps Adam's moments; the schedule sets the current meta_lr
             self._check_unchanged_model()
         batches = MetaBatches(run.train, self.meta_batch_size, self.n_support, run.sampler,
-                              shuffle=self._shuffle_support,
-                              check=lambda drawn: self._check_tasks(drawn, None, None, True))
+                              check=lambda drawn: self._check_tasks(drawn, None, None, True),
+                              **run.split)
         callbacks = [History(), DivergenceStop()]
         if run.valid_batch is not None:
             callbacks.append(Validation(run.valid_batch, self.validation_interval))

@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import (  # the one import of the private h
     StrOptions,
     validate_parameter_constraints,
 )
+from sklearn.utils.validation import _check_sample_weight
 
 __all__ = [
     "HasMethods",
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidParameterError",
     "StrOptions",
     "check_device",
+    "check_sample_weight",
     "fit_context",
     "validate_parameters",
 ]
@@ -93,3 +95,18 @@ def check_device(device):
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} was requested but MPS is not available")
     return dev
+
+
+def check_sample_weight(sample_weight, X, dtype=None):
+    """``sample_weight`` as a C-contiguous array of shape ``(n_samples,)``, or ``None``.
+
+    scikit-learn's checks: shape, numeric, finite, non-negative, not all 0 (a weighted
+    mean loss needs a positive total); a scalar is repeated over the rows. ``None``
+    stays ``None``.
+    """
+    import numpy as np
+
+    if sample_weight is None:
+        return None
+    return np.ascontiguousarray(
+        _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True))

@@ -22,13 +22,11 @@ user's labels, no internal validation split of a tiny support set, tags).
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from skorch import NeuralNet
 from skorch.dataset import Dataset
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -37,8 +35,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
 
-from ._validation import Interval, StrOptions, check_device, fit_context
-from .engine import InnerLoop, MetaModel, inner_objective, inner_update
+from ._adaptation import _AdaptationNet, _InOrderBatches, _TaskNetwork, adapted_module_outputs
+from ._curvature import gauss_newton_top_eigenvalue, gram_top_eigenvalue
+from ._validation import Interval, StrOptions, check_device, check_sample_weight, fit_context
+from .engine import InnerLoop, MetaModel
 from .models import ACTIVATIONS, MLP
 from .symmetry import LearnedSymmetry
 
@@ -46,109 +46,6 @@ __all__ = ["EquivariantClassifier", "EquivariantRegressor"]
 
 #: inner SGD steps when ``symmetry=None`` and ``inner_steps=None``
 DEFAULT_INNER_STEPS = 100
-
-
-# --------------------------------------------------------------------- skorch parts
-class _InOrderBatches:
-    """A skorch iterator: consecutive ``batch_size``-row slices of the data, in order.
-
-    skorch resolves ``batch_size=-1`` to the whole data set, so with it every epoch
-    is one full-batch step. Unlike a ``DataLoader`` it neither collates row by row
-    nor draws a seed from torch's global RNG on every epoch (which would make
-    ``fit`` change the caller's random state).
-    """
-
-    def __init__(self, dataset, batch_size):
-        self.dataset = dataset
-        self.batch_size = int(batch_size)
-
-    def __len__(self):
-        return math.ceil(len(self.dataset) / self.batch_size)
-
-    def __iter__(self):
-        X, y = self.dataset.X, self.dataset.y
-        for start in range(0, len(self.dataset), self.batch_size):
-            stop = start + self.batch_size
-            yield X[start:stop], (None if y is None else y[start:stop])
-
-
-class _TaskNetwork(nn.Module):
-    """One task's network: a MetaModel's module at this task's inner tensors.
-
-    The inner tensors are this module's parameters (``inner``, started at the learned
-    ``v0``, ``R0`` and initial values); every outer parameter (``U``, a pull weight)
-    is frozen. The forward runs the engine's own task-batched call with one task, and
-    the network stays in eval mode (no dropout), as the engine adapts in evaluation.
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model.eval()
-        self.model.requires_grad_(False)
-        self.names = list(model.inner_names)
-        self.inner = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in
-                                       model.initial_inner().values()])
-
-    def inner_dict(self):
-        """The current inner tensors by name, with a task dimension of 1."""
-        return {n: p.unsqueeze(0) for n, p in zip(self.names, self.inner)}
-
-    def train(self, mode=True):
-        super().train(mode)
-        self.model.eval()
-        return self
-
-    def forward(self, x):
-        return self.model(x.unsqueeze(0), self.inner_dict())[0]
-
-
-class _InnerUpdate(torch.optim.Optimizer):
-    """SGD on the inner tensors through the engine's update rule, one rate per tensor."""
-
-    def __init__(self, params, lrs):
-        super().__init__([{"params": [p], "lr": float(lr)} for p, lr in zip(params, lrs)], {})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            (p,) = group["params"]
-            if p.grad is not None:
-                p.copy_(inner_update({"p": p}, [p.grad], [group["lr"]])["p"])
-        return loss
-
-
-class _AdaptationNet(NeuralNet):
-    """A ``NeuralNet`` whose loss is the engine's inner objective (with a residual's pull)."""
-
-    def __init__(self, *args, inner_loop=None, inner_lrs=None, n_classes=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.inner_loop = inner_loop
-        self.inner_lrs = inner_lrs
-        self.n_classes = n_classes
-
-    def initialize_optimizer(self, *_, **__):
-        self.optimizer_ = _InnerUpdate(list(self.module_.inner), self.inner_lrs)
-        return self
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        if self.n_classes is not None:  # a C-class task uses the first C of N logits
-            y_pred = y_pred[..., : self.n_classes]
-        network = self.module_
-        return inner_objective(network.model, network.inner_dict(), y_pred.unsqueeze(0),
-                               y_true.unsqueeze(0), self.inner_loop)[0]
-
-
-def _gram_top_eigenvalue(X):
-    """``lambda_max(X~^T X~ / n)`` with ``X~ = [X, 1]`` (the bias column), in float64."""
-    Xt = np.hstack([np.asarray(X, dtype=np.float64), np.ones((X.shape[0], 1))])
-    n, d = Xt.shape
-    # the smaller of the two Gram matrices has the same nonzero eigenvalues
-    gram = Xt @ Xt.T if n <= d else Xt.T @ Xt
-    return float(np.linalg.eigvalsh(gram)[-1]) / n
 
 
 def _seed(random_state):
@@ -174,11 +71,12 @@ class _EquivariantEstimator(BaseEstimator):
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "callbacks": [list, tuple, None],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, symmetry=None, *, hidden_layer_sizes=(), activation="relu",
                  inner_steps=None, inner_lr=None, device="cpu", random_state=None,
-                 callbacks=None):
+                 callbacks=None, verbose=0):
         self.symmetry = symmetry
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -187,6 +85,7 @@ class _EquivariantEstimator(BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.callbacks = callbacks
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ fitted state
     def __sklearn_is_fitted__(self):
@@ -223,6 +122,43 @@ class _EquivariantEstimator(BaseEstimator):
                 f"X has {n_features} feature(s), but the symmetry of {name} was "
                 f"meta-learned for {sym.n_features} features; a learned sharing fixes the "
                 f"input size, so X must have {sym.n_features} features")
+        self._check_feature_names_of_symmetry()
+
+    def _check_feature_names_of_symmetry(self):
+        """X's column names against the symmetry's, as scikit-learn checks a refit's.
+
+        A learned sharing ties weights by column position, so reordered or other columns
+        silently break it: different names (or order) are a ``ValueError``, and ``X``
+        without names a ``UserWarning`` (its columns are taken to be in the symmetry's
+        order). A symmetry without names (meta-learned on arrays, or saved before names
+        were kept) checks nothing.
+        """
+        expected = getattr(self.symmetry, "feature_names", None)
+        if expected is None:
+            return
+        name = type(self).__name__
+        seen = getattr(self, "feature_names_in_", None)
+        if seen is None:
+            warnings.warn(
+                f"X does not have valid feature names, but the symmetry of {name} was "
+                "meta-learned with feature names; X's columns are taken to be in the order "
+                "of symmetry.feature_names", UserWarning, stacklevel=4)
+            return
+        expected, seen = [str(f) for f in expected], [str(f) for f in seen]
+        if seen == expected:
+            return
+        unseen = [f for f in seen if f not in expected]
+        missing = [f for f in expected if f not in seen]
+        details = "".join([f"\nFeature names unseen at meta-training:\n- {', '.join(unseen)}"
+                           if unseen else "",
+                           f"\nFeature names seen at meta-training, yet now missing:\n- "
+                           f"{', '.join(missing)}" if missing else ""])
+        raise ValueError(
+            f"The feature names of X should match those the symmetry of {name} was "
+            "meta-learned with (symmetry.feature_names), in the same order: a learned "
+            "sharing ties weights by column position." + (details or
+            "\nThe same names in another order; reorder the columns: "
+            "X[list(symmetry.feature_names)]"))
 
     def _hidden_sizes(self):
         sizes = np.ravel(np.asarray(self.hidden_layer_sizes, dtype=object))
@@ -232,11 +168,27 @@ class _EquivariantEstimator(BaseEstimator):
                              f"{self.hidden_layer_sizes!r}")
         return tuple(int(h) for h in sizes)
 
-    def _default_lr(self, X, n_outputs):
-        """``1 / L``: ``L`` bounds the curvature of the loss of a linear model on ``X``."""
-        raise NotImplementedError
+    #: the top eigenvalue of the loss's Hessian in the outputs, per row, times n_outputs
+    #: for the squared error (filled in by the subclasses)
+    _output_curvature = None
 
-    def _make_model(self, X, n_outputs):
+    def _default_lr(self, X, n_outputs, network, sample_weight=None):
+        """``1 / L``, ``L`` the largest curvature of the loss at the initial weights.
+
+        ``L = c * lambda_max(J^T D J)``: ``J`` the Jacobian of the outputs in the inner
+        parameters, ``D`` the rows' weights in the mean loss, ``c`` the loss's curvature
+        in the outputs (``2 / n_outputs`` squared error, ``1 / 2`` cross-entropy). For one
+        layer ``J^T D J`` is the Gram matrix of ``[X, 1]`` (exact, closed form); with
+        hidden layers its Gauss-Newton eigenvalue at the initial weights (power
+        iteration).
+        """
+        c = self._output_curvature(n_outputs)
+        if not self._hidden_sizes():
+            return 1.0 / (c * gram_top_eigenvalue(X, sample_weight))
+        params = dict(network.named_parameters())
+        return 1.0 / (c * gauss_newton_top_eigenvalue(network, X, params, sample_weight))
+
+    def _make_model(self, X, n_outputs, sample_weight=None):
         """The untrained MetaModel, the inner steps and each inner tensor's learning rate.
 
         Bound to a symmetry: its network under its policy, its learned rates (or
@@ -247,27 +199,29 @@ class _EquivariantEstimator(BaseEstimator):
         if sym is not None:
             model = sym.build_model()
             inner_steps = sym.inner_steps if self.inner_steps is None else self.inner_steps
+            lrs = {n: sym.inner_lrs[n] for n in model.inner_names}
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_seed(self.random_state))
                 module = MLP(X.shape[1], n_outputs, self._hidden_sizes(), self.activation)
-            lr = self._default_lr(X, n_outputs) if self.inner_lr is None else self.inner_lr
+            lr = (self._default_lr(X, n_outputs, module, sample_weight)
+                  if self.inner_lr is None else self.inner_lr)
             model = MetaModel(module, inner_lr=lr)
             inner_steps = DEFAULT_INNER_STEPS if self.inner_steps is None else self.inner_steps
+            lrs = dict.fromkeys(model.inner_names, lr)
         if self.inner_lr is not None:
-            lrs = dict.fromkeys(model.inner_names, float(self.inner_lr))
-        elif sym is not None:
-            lrs = {n: sym.inner_lrs[n] for n in model.inner_names}
-        else:
-            lrs = dict.fromkeys(model.inner_names, float(lr))
-        return model, int(inner_steps), lrs
+            lrs = dict.fromkeys(model.inner_names, self.inner_lr)
+        return model, int(inner_steps), {n: float(v) for n, v in lrs.items()}
 
-    def _fit_network(self, X, y, n_outputs, n_classes=None):
+    def _fit_network(self, X, y, n_outputs, n_classes=None, sample_weight=None):
         """Adapt the inner tensors on ``(X, y)`` through skorch: the engine's inner loop
         (:func:`~msr_sklearn.engine.inner_objective`, :func:`~msr_sklearn.engine.inner_update`)
-        for one task, so the adapted outputs equal :func:`~msr_sklearn.engine.adapted_outputs`."""
+        for one task, so the adapted outputs equal :func:`~msr_sklearn.engine.adapted_outputs`.
+
+        With ``sample_weight`` the loss is the weighted mean of the rows' losses.
+        """
         device = check_device(self.device)
-        model, inner_steps, lrs = self._make_model(X, n_outputs)
+        model, inner_steps, lrs = self._make_model(X, n_outputs, sample_weight)
         loss = "mse" if n_classes is None else "cross_entropy"
         net = _AdaptationNet(
             module=_TaskNetwork(model.to(device)),
@@ -280,15 +234,19 @@ class _EquivariantEstimator(BaseEstimator):
             iterator_valid=_InOrderBatches,
             # copies: fitting must not change the estimator's own parameters
             callbacks=None if self.callbacks is None else copy.deepcopy(list(self.callbacks)),
-            callbacks__print_log=None,  # it only formats tables that verbose=0 never prints
-            verbose=0,
+            # PrintLog only formats tables that verbose=0 never prints
+            **({} if self.verbose else {"callbacks__print_log": None}),
+            verbose=int(self.verbose),
             device=str(device),
             inner_loop=InnerLoop(loss=loss, steps=max(1, inner_steps)),
             inner_lrs=list(lrs.values()),
             n_classes=n_classes,
         )
-        X_t = torch.tensor(np.ascontiguousarray(X), dtype=torch.float32, device=device)
-        y_t = torch.tensor(np.ascontiguousarray(y), device=device)
+        X_t = torch.tensor(X, dtype=torch.float32, device=device)
+        y_t = torch.tensor(y, device=device)
+        if sample_weight is not None:
+            X_t = {"X": X_t, "sample_weight": torch.tensor(sample_weight, dtype=torch.float32,
+                                                           device=device)}
         if inner_steps:
             net.fit(Dataset(X_t, y_t), y=None)
         else:  # predict with the initial values
@@ -302,13 +260,30 @@ class _EquivariantEstimator(BaseEstimator):
         self.net_ = net
         self.inner_lrs_ = lrs
 
+    def _validate_fit_data(self, X, y, sample_weight, **check_params):
+        """``X, y, sample_weight`` checked for fit: float32, C-contiguous (a torch
+        tensor cannot view negative strides), ``sample_weight`` ``None`` when all equal
+        (then the unweighted mean loss, exactly)."""
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", **check_params)
+        sample_weight = check_sample_weight(sample_weight, X, dtype=np.float32)
+        if sample_weight is not None and np.all(sample_weight == sample_weight[0]):
+            sample_weight = None
+        return X, y, sample_weight
+
     def _outputs(self, X):
         """Network outputs for new ``X`` (checked against fit), as a float64 CPU tensor."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        device = torch.device(self.net_.device)  # skorch maps it to CPU when unpickled there
-        with torch.no_grad():
-            out = self.net_.module_(torch.tensor(X, dtype=torch.float32, device=device))
+        X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
+        out = adapted_module_outputs(self.net_.module_, X)
+        if not torch.isfinite(out).all():
+            diverged = not all(torch.isfinite(p).all() for p in self.net_.module_.inner)
+            raise ValueError(
+                f"{type(self).__name__} has non-finite outputs: " + (
+                    "its adaptation diverged in fit (see the ConvergenceWarning of fit); "
+                    "refit with a lower inner_lr, or standardize the features and, for "
+                    "regression, the targets (StandardScaler in a Pipeline, "
+                    "TransformedTargetRegressor)" if diverged else
+                    "X holds values too large for float32 arithmetic; scale the features"))
         return out.to("cpu", torch.float64)
 
 
@@ -332,12 +307,19 @@ _COMMON_PARAMETERS = """\
     inner_lr : float > 0 or None, default=None
         SGD learning rate of every inner tensor. ``None``: the symmetry's meta-learned
         rate per tensor (``symmetry.inner_lrs``). Without a symmetry, ``1 / L`` where
-        ``L`` is the largest curvature of the loss of a linear model on the training
-        data (``X~ = [X, 1]``, ``lam = lambda_max(X~^T X~ / n)``; ``L = 2 lam /
-        n_outputs`` for the squared error, ``lam / 2`` for the cross-entropy): the
-        classic step at which gradient descent on that convex loss cannot diverge,
-        whatever the feature scale. It is exact for ``hidden_layer_sizes=()`` and a
-        scale heuristic otherwise; the rates used are in ``inner_lrs_``.
+        ``L`` is the largest curvature of the loss at the initial weights: ``L = c
+        lam`` with ``c = 2 / n_outputs`` for the squared error and ``1 / 2`` for the
+        cross-entropy, and ``lam`` the top eigenvalue of ``J^T D J`` (``J`` the
+        Jacobian of the outputs in the weights, ``D`` each row's share of the mean
+        loss, ``1 / n`` or ``w / sum(w)``). For ``hidden_layer_sizes=()`` that is the
+        Gram matrix of ``X~ = [X, 1]`` and ``1 / L`` the classic step at which gradient
+        descent on the convex loss cannot diverge, whatever the feature scale; with
+        hidden layers it is the Gauss-Newton matrix at the initial weights (power
+        iteration), which keeps the step stable on standardized data (the
+        activations' scale and the later layers' weights enter ``L``). Targets far
+        from unit scale can still make a hidden-layer fit diverge as its weights grow:
+        standardize them (``TransformedTargetRegressor``). The rates used are in
+        ``inner_lrs_``.
     device : str or torch.device, default="cpu"
         Where the network and every tensor live, e.g. ``"cuda"``. Checked at ``fit``:
         an unavailable device raises a ``ValueError``.
@@ -350,6 +332,8 @@ _COMMON_PARAMETERS = """\
         ``train_loss``); one epoch is one SGD step. Copied at every ``fit``, so the
         estimator's parameters never change; the fitted ones are in
         ``net_.callbacks_``.
+    verbose : int, default=0
+        ``> 0``: skorch's ``PrintLog`` prints the training loss of every SGD step.
 """
 
 _COMMON_ATTRIBUTES = """\
@@ -429,9 +413,10 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
     _objective = "regression"
     _parameter_constraints: dict = {**_EquivariantEstimator._parameter_constraints}
 
-    def _default_lr(self, X, n_outputs):
-        # Hessian of the mean over n samples and n_outputs of squared errors, per output
-        return n_outputs / (2.0 * _gram_top_eigenvalue(X))
+    @staticmethod
+    def _output_curvature(n_outputs):
+        # the mean over n_outputs of squared errors: Hessian 2 / n_outputs in the outputs
+        return 2.0 / n_outputs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -442,21 +427,27 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
         return tags
 
     @fit_context
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Adapt the inner parameters to ``(X, y)``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative row weights: the loss is ``sum_i w_i l_i / sum_i w_i`` (``l_i``
+            the row's squared error, averaged over outputs), so an integer weight
+            repeats a row and equal weights change nothing. Normalized by their sum,
+            the gradient keeps the scale of the unweighted mean that a symmetry's inner
+            learning rates were meta-learned for.
 
         Returns
         -------
         self : EquivariantRegressor
         """
         self._clear_fitted_state()
-        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True,
-                             y_numeric=True)
+        X, y, sample_weight = self._validate_fit_data(X, y, sample_weight, multi_output=True,
+                                                      y_numeric=True)
         self._check_symmetry(X.shape[1])
         sym = self.symmetry
         if sym is not None and sym.n_outputs == 1 and y.ndim == 2 and y.shape[1] == 1:
@@ -469,7 +460,7 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
                 f"y has {n_outputs} output(s), but the symmetry of EquivariantRegressor was "
                 f"meta-learned for {sym.n_outputs} outputs"
                 + ("; pass y of shape (n_samples, n_outputs)" if y_1d else ""))
-        self._fit_network(X, y2.astype(np.float32), n_outputs)
+        self._fit_network(X, y2.astype(np.float32), n_outputs, sample_weight=sample_weight)
         self.n_outputs_ = n_outputs
         self._y_1d_ = y_1d
         return self
@@ -545,9 +536,10 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
     _objective = "classification"
     _parameter_constraints: dict = {**_EquivariantEstimator._parameter_constraints}
 
-    def _default_lr(self, X, n_outputs):
+    @staticmethod
+    def _output_curvature(n_outputs):
         # the softmax cross-entropy's Hessian in the logits is at most 1/2
-        return 2.0 / _gram_top_eigenvalue(X)
+        return 0.5
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -556,7 +548,7 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         return tags
 
     @fit_context
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Adapt the inner parameters to ``(X, y)``.
 
         Parameters
@@ -564,13 +556,18 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
             Class labels: at least 2 classes, at most the symmetry's ``n_outputs``.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative row weights: the loss is the weighted mean cross-entropy
+            ``sum_i w_i l_i / sum_i w_i``, so an integer weight repeats a row and equal
+            weights change nothing (see :meth:`EquivariantRegressor.fit`). Every class
+            of ``y`` counts, whatever its weights.
 
         Returns
         -------
         self : EquivariantClassifier
         """
         self._clear_fitted_state()
-        X, y = validate_data(self, X, y, dtype=np.float32)
+        X, y, sample_weight = self._validate_fit_data(X, y, sample_weight)
         check_classification_targets(y)
         classes, y_encoded = np.unique(y, return_inverse=True)
         name = type(self).__name__
@@ -584,9 +581,29 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
                 f"y has {len(classes)} classes, but the symmetry of {name} was meta-learned "
                 f"for {sym.n_outputs}-way tasks (at most {sym.n_outputs} classes)")
         n_outputs = len(classes) if sym is None else sym.n_outputs
-        self._fit_network(X, y_encoded.astype(np.int64), n_outputs, n_classes=len(classes))
+        self._fit_network(X, y_encoded.astype(np.int64), n_outputs, n_classes=len(classes),
+                          sample_weight=sample_weight)
         self.classes_ = classes
         return self
+
+    def _logits(self, X):
+        return self._outputs(X)[:, : len(self.classes_)]
+
+    def decision_function(self, X):
+        """The logits of the first ``n_classes`` outputs, as scikit-learn shapes scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Columns in the order of ``classes_``. Two classes: one column, the logit of
+            ``classes_[1]`` minus that of ``classes_[0]`` (positive: ``classes_[1]``).
+        """
+        logits = self._logits(X).numpy()
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the first ``n_classes`` logits.
@@ -600,8 +617,22 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        logits = self._outputs(X)[:, : len(self.classes_)]
-        return torch.softmax(logits, dim=-1).numpy()
+        return torch.softmax(self._logits(X), dim=-1).numpy()
+
+    def predict_log_proba(self, X):
+        """Log class probabilities: the log-softmax of the first ``n_classes`` logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``; finite where ``predict_proba`` rounds
+            to 0.
+        """
+        return torch.log_softmax(self._logits(X), dim=-1).numpy()
 
     def predict(self, X):
         """Predict class labels (the most probable class, in the user's labels).

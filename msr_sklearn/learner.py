@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import torch
@@ -117,13 +118,23 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
     bias : bool, default=True
         Biases of the built-in MLP (adapted in the inner loop, not shared).
     objective : {"auto", "regression", "classification"}, default="auto"
-        ``"auto"``: classification when targets are not floating point.
+        ``"auto"``: classification when targets are not floating point, with a warning
+        when integer targets look like numbers (fewer than 2 rows per class on average,
+        or more than 20 classes in a task;
+        :func:`~msr_sklearn.data.tasks.resolve_objective`).
     n_support : int, default=5
         Support rows per task; the rest of a task is its query.
-    support_split : {"random", "first"}, default="random"
-        ``"random"`` draws each task's support rows afresh at every meta-step;
-        ``"first"`` takes the first ``n_support`` rows, for data that carry their own
-        split (e.g. clean support and augmented query rows).
+    support_split : {"auto", "stratified", "random", "first"}, default="auto"
+        ``"random"`` draws each task's support rows afresh at every meta-step (more
+        distinct episodes from the same data); ``"stratified"`` too, but every class of
+        a task is in its support, ``n_support`` divided over the task's classes as
+        evenly as possible (N-way K-shot episodes: ``n_support = N * K``), a
+        ``ValueError`` when ``n_support`` is below a task's classes or a class has too
+        few rows; ``"first"`` takes the first ``n_support`` rows, for data that carry
+        their own split (e.g. clean support and augmented query rows). ``"auto"``:
+        ``"stratified"`` for classification, ``"random"`` for regression; where the
+        tasks cannot be stratified, ``"random"`` with a warning that some supports lack
+        a class. ``score`` and ``evaluate`` split new tasks the same way.
     inner_steps : int, default=1
     inner_lr : float, default=0.1
         Initial value of every inner learning rate.
@@ -251,7 +262,7 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         "bias": ["boolean"],
         "objective": [StrOptions({"auto", "regression", "classification"})],
         "n_support": [Interval(Integral, 1, None, closed="left")],
-        "support_split": [StrOptions({"random", "first"})],
+        "support_split": [StrOptions({"auto", "stratified", "random", "first"})],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
         "learn_inner_lr": ["boolean"],
@@ -276,7 +287,7 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
 
     def __init__(self, module=None, sharing=None, hidden_layer_sizes=(), activation="relu",
                  layer="msr", n_filters=8, bias=True, objective="auto", n_support=5,
-                 support_split="random", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
+                 support_split="auto", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
                  learn_symmetry=True, initial_symmetry=None, first_order=False,
                  symmetry_gradient="auto", meta_optimizer="msr_adam", sharing_sparsity="auto",
                  meta_lr=1e-2, meta_batch_size=32, n_meta_steps=1000,
@@ -368,9 +379,24 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
                 raise ValueError("the tasks' feature names differ from those seen in fit")
         return tasks.to(self._device)
 
-    @property
-    def _shuffle_support(self):
-        return self.support_split == "random"
+    def _split_options(self, tasks):
+        """``TaskSet.split``'s ``shuffle`` and ``stratify`` for ``tasks`` (a task set or
+        stream's first draw), ``support_split="auto"`` resolved for them."""
+        split = self.support_split
+        if split == "auto" and tasks.objective == "classification":
+            problem = tasks.stratified_split_problem(self.n_support)
+            split = "stratified" if problem is None else "random"
+            if problem:
+                warnings.warn(
+                    "support_split='auto' draws these classification tasks' supports at "
+                    f"random, so some supports lack a class: {problem}. Set "
+                    "support_split='random' to accept that and silence this warning.",
+                    UserWarning, stacklevel=3)
+        elif split == "stratified":
+            problem = tasks.stratified_split_problem(self.n_support)
+            if problem:
+                raise ValueError(problem)
+        return {"shuffle": split != "first", "stratify": split == "stratified"}
 
     def _inner_loop(self):
         """The inner loop of this learner (for the fitted network)."""

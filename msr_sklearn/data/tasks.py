@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from scipy.sparse import issparse
 from sklearn.utils.multiclass import type_of_target
 
 from .batch import TaskBatch
+from .stratify import stratified_order, stratified_split_problem
 
 #: how long-format data reach the learner through scikit-learn's meta-estimators
 LONG_FORMAT_NEEDS_GROUPS = (
@@ -32,8 +34,15 @@ LONG_FORMAT_NEEDS_GROUPS = (
     "cross_validate(..., params={'groups': task_ids}). Or pass the tasks as a list of "
     "(X_i, y_i) pairs, which needs no groups.")
 
-__all__ = ["LONG_FORMAT_NEEDS_GROUPS", "MetaBatches", "TaskSet", "check_tasks", "mean_confidence_interval",
-           "resolve_objective"]
+#: a long-format task that lost rows may come from a halving search's row subsampling
+SUBSAMPLED_ROWS = (
+    " If this fit runs inside HalvingGridSearchCV or HalvingRandomSearchCV, its default "
+    "resource='n_samples' subsamples the rows of long-format data and so shrinks every "
+    "task: use resource='n_meta_steps' (in a pipeline, '<step>__n_meta_steps') with "
+    "max_resources set to the most meta-steps to train.")
+
+__all__ = ["LONG_FORMAT_NEEDS_GROUPS", "SUBSAMPLED_ROWS", "MetaBatches", "TaskSet",
+           "check_tasks", "mean_confidence_interval", "resolve_objective"]
 
 
 @dataclass
@@ -157,12 +166,22 @@ class TaskSet:
             digest.update(array)
         return digest.hexdigest()
 
-    def split(self, n_support, generator=None, index=None, shuffle=True, return_order=False):
+    def stratified_split_problem(self, n_support):
+        """Why a stratified split of ``n_support`` rows is impossible here, or ``None``.
+
+        See :func:`msr_sklearn.data.stratify.stratified_split_problem`.
+        """
+        return stratified_split_problem(self, n_support)
+
+    def split(self, n_support, generator=None, index=None, shuffle=True, return_order=False,
+              stratify=False):
         """A :class:`~msr_sklearn.engine.TaskBatch` of tasks ``index`` (default all).
 
         Each task's first ``n_support`` (shuffled) rows are the support and the other
         ``n_max - n_support`` rows the query. For ragged tasks the padding rows sort
         last and ``query_mask`` marks the real query rows; otherwise it is ``None``.
+        With ``stratify``, every class of a task is in its support (see
+        :meth:`stratified_split_problem`).
 
         Parameters
         ----------
@@ -177,6 +196,11 @@ class TaskSet:
             ``n_support`` rows are the support.
         return_order : bool, default=False
             Also return where each row of the batch came from.
+        stratify : bool, default=False
+            Classification: draw each class's support rows at random within the class,
+            ``n_support`` divided over the task's classes as evenly as possible (the
+            extra rows to random classes; :mod:`msr_sklearn.data.stratify`); a
+            ``ValueError`` when a task cannot be split so. ``shuffle`` is then not used.
 
         Returns
         -------
@@ -198,6 +222,15 @@ class TaskSet:
         (torch.Size([2, 2, 3]), torch.Size([2, 6, 3]))
         >>> batch.query_mask.sum(dim=1)  # real query rows: 5 - 2 and 8 - 2
         tensor([3, 6])
+
+        A stratified support holds every class (3 classes, 4 support rows: one class
+        gets 2):
+
+        >>> labels = np.repeat([0, 1, 2], 4)
+        >>> tasks = check_tasks([(rng.normal(size=(12, 3)), labels)])
+        >>> batch = tasks.split(4, torch.Generator().manual_seed(0), stratify=True)
+        >>> torch.bincount(batch.y_support[0], minlength=3).sort().values
+        tensor([1, 1, 2])
         """
         device = self.X.device
         n_max = self.X.shape[1]
@@ -205,7 +238,9 @@ class TaskSet:
             index = torch.arange(self.n_tasks, device=device)
         positions = torch.arange(n_max, device=device)
         valid = positions < self.sizes[index, None] if self.ragged else None
-        if shuffle:
+        if stratify:
+            order = stratified_order(self, index, n_support, generator, valid)
+        elif shuffle:
             keys = torch.rand(len(index), n_max, generator=generator).to(device)
             if valid is not None:
                 keys = keys.masked_fill(~valid, 2.0)  # padding rows sort last
@@ -248,6 +283,8 @@ class MetaBatches:
     check : callable or None, default=None
         Turns what a stream draws into a :class:`TaskSet` (the learner checks the
         tasks against the fitted network); ``None``: :func:`check_tasks`.
+    stratify : bool, default=False
+        Every class of a task in its support (see :meth:`TaskSet.split`).
 
     Attributes
     ----------
@@ -276,9 +313,10 @@ class MetaBatches:
     True
     """
 
-    def __init__(self, tasks, batch_size, n_support, generator, shuffle=True, check=None):
+    def __init__(self, tasks, batch_size, n_support, generator, shuffle=True, check=None,
+                 stratify=False):
         self.tasks, self.n_support, self.generator = tasks, n_support, generator
-        self.shuffle = shuffle
+        self.shuffle, self.stratify = shuffle, stratify
         self.check = check or (lambda drawn: check_tasks(drawn, n_support=n_support))
         self.finite = isinstance(tasks, TaskSet)
         self.batch_size = min(batch_size, tasks.n_tasks) if self.finite else batch_size
@@ -294,7 +332,8 @@ class MetaBatches:
         else:
             seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
             tasks, index = self.check(self.tasks.draw(self.batch_size, seed)), None
-        return tasks.split(self.n_support, self.generator, index=index, shuffle=self.shuffle)
+        return tasks.split(self.n_support, self.generator, index=index, shuffle=self.shuffle,
+                           stratify=self.stratify)
 
 
 def _is_3d(a):
@@ -372,8 +411,19 @@ def _feature_names(X):
     return None
 
 
+#: ``objective="auto"`` warns that integer targets may be numbers, not labels, with more
+#: classes than this in a task
+MAX_AUTO_CLASSES = 20
+
+
 def resolve_objective(objective, ys):
     """``"auto"``: classification when targets are not floating point, else regression.
+
+    Integer targets under ``"auto"`` that look like numbers (counts) rather than
+    labels get a ``UserWarning`` saying how to choose: when the tasks have fewer than
+    2 rows per class on average (as scikit-learn's ``type_of_target`` warns when
+    classes exceed half the samples; then most classes cannot be in both a support
+    and a query), or a task has more than ``MAX_AUTO_CLASSES`` classes.
 
     Parameters
     ----------
@@ -401,8 +451,21 @@ def resolve_objective(objective, ys):
     """
     if objective != "auto":
         return objective
-    kinds = {np.asarray(y).dtype.kind for y in ys}
-    return "regression" if kinds <= {"f"} else "classification"
+    ys = [np.asarray(y) for y in ys]
+    kinds = {y.dtype.kind for y in ys}
+    if kinds <= {"f"}:
+        return "regression"
+    if kinds <= {"i", "u"}:
+        n_classes = [len(np.unique(y)) for y in ys]
+        n_rows = sum(len(y) for y in ys)
+        if sum(n_classes) > n_rows / 2 or max(n_classes) > MAX_AUTO_CLASSES:
+            warnings.warn(
+                f"objective='auto' treats these integer targets as class labels: up to "
+                f"{max(n_classes)} classes per task, {n_rows / sum(n_classes):.1f} rows per "
+                "class on average. If they are numbers (counts, ratings), pass "
+                "objective='regression'; pass objective='classification' to keep them as "
+                "classes and silence this warning.", UserWarning, stacklevel=3)
+    return "classification"
 
 
 def check_tasks(X, y=None, groups=None, *, objective="auto", n_support=1, n_outputs=None,
@@ -483,7 +546,8 @@ or (n_samples, n_outputs), default=None
         if len(Xi) < n_support + 1:
             raise ValueError(
                 f"task {i} has {len(Xi)} samples; with n_support={n_support} every task needs "
-                f"at least {n_support + 1} (support plus one query row)")
+                f"at least {n_support + 1} (support plus one query row)."
+                + (SUBSAMPLED_ROWS if groups is not None else ""))
         Xs.append(Xi)
         ys.append(yi)
     shapes = {x.shape[1:] for x in Xs}
@@ -535,7 +599,8 @@ or (n_samples, n_outputs), default=None
             labels, code = np.unique(yi, return_inverse=True)
             if len(labels) < 2:
                 raise ValueError(f"task {i} has a single class ({labels[0]!r}); a "
-                                 "classification task needs at least 2")
+                                 "classification task needs at least 2."
+                                 + (SUBSAMPLED_ROWS if groups is not None else ""))
             classes.append(labels)
             codes.append(code.reshape(-1))
         n_out = max(len(c) for c in classes)

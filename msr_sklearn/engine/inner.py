@@ -79,14 +79,15 @@ class InnerLoop:
         return LOSSES[self.loss]
 
 
-def inner_objective(model, inner, outputs, y_support, loop):
+def inner_objective(model, inner, outputs, y_support, loop, weights=None):
     """The inner loss of outputs ``(T, n, ...)`` at ``inner``: the loss plus the sharings'
     penalties (a residual's pull), per task.
 
     The one definition of the inner loss: :func:`adapt` and the per-task estimators
-    both minimize it.
+    both minimize it. ``weights`` ``(T, n)``: the weighted mean over the rows (the
+    per-task estimators' ``sample_weight``).
     """
-    loss = loop.loss_fn(outputs, y_support)
+    loss = loop.loss_fn(outputs, y_support, weights)
     penalty = model.inner_penalty(inner)  # None without residual pulls
     return loss if penalty is None else loss + penalty
 

@@ -5,22 +5,32 @@
 ``symmetry_strength``, ``make_estimator``). It reads the learner's fitted state
 (``model_``, ``objective_``, ``symmetry_``) and parameters (``n_support``,
 ``support_split``, ``inner_steps``, ``random_state``, ``device``) and its
-``_check_tasks``, ``_inner_loop`` and ``_shuffle_support``.
+``_check_tasks``, ``_inner_loop`` and ``_split_options``.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ..data.routing import query_weights
-from .metrics import mean_weights, per_task_scores, summarize_scores
+from .metrics import check_metrics, per_task_scores, summarize_scores, task_mean
 from ..inspection.soft_symmetry import symmetry_strength
 from ..engine import adapted_outputs
 from ..training.loop import seed_from
 
 __all__ = ["TaskScoringMixin"]
+
+#: why the learner has no predict / predict_proba, and what to do instead
+NO_ROW_PREDICTIONS = (
+    "{name} has no {method}: it learns from and scores whole tasks, and the predictions "
+    "for a task's rows need that task's support rows. scikit-learn's scorer names "
+    "(scoring='accuracy', ['r2', 'neg_mean_squared_error'], ...) call {method} on the "
+    "estimator, so they cannot score it: pass "
+    "scoring=msr_sklearn.scoring.task_scoring(['accuracy', ...]) (a name, a list or a dict "
+    "of names) to cross_validate or a search, or leave scoring=None for the learner's "
+    "score. To predict the rows of one task, adapt a per-task estimator to its support: "
+    "learner.make_estimator().fit(X_support, y_support).{method}(X).")
 
 
 class TaskScoringMixin:
@@ -32,13 +42,14 @@ class TaskScoringMixin:
         check_is_fitted(self, "model_")
         tasks = self._check_tasks(X, y, groups, fitted=True)
         generator = torch.Generator().manual_seed(seed_from(self.random_state) + 1)
-        batch, order = tasks.split(self.n_support, generator, shuffle=self._shuffle_support,
-                                   return_order=True)
+        batch, order = tasks.split(self.n_support, generator, return_order=True,
+                                   **self._split_options(tasks))
         weights = None if sample_weight is None else query_weights(
             sample_weight, X, y, groups, tasks.sizes, order, self.n_support)
         return tasks, batch, weights
 
-    def evaluate(self, X, y=None, groups=None, sample_weight=None, return_summary=False):
+    def evaluate(self, X, y=None, groups=None, sample_weight=None, return_summary=False,
+                 metrics=None):
         """Adapt on every task's support split and score its query split.
 
         Each task gets one seeded support/query split (reproducible given
@@ -65,12 +76,19 @@ class TaskScoringMixin:
             rows count alike.
         return_summary : bool, default=False
             Also return a summary over tasks.
+        metrics : str, list of str or None, default=None
+            The metrics to report, each computed on a task's query rows as scikit-learn's
+            function of that name: regression ``"mse"``, ``"rmse"``, ``"mae"``, ``"r2"``,
+            ``"explained_variance"`` (averaged uniformly over outputs); classification
+            ``"accuracy"``, ``"balanced_accuracy"``, ``"log_loss"`` and ``"roc_auc"``
+            (binary tasks whose query holds both classes). ``None``: ``mse`` and ``r2``,
+            or ``accuracy`` and ``log_loss``. :func:`msr_sklearn.scoring.task_scoring`
+            turns scikit-learn's scorer names into these.
 
         Returns
         -------
         per_task : pandas.DataFrame
-            One row per task: ``n_support``, ``n_query`` and ``mse`` and ``r2``
-            (regression) or ``accuracy`` and ``log_loss`` (classification); with
+            One row per task: ``n_support``, ``n_query`` and the ``metrics``; with
             ``sample_weight`` also ``weight``.
         summary : pandas.DataFrame, only with ``return_summary=True``
             Per metric: ``mean``, ``ci95`` (Student-t half-width) and ``n_tasks``;
@@ -93,10 +111,12 @@ class TaskScoringMixin:
         >>> per_task["weight"].tolist()[:4]
         [1.0, 2.0, 1.0, 2.0]
         """
+        check_is_fitted(self, "model_")
+        metrics = check_metrics(self.objective_, metrics)
         tasks, batch, weights = self._scoring_split(X, y, groups, sample_weight)
         outputs = adapted_outputs(self.model_, batch, self._inner_loop())
         per_task = per_task_scores(self.objective_, outputs, batch, tasks.classes,
-                                   self.n_support, weights)
+                                   self.n_support, weights, metrics)
         return (per_task, summarize_scores(per_task)) if return_summary else per_task
 
     def score(self, X, y=None, groups=None, sample_weight=None):
@@ -141,11 +161,49 @@ class TaskScoringMixin:
         >>> bool(np.isclose(score, equal))  # equal weights: the unweighted score
         True
         """
-        per_task = self.evaluate(X, y, groups, sample_weight)
+        check_is_fitted(self, "model_")
         metric = "r2" if self.objective_ == "regression" else "accuracy"
-        if sample_weight is None:
-            return float(per_task[metric].mean())
-        return float(np.average(per_task[metric], weights=mean_weights(per_task)))
+        return task_mean(self.evaluate(X, y, groups, sample_weight, metrics=[metric]), metric)
+
+    def predict(self, X):
+        """Not available: raises a ``TypeError`` that says what to use instead.
+
+        A meta-learner scores tasks, not rows (a task's predictions need its support
+        rows), so scikit-learn's scorer names, which call ``predict``, cannot score it.
+
+        Parameters
+        ----------
+        X : object
+            Not used.
+
+        Raises
+        ------
+        TypeError
+            Once fitted, always (``NotFittedError`` before): use
+            :func:`msr_sklearn.scoring.task_scoring` to score tasks with scikit-learn's
+            scorer names, and :meth:`make_estimator` to predict the rows of one task.
+        """
+        check_is_fitted(self, "model_")  # scikit-learn's order: NotFittedError first
+        raise TypeError(NO_ROW_PREDICTIONS.format(name=type(self).__name__, method="predict"))
+
+    def predict_proba(self, X):
+        """Not available: raises a ``TypeError`` that says what to use instead.
+
+        See :meth:`predict`.
+
+        Parameters
+        ----------
+        X : object
+            Not used.
+
+        Raises
+        ------
+        TypeError
+            Once fitted, always (``NotFittedError`` before).
+        """
+        check_is_fitted(self, "model_")
+        raise TypeError(NO_ROW_PREDICTIONS.format(name=type(self).__name__,
+                                                  method="predict_proba"))
 
     def symmetry_strength(self, X, y=None, groups=None):
         """How much of the adapted weights lies inside ``span(U)``, per layer, on tasks.
