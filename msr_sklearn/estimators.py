@@ -393,7 +393,7 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
 
     >>> import numpy as np
     >>> from msr_sklearn import LearnedSymmetry
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> from msr_sklearn.estimators import EquivariantRegressor
     >>> X, y = make_translation_tasks(n_tasks=1, n_samples=25, random_state=0)
     >>> X, y = X[0], y[0]                       # one task: 70 features, 68 outputs

@@ -371,7 +371,11 @@ def test_estimator_random_input_gives_a_clean_error_or_finite_predictions(
     except (ValueError, TypeError) as exc:
         assert str(exc)
         return
-    pred = reg.predict(X)
+    try:
+        pred = reg.predict(X)
+    except ValueError as exc:  # a diverged fit says so, never NaN predictions
+        assert "non-finite outputs" in str(exc)
+        return
     assert pred.shape == (n_samples,)
     # a fit that diverged says so (ConvergenceWarning) rather than failing deep in torch;
     # whatever it returns has the right shape and dtype

@@ -24,7 +24,7 @@ class TaskStream:
 
     Examples
     --------
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> from msr_sklearn.data.streams import TaskStream
     >>> stream = TaskStream(lambda n, rng: make_translation_tasks(
     ...     n_tasks=n, n_features=12, random_state=rng.integers(2**31)))

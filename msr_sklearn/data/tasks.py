@@ -295,7 +295,7 @@ class MetaBatches:
     --------
     >>> import numpy as np
     >>> import torch
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> from msr_sklearn.data.streams import TaskStream
     >>> from msr_sklearn.data.tasks import MetaBatches, check_tasks
     >>> task_set = check_tasks(make_translation_tasks(n_tasks=5, n_features=6, random_state=0))

@@ -83,7 +83,7 @@ def aug_digits_split(split="train", split_by="images"):
 
     Examples
     --------
-    >>> from msr_sklearn.datasets.digits import aug_digits_split
+    >>> from msr_sklearn.datasets import aug_digits_split
     >>> parts = [aug_digits_split(s) for s in ("train", "val", "test")]
     >>> [len(p) for p in parts], len(set(parts[0]) & set(parts[2]))
     ([722, 179, 896], 0)
@@ -209,7 +209,7 @@ def load_aug_digits_tasks(n_tasks, n_way=5, n_shot=1, n_query=5, split="train",
 
     Examples
     --------
-    >>> from msr_sklearn.datasets.digits import load_aug_digits_tasks
+    >>> from msr_sklearn.datasets import load_aug_digits_tasks
     >>> tasks = load_aug_digits_tasks(3, n_way=5, n_shot=1, n_query=5, random_state=0)
     >>> X, y = tasks[0]
     >>> X.shape, y.shape

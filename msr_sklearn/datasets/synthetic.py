@@ -47,7 +47,7 @@ def translation_sharing(n_features=70, kernel_size=3):
     Examples
     --------
     >>> import numpy as np
-    >>> from msr_sklearn.datasets.synthetic import translation_sharing
+    >>> from msr_sklearn.datasets import translation_sharing
     >>> U = translation_sharing(n_features=4, kernel_size=2)
     >>> U.shape
     (12, 2)
@@ -232,7 +232,7 @@ def make_rotation_tasks(group="c4", n_tasks=1000, n_samples=20, image_size=9, ke
 
     Examples
     --------
-    >>> from msr_sklearn.datasets.synthetic import make_rotation_tasks
+    >>> from msr_sklearn.datasets import make_rotation_tasks
     >>> X, y, U = make_rotation_tasks("d4", n_tasks=3, image_size=7, return_subspace=True,
     ...                               random_state=0)
     >>> X.shape, y.shape, U.shape          # 8 channels of 5x5; 72 filter weights -> 9
@@ -290,7 +290,7 @@ def make_permutation_tasks(n_tasks=1000, n_samples=20, n_features=8, noise=0.0,
 
     Examples
     --------
-    >>> from msr_sklearn.datasets.synthetic import make_permutation_tasks
+    >>> from msr_sklearn.datasets import make_permutation_tasks
     >>> X, y, U = make_permutation_tasks(n_tasks=4, n_features=5, return_subspace=True,
     ...                                  random_state=0)
     >>> X.shape, y.shape, U.shape

@@ -84,7 +84,7 @@ def plot_symmetry_matrix(U, weight_shape=None, reference=None, *, layer=0, max_c
 
     Examples
     --------
-    >>> from msr_sklearn.datasets.synthetic import translation_sharing
+    >>> from msr_sklearn.datasets import translation_sharing
     >>> from msr_sklearn.inspection.plotting import plot_symmetry_matrix
     >>> band = translation_sharing(n_features=10, kernel_size=3)
     >>> fig = plot_symmetry_matrix(band, (8, 10), reference=band)

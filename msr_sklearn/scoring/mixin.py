@@ -98,7 +98,7 @@ class TaskScoringMixin:
         Examples
         --------
         >>> from msr_sklearn import MetaSymmetryLearner
-        >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+        >>> from msr_sklearn.datasets import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
         ...                               random_state=0)
         >>> tasks = [(X[t], y[t]) for t in range(40)]
@@ -147,7 +147,7 @@ class TaskScoringMixin:
         --------
         >>> import numpy as np
         >>> from msr_sklearn import MetaSymmetryLearner
-        >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+        >>> from msr_sklearn.datasets import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=40, n_samples=6, n_features=6,
         ...                               random_state=0)
         >>> X, y, groups = X.reshape(240, 6), y.reshape(240, -1), np.repeat(range(40), 6)
@@ -234,7 +234,7 @@ class TaskScoringMixin:
         Examples
         --------
         >>> from msr_sklearn import MetaSymmetryLearner
-        >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+        >>> from msr_sklearn.datasets import make_translation_tasks
         >>> X, y = make_translation_tasks(n_tasks=120, n_features=10, random_state=0)
         >>> learner = MetaSymmetryLearner(layer="msr_residual", n_filters=3, n_support=5,
         ...                               n_meta_steps=20, random_state=0).fit(X, y)

@@ -34,11 +34,11 @@ class History(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=3, random_state=0).fit(X, y)
     >>> list(learner.history_.columns)  # doctest: +NORMALIZE_WHITESPACE
-    ['step', 'train_loss', 'valid_loss', 'diverged', 'inner_lr[0.filters]',
+    ['step', 'train_loss', 'valid_loss', 'diverged', 'inner_lr[0.weight.filters]',
      'inner_lr[0.bias]', 'meta_lr']
     """
 
@@ -61,7 +61,7 @@ class DivergenceStop(Callback):
     --------
     >>> import warnings
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> with warnings.catch_warnings(record=True):
     ...     learner = MetaSymmetryLearner(n_filters=3, meta_lr=1e6, inner_lr=50.0,
@@ -98,7 +98,7 @@ class Validation(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=25, validation_fraction=0.2,
     ...                               validation_interval=10, random_state=0).fit(X, y)
@@ -147,14 +147,13 @@ class EarlyStopping(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
-    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> from msr_sklearn.training.callbacks import EarlyStopping
+    >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> learner = MetaSymmetryLearner(n_filters=3, n_meta_steps=1000, validation_fraction=0.2,
     ...                               validation_interval=5, random_state=0,
     ...                               callbacks=[EarlyStopping(n_iter_no_change=2, tol=1.0)])
     >>> len(learner.fit(X, y).history_)  # a first check, then 2 that did not improve by 1.0
-    >>> len(learner.history_)  # a first check, then 2 that did not improve by 1.0
     15
     """
 
@@ -221,7 +220,7 @@ class Checkpoint(Callback):
     --------
     >>> import tempfile, os
     >>> from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> path = os.path.join(tempfile.mkdtemp(), "run.msr")
     >>> from msr_sklearn.training.callbacks import Checkpoint
@@ -386,7 +385,7 @@ class ProgressBar(Callback):
     Examples
     --------
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
     >>> _ = MetaSymmetryLearner(n_filters=3, n_meta_steps=5, verbose=1).fit(X, y)
     """

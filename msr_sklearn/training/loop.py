@@ -132,13 +132,13 @@ class Callback:
     stops training once the meta-loss falls below a threshold:
 
     >>> from msr_sklearn import MetaSymmetryLearner
-    >>> from msr_sklearn.datasets.synthetic import make_translation_tasks
+    >>> from msr_sklearn.datasets import make_translation_tasks
     >>> from msr_sklearn.training.loop import Callback
     >>> class StopBelow(Callback):
     ...     def __init__(self, threshold):
     ...         self.threshold = threshold
     ...     def on_step_end(self, trainer):
-    ...         v0 = trainer.model.network.meta_layers[0].filters
+    ...         v0 = trainer.model.initial_inner()["0.weight.filters"]
     ...         trainer.history[-1]["v0_norm"] = float(v0.detach().norm())
     ...         if trainer.loss < self.threshold:
     ...             trainer.stop_training = True
