@@ -84,8 +84,32 @@ def inner_objective(model, inner, outputs, y_support, loop, weights=None):
     penalties (a residual's pull), per task.
 
     The one definition of the inner loss: :func:`adapt` and the per-task estimators
-    both minimize it. ``weights`` ``(T, n)``: the weighted mean over the rows (the
-    per-task estimators' ``sample_weight``).
+    both minimize it.
+
+    Parameters
+    ----------
+    model : MetaModel
+    inner : dict of str to Tensor
+        The inner tensors the outputs were computed at (for the penalties).
+    outputs : Tensor of shape (T, n, ...)
+    y_support : Tensor of shape (T, n, ...) or (T, n)
+    loop : InnerLoop
+    weights : Tensor of shape (T, n) or None, default=None
+        Row weights: the weighted mean over the rows (the estimators' ``sample_weight``).
+
+    Returns
+    -------
+    Tensor of shape (T,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.engine import InnerLoop, MetaModel, inner_objective
+    >>> from msr_sklearn.models import MLP
+    >>> model = MetaModel(MLP(3, 1))
+    >>> inner = {n: p.expand(2, *p.shape) for n, p in model.initial_inner().items()}
+    >>> inner_objective(model, inner, torch.zeros(2, 4, 1), torch.ones(2, 4, 1), InnerLoop())
+    tensor([1., 1.])
     """
     loss = loop.loss_fn(outputs, y_support, weights)
     penalty = model.inner_penalty(inner)  # None without residual pulls
@@ -93,13 +117,60 @@ def inner_objective(model, inner, outputs, y_support, loop, weights=None):
 
 
 def support_loss(model, inner, x_support, y_support, loop, hold=False):
-    """Every task's support loss at ``inner`` (``(T,)``): :func:`inner_objective` of the
-    network's outputs on the support rows."""
+    """Every task's support loss at ``inner``: :func:`inner_objective` of the network's
+    outputs on the support rows.
+
+    Parameters
+    ----------
+    model : MetaModel
+    inner : dict of str to Tensor
+        Inner tensors with a leading task dimension.
+    x_support, y_support : Tensor
+        ``(T, n, ...)`` inputs and their targets.
+    loop : InnerLoop
+    hold : bool, default=False
+        Build shared weights with ``U`` held in the read (first-order symmetry gradient).
+
+    Returns
+    -------
+    Tensor of shape (T,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.engine import InnerLoop, MetaModel, support_loss
+    >>> from msr_sklearn.models import MLP
+    >>> model = MetaModel(MLP(3, 1, bias=False))
+    >>> inner = {"0.weight": torch.zeros(2, 1, 3)}
+    >>> support_loss(model, inner, torch.ones(2, 4, 3), torch.ones(2, 4, 1), InnerLoop())
+    tensor([1., 1.])
+    """
     return inner_objective(model, inner, model(x_support, inner, hold=hold), y_support, loop)
 
 
 def inner_update(inner, grads, lrs):
-    """One SGD step on every inner tensor: ``p - lr_p * grad_p`` (the inner update rule)."""
+    """One SGD step on every inner tensor: ``p - lr_p * grad_p`` (the inner update rule).
+
+    Parameters
+    ----------
+    inner : dict of str to Tensor
+        The inner tensors, in the order of ``lrs``.
+    grads : sequence of Tensor
+        Their gradients.
+    lrs : sequence of float or Tensor
+        One learning rate per tensor.
+
+    Returns
+    -------
+    dict of str to Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.engine import inner_update
+    >>> inner_update({"v": torch.ones(2)}, [torch.full((2,), 4.0)], [0.5])
+    {'v': tensor([-1., -1.])}
+    """
     return {name: p - lrs[j] * g for j, ((name, p), g) in enumerate(zip(inner.items(), grads))}
 
 

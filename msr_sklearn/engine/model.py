@@ -41,6 +41,15 @@ class SharedWeight(nn.Module):
     initial : dict of str to Tensor
         The initial inner tensors by name (``filters``, and ``residual`` for a residual),
         meta-learned like ``U``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.engine import SharedWeight
+    >>> from msr_sklearn.sharing import DenseSharing
+    >>> entry = SharedWeight(DenseSharing(2).bind((3, 4)), {"filters": torch.zeros(2)})
+    >>> [name for name, _ in entry.named_parameters()]
+    ['filters', 'sharing.basis']
     """
 
     def __init__(self, sharing, initial):

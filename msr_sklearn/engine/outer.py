@@ -189,6 +189,18 @@ def evaluate_task_losses(model, batch, loop=InnerLoop(), *, chunk_size=512):
     The losses of :func:`adapted_outputs`, with padded query rows masked out; the
     values of :func:`task_losses` in bounded memory, for evaluation.
 
+    Parameters
+    ----------
+    model : MetaModel
+    batch : TaskBatch
+    loop : InnerLoop, default=InnerLoop()
+    chunk_size : int, default=512
+        Tasks adapted at once.
+
+    Returns
+    -------
+    Tensor of shape (T,)
+
     Examples
     --------
     >>> import torch

@@ -33,6 +33,13 @@ class FieldBias(nn.Module):
 
     A group convolution between regular fields stays equivariant only with tied biases.
 
+    Parameters
+    ----------
+    channels : int
+        The channels it adds a bias to; a multiple of ``copies``.
+    copies : int
+        Consecutive channels per field.
+
     Examples
     --------
     >>> import torch
@@ -59,6 +66,12 @@ class GlobalPool(nn.Module):
     ``"mean_fields"`` averages each field of ``copies`` channels over its copies and
     pixels, so the features do not change when a field's copies are permuted: after an
     equivariant front-end with regular fields any head is invariant.
+
+    Parameters
+    ----------
+    kind : {"mean", "mean_fields", "none"}, default="mean"
+    copies : int, default=1
+        Consecutive channels per field (``"mean_fields"``).
 
     Examples
     --------

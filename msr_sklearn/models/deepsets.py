@@ -19,6 +19,14 @@ class EquivariantLinear(nn.Module):
     any permutation of the elements permutes the output the same way (Proposition 1 of
     the MSR paper: the sharing ``λ I + γ 11^T`` for one feature).
 
+    Parameters
+    ----------
+    in_features : int
+        Features per element.
+    out_features : int
+        Outputs per element.
+    bias : bool, default=True
+
     Examples
     --------
     >>> import torch

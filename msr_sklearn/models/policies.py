@@ -23,6 +23,17 @@ LAYER_KINDS = ("msr", "msr_kron", "dense", "msr_residual", "msr_kron_residual")
 def layer_sharing(layer, n_filters):
     """The policy value of one weight for the ``layer`` kind: a sharing, or ``"inner"``.
 
+    Parameters
+    ----------
+    layer : {"msr", "msr_kron", "dense", "msr_residual", "msr_kron_residual"}
+        The kind.
+    n_filters : int
+        ``k`` of the sharing.
+
+    Returns
+    -------
+    Sharing or "inner"
+
     Examples
     --------
     >>> from msr_sklearn.models import layer_sharing
@@ -39,7 +50,24 @@ def layer_sharing(layer, n_filters):
 
 
 def per_weight_filters(n_filters, n_weights):
-    """``n_filters`` as one ``k`` per shared weight (an int repeated, or a sequence checked)."""
+    """``n_filters`` as one ``k`` per shared weight (an int repeated, or a sequence checked).
+
+    Parameters
+    ----------
+    n_filters : int or sequence of int
+    n_weights : int
+        The number of shared weights.
+
+    Returns
+    -------
+    list of int
+
+    Examples
+    --------
+    >>> from msr_sklearn.models import per_weight_filters
+    >>> per_weight_filters(4, 3), per_weight_filters((8, 2), 2)
+    ([4, 4, 4], [8, 2])
+    """
     if isinstance(n_filters, Integral) and not isinstance(n_filters, bool):
         return [int(n_filters)] * n_weights
     ks = [int(k) for k in n_filters]
@@ -54,6 +82,18 @@ def default_policy(module, layer="msr", n_filters=8):
     A module with a ``default_sharing(layer, n_filters)`` method (every built-in model)
     says its own; any other module gets ``layer``'s sharing on every parameter of two
     or more dimensions (its weights; biases and norm scales stay inner).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    layer : {"msr", "msr_kron", "dense", "msr_residual", "msr_kron_residual"}, default="msr"
+    n_filters : int or sequence of int, default=8
+        One ``k``, or one per shared weight.
+
+    Returns
+    -------
+    dict
+        The policy (parameter names to sharings or roles).
 
     Examples
     --------

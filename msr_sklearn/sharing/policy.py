@@ -36,17 +36,26 @@ ROLES = ("inner", "outer", "frozen")
 
 
 class ParameterRole(NamedTuple):
-    """How one parameter of a module is meta-learned.
+    """How one parameter of a module is meta-learned (:func:`resolve_policy` returns them).
 
-    Attributes
+    Parameters
     ----------
     name : str
         The parameter's name in ``module.named_parameters()``.
     role : {"shared", "inner", "outer", "frozen"}
+        What the outer and inner loops do with it.
     sharing : Sharing or None
         For a shared parameter, the sharing bound to its shape; else None.
     pattern : str or None
         The policy pattern that matched it; None when no pattern did (then inner).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from msr_sklearn.sharing import resolve_policy
+    >>> role = resolve_policy(nn.Linear(3, 2), {"bias": "frozen"})[1]
+    >>> role.name, role.role, role.pattern
+    ('bias', 'frozen', 'bias')
     """
 
     name: str

@@ -32,6 +32,16 @@ def sharing_spec(sharing):
     Tensors among the hyperparameters (a fixed ``U``) are recorded by shape only:
     their values belong to the network's state.
 
+    Parameters
+    ----------
+    sharing : Sharing
+        A template or a bound sharing.
+
+    Returns
+    -------
+    dict
+        ``{"kind": ..., <hyperparameter>: <JSON value>, ...}``.
+
     Examples
     --------
     >>> from msr_sklearn.sharing import DenseSharing, Residual, sharing_spec
@@ -72,6 +82,12 @@ def sharing_from_spec(spec, allow_import=False):
     ------
     ValueError
         For an unknown kind, a user kind without ``allow_import``, or bad hyperparameters.
+
+    Examples
+    --------
+    >>> from msr_sklearn.sharing import ConvFilterSharing, sharing_from_spec, sharing_spec
+    >>> sharing_from_spec(sharing_spec(ConvFilterSharing(n_copies=4)))
+    ConvFilterSharing(n_copies=4, in_copies=1, factor_filters=None, init='random', learnable=True)
     """
     if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
         raise ValueError(f"a sharing spec must be a dict with a 'kind'; got {spec!r}")
@@ -101,6 +117,20 @@ def sharing_from_spec(spec, allow_import=False):
 
 def import_object(path, allow_import=False, what="object"):
     """The object at ``"package.module:Qualified.name"``, if the caller allows importing.
+
+    Parameters
+    ----------
+    path : str
+        ``"package.module:Qualified.name"``.
+    allow_import : bool, default=False
+        Whether importing is allowed; ``False`` raises a ``ValueError`` that says how to
+        allow it.
+    what : str, default="object"
+        What the object is, for the messages ("module", "sharing").
+
+    Returns
+    -------
+    object
 
     Examples
     --------
