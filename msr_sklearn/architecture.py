@@ -174,6 +174,8 @@ def build_meta_model(spec, policy, input_shape, n_outputs, *, inner_lr=0.1,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = spec.build(input_shape, n_outputs)
+    if torch.empty(0).is_meta:  # shapes only (a file checked): a copied instance too
+        module = module.to("meta")
     if policy is None:
         policy = default_policy(module, layer, n_filters)
     generator = torch.Generator().manual_seed(seed)

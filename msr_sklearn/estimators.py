@@ -106,7 +106,7 @@ class _EquivariantEstimator(BaseEstimator):
             delattr(self, name)
 
     # ---------------------------------------------------------------- shared checks
-    def _check_symmetry(self, n_features):
+    def _check_symmetry(self, X):
         sym = self.symmetry
         if sym is None:
             return
@@ -117,11 +117,15 @@ class _EquivariantEstimator(BaseEstimator):
             raise ValueError(
                 f"the symmetry was meta-learned for {sym.objective}; {name} needs one "
                 f"meta-learned for {self._objective} (use {other} with this symmetry)")
-        if n_features != sym.n_features:
-            raise ValueError(
-                f"X has {n_features} feature(s), but the symmetry of {name} was "
-                f"meta-learned for {sym.n_features} features; a learned sharing fixes the "
-                f"input size, so X must have {sym.n_features} features")
+        if tuple(X.shape[1:]) != sym.input_shape:
+            if len(sym.input_shape) == 1:
+                raise ValueError(
+                    f"X has {X.shape[1]} feature(s), but the symmetry of {name} was "
+                    f"meta-learned for {sym.n_features} features; a learned sharing fixes the "
+                    f"input size, so X must have {sym.n_features} features")
+            raise ValueError(f"X has samples of shape {tuple(X.shape[1:])}, but the symmetry "
+                             f"of {name} was meta-learned on samples of shape "
+                             f"{sym.input_shape}")
         self._check_feature_names_of_symmetry()
 
     def _check_feature_names_of_symmetry(self):
@@ -260,11 +264,17 @@ class _EquivariantEstimator(BaseEstimator):
         self.net_ = net
         self.inner_lrs_ = lrs
 
+    @property
+    def _images(self):
+        """Whether samples are images ``(C, H, W)`` (a symmetry learned on images)."""
+        return self.symmetry is not None and len(self.symmetry.input_shape) > 1
+
     def _validate_fit_data(self, X, y, sample_weight, **check_params):
         """``X, y, sample_weight`` checked for fit: float32, C-contiguous (a torch
         tensor cannot view negative strides), ``sample_weight`` ``None`` when all equal
         (then the unweighted mean loss, exactly)."""
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C", **check_params)
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", allow_nd=self._images,
+                             **check_params)
         sample_weight = check_sample_weight(sample_weight, X, dtype=np.float32)
         if sample_weight is not None and np.all(sample_weight == sample_weight[0]):
             sample_weight = None
@@ -273,7 +283,10 @@ class _EquivariantEstimator(BaseEstimator):
     def _outputs(self, X):
         """Network outputs for new ``X`` (checked against fit), as a float64 CPU tensor."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
+        X = validate_data(self, X, dtype=np.float32, order="C", reset=False,
+                          allow_nd=self._images)
+        if self._images:
+            self._check_symmetry(X)
         out = adapted_module_outputs(self.net_.module_, X)
         if not torch.isfinite(out).all():
             diverged = not all(torch.isfinite(p).all() for p in self.net_.module_.inner)
@@ -448,7 +461,7 @@ class EquivariantRegressor(RegressorMixin, _EquivariantEstimator):
         self._clear_fitted_state()
         X, y, sample_weight = self._validate_fit_data(X, y, sample_weight, multi_output=True,
                                                       y_numeric=True)
-        self._check_symmetry(X.shape[1])
+        self._check_symmetry(X)
         sym = self.symmetry
         if sym is not None and sym.n_outputs == 1 and y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)  # single-output: ravel, as sklearn regressors do
@@ -574,7 +587,7 @@ class EquivariantClassifier(ClassifierMixin, _EquivariantEstimator):
         if len(classes) < 2:
             raise ValueError(f"{name} needs samples of at least 2 classes; y holds 1 class "
                              f"({classes[0]!r})")
-        self._check_symmetry(X.shape[1])
+        self._check_symmetry(X)
         sym = self.symmetry
         if sym is not None and len(classes) > sym.n_outputs:
             raise ValueError(
