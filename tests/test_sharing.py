@@ -260,9 +260,24 @@ def test_the_policy_gives_every_parameter_exactly_one_role_first_match_wins():
     assert roles[0].sharing.weight_shape == (3, 4)
 
 
+def test_a_wildcard_sharing_passes_over_vectors_a_name_does_not():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Conv2d(4, 4, 3))
+    roles = {r.name: r.role for r in resolve_policy(
+        net, {"*.weight": ConvFilterSharing(n_copies=2)})}
+    assert roles == {"0.weight": "shared", "0.bias": "inner", "1.weight": "inner",
+                     "1.bias": "inner", "2.weight": "shared", "2.bias": "inner"}
+    with pytest.raises(ValueError, match="'1.weight' gives 1.weight"):
+        resolve_policy(net, {"1.weight": ConvFilterSharing(n_copies=2)})
+    with pytest.raises(ValueError, match=r"'1\.\*' matches no parameter .* it can apply to"):
+        resolve_policy(net, {"1.*": DenseSharing(2)})
+    # a role is for any parameter
+    assert resolve_policy(net, {"1.*": "frozen"})[2].role == "frozen"
+
+
 def test_policy_errors_name_the_pattern_the_parameter_and_the_shapes():
     net = nn.Sequential(nn.Linear(4, 3), nn.Conv2d(1, 2, 3))
-    with pytest.raises(ValueError, match=r"'head\.\*' matches no parameter of Sequential; "
+    with pytest.raises(ValueError, match=r"'head\.\*' matches no parameter of Sequential it "
+                                         r"can apply to; "
                                          r"its parameters are \['0.weight'"):
         resolve_policy(net, {"head.*": "inner"})
     with pytest.raises(ValueError, match=r"'0.weight' gives 0.weight \(shape \(3, 4\)\) the "

@@ -18,7 +18,11 @@ Every parameter is exactly one of:
 - **frozen**: left at its initial value.
 
 The first pattern that matches a name decides; parameters no pattern matches are
-*inner* (biases included), so an empty policy is MAML on the whole module.
+*inner* (biases included), so an empty policy is MAML on the whole module. A pattern
+with wildcards gives its sharing to the weights it matches (parameters of two or more
+dimensions) and passes over vectors: ``"features.*.weight"`` shares the convolutions of a
+network whose features also hold normalization scales. A name without wildcards gets
+its sharing whatever its shape.
 """
 
 from __future__ import annotations
@@ -103,18 +107,21 @@ def resolve_policy(module, policy=None, generator=None):
     >>> resolve_policy(net, {"1.weight": "inner"})
     Traceback (most recent call last):
     ...
-    ValueError: sharing pattern '1.weight' matches no parameter of Sequential; its parameters are ['0.weight', '0.bias', '2.weight', '2.bias']
+    ValueError: sharing pattern '1.weight' matches no parameter of Sequential it can apply to; its parameters are ['0.weight', '0.bias', '2.weight', '2.bias']
     """
     policy = _checked(policy)
     params = list(module.named_parameters())
     names = [name for name, _ in params]
-    for pattern in policy:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+    for pattern, value in policy.items():
+        if not any(fnmatch.fnmatchcase(name, pattern) and not _passes_over(pattern, value, p)
+                   for name, p in params):
             raise ValueError(f"sharing pattern {pattern!r} matches no parameter of "
-                             f"{type(module).__name__}; its parameters are {names}")
+                             f"{type(module).__name__} it can apply to; its parameters are "
+                             f"{names}")
     roles = []
     for name, param in params:
-        pattern = next((p for p in policy if fnmatch.fnmatchcase(name, p)), None)
+        pattern = next((p for p in policy if fnmatch.fnmatchcase(name, p)
+                        and not _passes_over(p, policy[p], param)), None)
         value = "inner" if pattern is None else policy[pattern]
         if isinstance(value, str):
             roles.append(ParameterRole(name, value, None, pattern))
@@ -127,6 +134,12 @@ def resolve_policy(module, policy=None, generator=None):
                              f"build it: {exc}") from exc
         roles.append(ParameterRole(name, "shared", bound, pattern))
     return roles
+
+
+def _passes_over(pattern, value, param):
+    """A wildcard pattern's sharing is for weights: it passes over vectors (biases, scales)."""
+    wildcard = any(c in pattern for c in "*?[")
+    return wildcard and not isinstance(value, str) and param.dim() < 2
 
 
 def _checked(policy):
