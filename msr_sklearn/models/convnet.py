@@ -210,12 +210,16 @@ class ConvNet(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.pool = GlobalPool(global_pool, self.n_copies)
-        try:
+        try:  # two images: batch statistics need more than one value per channel
             with torch.no_grad():
-                shape = self.features(torch.zeros(1, *input_shape)).shape
-        except RuntimeError as exc:  # a kernel larger than what is left of the image
+                shape = self.features(torch.zeros(2, *input_shape)).shape
+        except (RuntimeError, ValueError) as exc:  # a kernel larger than what is left
             raise ValueError(f"the convolutions and poolings shrink {input_shape} images "
                              f"below a kernel ({exc})") from exc
+        if 0 in shape:
+            raise ValueError(f"the convolutions and poolings shrink {input_shape} images to "
+                             f"nothing (last maps {tuple(shape[1:])}); use larger images, "
+                             "fewer blocks, padding or no pooling")
         self.output_shape = tuple(shape[1:])  # the last maps
         n_features = self.pool(torch.zeros(shape)).shape[-1]
         self.head = None if n_outputs is None else MLP(n_features, n_outputs,
