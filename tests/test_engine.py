@@ -1,5 +1,7 @@
 """The task-vectorized engine against a per-task loop, on any module and any policy."""
 
+import copy
+
 import pytest
 import torch
 from scipy.linalg import subspace_angles
@@ -14,6 +16,7 @@ from msr_sklearn.engine import (
     evaluate_task_losses,
     make_meta_optimizer,
     meta_step,
+    meta_step_chunk_size,
     task_losses,
 )
 from msr_sklearn.engine.reference import reference_task_losses
@@ -275,6 +278,37 @@ def test_chunked_evaluation_keeps_no_graph_and_matches():
         torch.testing.assert_close(losses, full)
     out = adapted_outputs(model, batch, chunk_size=3)
     assert out.shape == (11, 4, 3) and out.grad_fn is None
+
+
+@pytest.mark.parametrize("kind", ["msr", "conv_residual+pull"])
+def test_a_chunked_meta_step_takes_the_same_step(kind):
+    model, shape = make_model(kind)
+    batch = make_batch("mse", shape=shape, n_tasks=7)
+    steps = {}
+    for chunk in (None, 3, 1):
+        trial = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(trial.parameters(), lr=0.1)
+        loss = meta_step(trial, optimizer, batch, chunk_size=chunk)
+        steps[chunk] = (loss, [p.detach().clone() for p in trial.parameters()])
+    for chunk in (3, 1):
+        torch.testing.assert_close(steps[chunk][0], steps[None][0])
+        for a, b in zip(steps[chunk][1], steps[None][1]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_the_chunk_size_follows_a_tasks_graph():
+    batch = make_batch("cross_entropy", shape=(1, 16, 16), n_tasks=32, n_outputs=5)
+    loop = InnerLoop("cross_entropy")
+    small = MetaModel(MLP(256, 5)).double()
+    conv = MetaModel(ConvNet((1, 16, 16), 5, channels=(32, 32), padding=1)).double()
+    flat = TaskBatch(batch.x_support.flatten(2), batch.y_support, batch.x_query.flatten(2),
+                     batch.y_query)
+    assert meta_step_chunk_size(small, flat, loop) == 32
+    assert meta_step_chunk_size(conv, batch, loop, max_bytes=1) == 1
+    # a doubled budget doubles the chunk (up to rounding)
+    a = meta_step_chunk_size(conv, batch, loop, max_bytes=2 ** 23)
+    b = meta_step_chunk_size(conv, batch, loop, max_bytes=2 ** 24)
+    assert 1 <= a < 32 and 2 * a <= b <= 2 * a + 1
 
 
 def test_meta_step_updates_every_meta_parameter():

@@ -22,7 +22,8 @@ from .optim import (
     hidden_sharing_lr_scale,
     make_meta_optimizer,
 )
-from .outer import adapted_outputs, evaluate_task_losses, meta_step, task_losses
+from .outer import (adapted_outputs, evaluate_task_losses, meta_step, meta_step_chunk_size,
+                    task_graph_bytes, task_losses)
 
 __all__ = [
     "HIDDEN_SHARING_SIZE",
@@ -42,6 +43,8 @@ __all__ = [
     "inner_update",
     "make_meta_optimizer",
     "meta_step",
+    "meta_step_chunk_size",
+    "task_graph_bytes",
     "mse_loss",
     "support_loss",
     "task_losses",

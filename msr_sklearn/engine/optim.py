@@ -249,8 +249,10 @@ def _unwrapped(sharing):
 def _shrink_rows(params, threshold, dim):
     """The proximal step of ``threshold * sum_rows ||row||``: each row's norm shrinks."""
     for p in params:
-        norms = p.norm(dim=dim, keepdim=True)
-        p.mul_((1 - threshold / norms.clamp_min(1e-30)).clamp_min_(0))
+        # the square-sum-sqrt form: torch's norm over a non-contiguous dim takes a slow
+        # path (430 us against 7 us for a (3, 4760) basis, a third of a rank-1 meta-step)
+        norms = p.square().sum(dim, keepdim=True).sqrt_()
+        p.mul_((1 - threshold / norms.clamp_min_(1e-30)).clamp_min_(0))
 
 
 def make_meta_optimizer(model, meta_lr=1e-3, meta_optimizer="adam", sharing_sparsity=0.0):

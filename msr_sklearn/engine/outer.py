@@ -11,7 +11,13 @@ import torch
 
 from .inner import InnerLoop, adapt
 
-__all__ = ["adapted_outputs", "evaluate_task_losses", "meta_step", "task_losses"]
+__all__ = ["adapted_outputs", "evaluate_task_losses", "meta_step", "meta_step_chunk_size",
+           "task_graph_bytes", "task_losses"]
+
+#: saved activations per chunk of tasks ``chunk_size="auto"`` aims at (bytes): small
+#: enough that a chunk's graph stays near the CPU caches and memory stays bounded, large
+#: enough that small networks run their whole meta-batch at once
+CHUNK_BYTES = 64 * 2 ** 20
 
 
 def task_losses(model, batch, loop=InnerLoop()):
@@ -52,7 +58,7 @@ def task_losses(model, batch, loop=InnerLoop()):
 
 
 def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
-              process_group=None):
+              process_group=None, chunk_size=None):
     """One outer step on the mean query loss over the meta-batch; returns that loss.
 
     Computes :func:`task_losses`, backpropagates their mean into the meta-parameters
@@ -84,6 +90,11 @@ def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
         Size of the whole meta-batch across processes; ``None``: ``batch.n_tasks``.
     process_group : ProcessGroup or None, default=None
         The ``torch.distributed`` group to all-reduce over; ``None``: one process.
+    chunk_size : int or None, default=None
+        Tasks whose graph is built and backpropagated at once: the meta-gradient is
+        accumulated over chunks, so the memory of the graph is that of one chunk (the
+        same gradient up to the order of float sums). ``None``: the whole meta-batch.
+        :func:`meta_step_chunk_size` picks one from the size of a task's graph.
 
     Returns
     -------
@@ -109,14 +120,19 @@ def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
     True
     """
     optimizer.zero_grad(set_to_none=True)
-    losses = task_losses(model, batch, loop)
-    meta_loss = losses.sum() / (n_total_tasks or batch.n_tasks)
-    meta_loss.backward()
+    n_total = n_total_tasks or batch.n_tasks
+    chunk_size = batch.n_tasks if chunk_size is None else max(1, int(chunk_size))
+    meta_loss = 0.0
+    for start in range(0, batch.n_tasks, chunk_size):
+        chunk = batch if chunk_size >= batch.n_tasks else \
+            batch.select(slice(start, start + chunk_size))
+        chunk_loss = task_losses(model, chunk, loop).sum() / n_total
+        chunk_loss.backward()  # frees this chunk's graph before the next is built
+        meta_loss = meta_loss + chunk_loss.detach()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for p in params:
         if p.grad is None:  # every process must contribute the same tensors
             p.grad = torch.zeros_like(p)
-    meta_loss = meta_loss.detach()
     if process_group is not None:
         flat = torch.cat([meta_loss.reshape(1), *(p.grad.reshape(-1) for p in params)])
         torch.distributed.all_reduce(flat, group=process_group)
@@ -131,6 +147,75 @@ def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
         return torch.where(torch.isfinite(meta_loss), torch.nan, meta_loss)
     optimizer.step()
     return meta_loss
+
+
+def task_graph_bytes(model, batch, loop=InnerLoop()):
+    """Bytes of the tensors autograd saves for one task of ``batch``'s meta-step.
+
+    A forward pass of the inner loop and the query loss on the first task, counting
+    each saved storage once; no backward. It does not draw from the random generators
+    (a dropout's mask), so calling it leaves a seeded fit unchanged.
+
+    Parameters
+    ----------
+    model : MetaModel
+    batch : TaskBatch
+    loop : InnerLoop, default=InnerLoop()
+
+    Returns
+    -------
+    int
+    """
+    saved = {}
+
+    def pack(tensor):  # count each storage once: views of one tensor share it
+        storage = tensor.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    device = batch.x_query.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        task_losses(model, batch.select(slice(0, 1)), loop)
+    return sum(saved.values())
+
+
+def meta_step_chunk_size(model, batch, loop=InnerLoop(), *, max_bytes=CHUNK_BYTES):
+    """Tasks per chunk of a meta-step whose graph holds about ``max_bytes`` of tensors.
+
+    :func:`task_graph_bytes` of one task, divided into ``max_bytes``. Small networks
+    get the whole meta-batch; a Conv-4 on real images a few tasks, which on a CPU
+    runs as fast as the whole batch or faster (the chunk's activations stay near the
+    caches) and bounds the memory of a meta-step.
+
+    Parameters
+    ----------
+    model : MetaModel
+    batch : TaskBatch
+    loop : InnerLoop, default=InnerLoop()
+    max_bytes : int, default=64 MiB
+
+    Returns
+    -------
+    int
+        Between 1 and ``batch.n_tasks``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.data.batch import TaskBatch
+    >>> from msr_sklearn.engine import MetaModel, meta_step_chunk_size
+    >>> from msr_sklearn.models import MLP
+    >>> model = MetaModel(MLP(5, 2))
+    >>> x, y = torch.randn(32, 10, 5), torch.randn(32, 10, 2)
+    >>> batch = TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])
+    >>> meta_step_chunk_size(model, batch)                    # tiny: all 32 at once
+    32
+    >>> meta_step_chunk_size(model, batch, max_bytes=20_000)  # a 20 kB budget
+    3
+    """
+    per_task = max(1, task_graph_bytes(model, batch, loop))
+    return int(min(batch.n_tasks, max(1, max_bytes // per_task)))
 
 
 def adapted_outputs(model, batch, loop=InnerLoop(), *, chunk_size=512):

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..engine import InnerLoop, meta_step
+from ..engine import InnerLoop, meta_step, meta_step_chunk_size
 
 if torch.distributed.is_available():
     # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments
@@ -216,6 +216,10 @@ class Trainer:
         from them.
     process_group : ProcessGroup or None, default=None
         The ``torch.distributed`` group; ``None``: one process.
+    chunk_size : int, "auto" or None, default="auto"
+        Tasks backpropagated at once within a meta-step (``meta_step``'s
+        ``chunk_size``); ``"auto"``: :func:`~msr_sklearn.engine.meta_step_chunk_size`
+        of the first meta-batch of each shape; ``None``: the whole meta-batch.
 
     Attributes
     ----------
@@ -257,8 +261,10 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, batches, n_steps, meta_lr, schedule="constant",
-                 callbacks=(), loop=None, history=None, process_group=None):
+                 callbacks=(), loop=None, history=None, process_group=None,
+                 chunk_size="auto"):
         self.model, self.optimizer, self.batches = model, optimizer, batches
+        self.chunk_size, self._chunk_sizes = chunk_size, {}
         self.n_steps, self.meta_lr, self.schedule = n_steps, meta_lr, schedule
         self.callbacks = list(callbacks)
         self.loop = InnerLoop() if loop is None else loop
@@ -311,7 +317,8 @@ class Trainer:
                     batch = batch.select(shard)
                 self.loss = float(meta_step(self.model, self.optimizer, batch, self.loop,
                                             n_total_tasks=size,
-                                            process_group=self.process_group))
+                                            process_group=self.process_group,
+                                            chunk_size=self._chunk_size_for(batch)))
                 self._in_step = True
                 self.notify("on_step_end")
                 self.step += 1
@@ -324,6 +331,14 @@ class Trainer:
         self.finished = not self.interrupted
         self.notify("on_train_end")
         return self
+
+    def _chunk_size_for(self, batch):
+        if self.chunk_size != "auto":
+            return self.chunk_size
+        key = (tuple(batch.x_support.shape), tuple(batch.x_query.shape))
+        if key not in self._chunk_sizes:
+            self._chunk_sizes[key] = meta_step_chunk_size(self.model, batch, self.loop)
+        return self._chunk_sizes[key]
 
     def state_dict(self):
         """Everything an exact resume needs: model, Adam, sampler, step, history, callbacks.
