@@ -163,13 +163,20 @@ class MetaModel(nn.Module):
         return self.shared[_key(name)].sharing
 
     @property
-    def n_adapted_weights(self):
-        """Parameters of two or more dimensions that tasks adapt (shared or inner)."""
-        shapes = {name: getattr(self.shared[_key(name)].sharing, "weight_shape")
-                  for name in self.shared_names}
+    def adapted_weights(self):
+        """The names of the weights (two or more dimensions) a task adapts, shared or
+        inner, in the module's order: what ``layer=j`` counts in the inspection tools
+        (as :attr:`LearnedSymmetry.weight_names <msr_sklearn.LearnedSymmetry.weight_names>`)."""
         own = dict(self.module.named_parameters())
-        shapes.update({n: tuple(own[n].shape) for n, r in self.roles.items() if r == "inner"})
-        return sum(len(s) >= 2 for s in shapes.values())
+        dims = {name: len(self.sharing(name).weight_shape) if role == "shared"
+                else own[name].dim() for name, role in self.roles.items()
+                if role in ("shared", "inner")}
+        return [name for name, dim in dims.items() if dim >= 2]
+
+    @property
+    def n_adapted_weights(self):
+        """The number of :attr:`adapted_weights`."""
+        return len(self.adapted_weights)
 
     def initial_inner(self):
         """The meta-learned initial inner tensors (``v0``, ``R0``, inner parameters), by name."""

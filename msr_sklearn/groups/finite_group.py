@@ -263,8 +263,6 @@ class FiniteGroup:
                                  f"{self.n_generators} generators")
             index.append(int(g))
         if not index:
-            from .library import trivial_group
-
             return trivial_group(self.n_in, self.n_out)
         gens = [self._gens[i] for i in index]
         return FiniteGroup([_rep(g[0]) for g in gens], [_rep(g[1]) for g in gens],
@@ -529,3 +527,29 @@ def _permutation_group_order(generators, degree):
             i -= 1
     return math.prod(len(t) for t in transversals)
 
+
+def trivial_group(n_in, n_out=None):
+    """The one-element group (every weight is free).
+
+    Parameters
+    ----------
+    n_in : int
+        The dimension of the inputs.
+    n_out : int or None, default=None
+        The dimension of the outputs; ``None`` uses ``n_in``.
+
+    Returns
+    -------
+    FiniteGroup
+        One identity generator named ``"identity"``; its :meth:`~FiniteGroup.sharing_basis`
+        is the identity on all ``n_out * n_in`` weights.
+
+    Examples
+    --------
+    >>> from msr_sklearn.groups import trivial_group
+    >>> g = trivial_group(3, 2)
+    >>> g.order, g.weight_shape, g.sharing_basis().shape
+    (1, (2, 3), (6, 6))
+    """
+    n_out = n_in if n_out is None else n_out
+    return FiniteGroup([np.arange(n_in)], [np.arange(n_out)], names=["identity"], name="trivial")

@@ -11,37 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ._inputs import _check_positive
-from .finite_group import MAX_ORDER, FiniteGroup
+from .finite_group import MAX_ORDER, FiniteGroup, trivial_group
 
 
 # --------------------------------------------------------------------- ready-made groups
-def trivial_group(n_in, n_out=None):
-    """The one-element group (every weight is free).
-
-    Parameters
-    ----------
-    n_in : int
-        The dimension of the inputs.
-    n_out : int or None, default=None
-        The dimension of the outputs; ``None`` uses ``n_in``.
-
-    Returns
-    -------
-    FiniteGroup
-        One identity generator named ``"identity"``; its :meth:`~FiniteGroup.sharing_basis`
-        is the identity on all ``n_out * n_in`` weights.
-
-    Examples
-    --------
-    >>> from msr_sklearn.groups import trivial_group
-    >>> g = trivial_group(3, 2)
-    >>> g.order, g.weight_shape, g.sharing_basis().shape
-    (1, (2, 3), (6, 6))
-    """
-    n_out = n_in if n_out is None else n_out
-    return FiniteGroup([np.arange(n_in)], [np.arange(n_out)], names=["identity"], name="trivial")
-
-
 def cyclic_group(n):
     """``C_n`` shifting ``R^n`` (``x -> roll(x, 1)``) on inputs and outputs: circulants.
 

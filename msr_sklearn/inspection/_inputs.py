@@ -48,10 +48,8 @@ def _is_model(source):
 def _layer_of(source, layer=0):
     """The :class:`_Layer` ``layer`` (an index or a weight name) of a LearnedSymmetry or
     a MetaModel."""
-    from .soft_symmetry import _adapted_weights
-
     model = source._model() if _is_symmetry(source) else source
-    names = _adapted_weights(model)
+    names = model.adapted_weights
     if isinstance(layer, str):
         if layer not in names:
             raise ValueError(f"layer={layer!r} is not an adapted weight; they are {names}")

@@ -36,13 +36,6 @@ def _span_basis(sharing):
         return left[:, s > s.max() * 1e-6]
 
 
-def _adapted_weights(model):
-    """The names of the weights a task adapts, in order (what ``layer=j`` counts)."""
-    own = dict(model.module.named_parameters())
-    return [name for name, role in model.roles.items()
-            if role == "shared" or (role == "inner" and own[name].dim() >= 2)]
-
-
 def residual_info(source, layer=0):
     """The residual of layer ``layer`` (an index counting adapted weights, or a name), or None.
 
@@ -121,7 +114,7 @@ def symmetry_strength(model, batch, loop=InnerLoop(), *, chunk_size=512):
         relative to their own weights) and ``n_tasks``; for a layer without a residual
         (strength 1) the rate and the breaking are NaN.
     """
-    names = _adapted_weights(model)
+    names = model.adapted_weights
     sharings = [model.sharing(n) if model.roles[n] == "shared" else None for n in names]
     bases = [_span_basis(s) for s in sharings]
     in_span = [[] for _ in names]
