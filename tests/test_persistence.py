@@ -380,6 +380,37 @@ def test_version_1_files_still_load_and_missing_files_are_filenotfound(tmp_path)
         read_checkpoint(tmp_path)  # a directory is no file either
 
 
+V2_FIXTURES = sorted((ROOT / "tests" / "data" / "v2").glob("*.msr"))
+
+
+@pytest.mark.parametrize("path", V2_FIXTURES, ids=[p.stem for p in V2_FIXTURES])
+def test_version_2_files_load_and_reproduce_their_release(path):
+    """Each file of the last release before module= (one per architecture its flags
+    could spell) loads into today's modules and adapts to the outputs that release
+    computed (tests/data/README.md)."""
+    from msr_sklearn.data.batch import TaskBatch
+    from msr_sklearn.engine import InnerLoop, adapted_outputs
+
+    assert len(V2_FIXTURES) == 10
+    expected = np.load(path.parent / "expected.npz")
+    x = torch.from_numpy(expected[f"{path.stem}/x"])
+    y = torch.from_numpy(expected[f"{path.stem}/y"])
+    symmetry = LearnedSymmetry.load(path)
+    assert symmetry.inner_steps == 2
+    model = symmetry.build_model()
+    loss = "cross_entropy" if symmetry.objective == "classification" else "mse"
+    with torch.no_grad():
+        initial = model(x[0])
+    torch.testing.assert_close(initial.reshape(expected[f"{path.stem}/initial"].shape),
+                               torch.from_numpy(expected[f"{path.stem}/initial"]),
+                               rtol=1e-4, atol=1e-5)
+    out = adapted_outputs(model, TaskBatch(x[:, :4], y[:, :4], x[:, 4:], y[:, 4:]),
+                          InnerLoop(loss, steps=2))
+    torch.testing.assert_close(out.reshape(expected[f"{path.stem}/out"].shape),
+                               torch.from_numpy(expected[f"{path.stem}/out"]),
+                               rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------------- 5. checkpoint content and fields
 def _unfinished(tasks, tmp_path, interrupt_at):
     """A checkpoint at step 3 of 5: the run was interrupted after it."""
