@@ -1,5 +1,9 @@
+"""Fixtures shared by the test modules."""
+
 import pytest
 import torch
+
+from msr_sklearn.datasets import make_translation_tasks
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +35,10 @@ def interrupt_at(monkeypatch):
         monkeypatch.setattr(training_module, "meta_step",
                             real_step if n is None else interrupting_step)
     return patch
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    """40 small translation tasks ``(X, y)``: 8 rows of 10 features each; what the
+    training, checkpoint and resume tests fit on."""
+    return make_translation_tasks(n_tasks=40, n_samples=8, n_features=10, random_state=0)

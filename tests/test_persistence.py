@@ -41,11 +41,6 @@ Q = dict(n_filters=2, n_support=2, n_meta_steps=5, meta_batch_size=4, random_sta
 
 
 @pytest.fixture(scope="module")
-def tasks():
-    return make_translation_tasks(n_tasks=40, n_samples=8, n_features=10, random_state=0)
-
-
-@pytest.fixture(scope="module")
 def reference(tasks):
     return MetaSymmetryLearner(**Q).fit(*tasks)
 

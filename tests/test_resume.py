@@ -27,11 +27,6 @@ SMALL = dict(n_filters=3, bias=False, n_support=2, n_meta_steps=40, meta_batch_s
              random_state=0)
 
 
-@pytest.fixture(scope="module")
-def tasks():
-    return make_translation_tasks(n_tasks=40, n_samples=8, n_features=10, random_state=0)
-
-
 def stream():
     return TaskStream(lambda n, rng: make_translation_tasks(
         n_tasks=n, n_samples=6, n_features=10, random_state=int(rng.integers(2**31))))

@@ -17,11 +17,6 @@ SMALL = dict(n_filters=3, bias=False, n_support=2, n_meta_steps=30, meta_batch_s
              meta_lr_schedule="constant", meta_lr=1e-3, random_state=0)
 
 
-@pytest.fixture(scope="module")
-def tasks():
-    return make_translation_tasks(n_tasks=40, n_samples=8, n_features=10, random_state=0)
-
-
 class Recorder(Callback):
     """Records every hook it sees, and the meta-lr of every step."""
 
