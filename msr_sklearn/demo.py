@@ -68,11 +68,9 @@ def main(argv=None):
     print("Which weights W[out, in] the learned U ties (top-left corner; a convolution is a "
           "band of width 3):")
     print(sharing_picture(u, 68, 70))
-    # the keys are "<layer>.<tensor>", e.g. "0.filters": said in words
-    print("Inner learning rates learned by MSR:", ", ".join(
-        f"layer {key.partition('.')[0]} {key.partition('.')[2]} {rate:.3f}"
-        for key, rate in msr.symmetry_.inner_lrs.items()))
-
+    # the keys are inner tensors: "0.weight.filters" is v of the weight of module "0"
+    print("Inner learning rates learned by MSR (per inner tensor):", ", ".join(
+        f"{key} {rate:.3f}" for key, rate in msr.symmetry_.inner_lrs.items()))
 
 if __name__ == "__main__":
     main()
