@@ -63,6 +63,8 @@ class MetaFittingMixin:
         tasks = self._check_tasks(*((X, y, groups) if stream is None else
                                     (stream.draw(self.meta_batch_size, seed), None, None)),
                                   fitted=warm)
+        if stream is not None:
+            stream.check_drawn(tasks.n_tasks, self.meta_batch_size)
         if not warm:
             self.objective_, self.n_outputs_ = tasks.objective, tasks.n_outputs
             self.input_shape_ = tasks.feature_shape

@@ -355,8 +355,11 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         """The network to build: the module, or the MLP of the shorthands."""
         params = self._module_params()
         if self.module is None:
-            params = {**params, "hidden_layer_sizes": tuple(int(h) for h in
-                                                            self.hidden_layer_sizes),
+            sizes = tuple(self.hidden_layer_sizes)
+            if not all(isinstance(h, Integral) and not isinstance(h, bool) for h in sizes):
+                raise ValueError(f"hidden_layer_sizes must be integers (units per hidden "
+                                 f"layer); got {self.hidden_layer_sizes!r}")
+            params = {**params, "hidden_layer_sizes": tuple(int(h) for h in sizes),
                       "activation": self.activation, "bias": bool(self.bias)}
         else:
             changed = [k for k, v in _MLP_SHORTHANDS.items()
