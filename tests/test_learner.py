@@ -306,19 +306,9 @@ def test_divergence_stops_and_keeps_last_finite_state(small_tasks):
 
 
 def test_a_nan_meta_loss_skips_the_update_and_the_learner_stays_usable(small_tasks,
-                                                                         monkeypatch):
+                                                                         losses_times_at):
     X, y = small_tasks
-    import msr_sklearn.engine.outer as meta_module
-
-    calls = {"n": 0}
-    real_losses = meta_module.task_losses
-
-    def poisoned_losses(*args, **kwargs):  # e.g. a task whose loss overflows at step 10
-        calls["n"] += 1
-        losses = real_losses(*args, **kwargs)
-        return losses * float("nan") if calls["n"] == 11 else losses
-
-    monkeypatch.setattr(meta_module, "task_losses", poisoned_losses)
+    losses_times_at(11, float("nan"))  # e.g. a task whose loss overflows at step 10
     learner = MetaSymmetryLearner(**SMALL)
     with pytest.warns(RuntimeWarning, match="non-finite at step 10"):
         learner.fit(X, y)
