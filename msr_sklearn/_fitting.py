@@ -8,6 +8,8 @@ callbacks) → train → summarize (``history_``, ``symmetry_``, ``n_iter_``...)
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 from types import SimpleNamespace
 
@@ -34,6 +36,34 @@ from .training.checkpoints import restore_checkpoint
 from .training.loop import _distributed_context, shared_seed
 
 __all__ = ["MetaFittingMixin"]
+
+#: the private attributes that belong to a fit (with every ``name_`` one)
+_PRIVATE_FITTED = ("_device", "_spec", "_optimizer", "_built_with")
+
+
+def _fitted_names(learner):
+    return [k for k in vars(learner)
+            if (k.endswith("_") and not k.startswith("__")) or k in _PRIVATE_FITTED]
+
+
+@contextlib.contextmanager
+def all_or_nothing(learner):
+    """A fit replaces the learner's fitted attributes all together, or not at all.
+
+    If the body raises (an error or an interrupt outside the training loop's own
+    handling: a bad batch, a failed checkpoint write, a full disk), every fitted
+    attribute is put back as it was before, the ones the failed fit added removed: the
+    learner stays the previous fit (or unfitted), never ``model_`` of one fit with
+    ``symmetry_`` of another. A warm start trains a copy of the fitted model for this.
+    """
+    before = {k: getattr(learner, k) for k in _fitted_names(learner)}
+    try:
+        yield
+    except BaseException:
+        for name in _fitted_names(learner):
+            delattr(learner, name)
+        learner.__dict__.update(before)
+        raise
 
 
 class MetaFittingMixin:
@@ -63,6 +93,8 @@ class MetaFittingMixin:
         tasks = self._check_tasks(*((X, y, groups) if stream is None else
                                     (stream.draw(self.meta_batch_size, seed), None, None)),
                                   fitted=warm)
+        if stream is not None:
+            stream.check_drawn(tasks.n_tasks, self.meta_batch_size)
         if not warm:
             self.objective_, self.n_outputs_ = tasks.objective, tasks.n_outputs
             self.input_shape_ = tasks.feature_shape
@@ -133,6 +165,8 @@ class MetaFittingMixin:
             self.history_ = pd.DataFrame()
         else:  # a warm start keeps Adam's moments; the schedule sets the current meta_lr
             self._check_unchanged_model()
+            # trained as a copy: a failed fit leaves the fitted model as it was
+            self.model_, self._optimizer = copy.deepcopy((self.model_, self._optimizer))
         batches = MetaBatches(run.train, self.meta_batch_size, self.n_support, run.sampler,
                               check=lambda drawn: self._check_tasks(drawn, None, None, True),
                               **run.split)

@@ -87,10 +87,23 @@ class ModuleSpec:
             if name in names and name not in self.params and filled[name] is not None:
                 self.params[name] = filled[name]
         try:
-            return self.obj(**self.params)
+            module = self.obj(**self.params)
         except TypeError as exc:
             raise TypeError(f"cannot build {self.obj.__name__}(**{self.params!r}): {exc}; "
                             "check the module__* parameters") from exc
+        except ValueError:  # the module's own message
+            raise
+        except Exception as exc:  # e.g. torch's on a negative size: say which call failed
+            raise ValueError(f"cannot build {self.obj.__name__}(**{self.params!r}): "
+                             f"{type(exc).__name__}: {exc}; check the module__* parameters"
+                             ) from exc
+        empty = [f"{name} {tuple(p.shape)}" for name, p in module.named_parameters()
+                 if p.numel() == 0]
+        if empty:
+            raise ValueError(f"{self.obj.__name__}(**{self.params!r}) has parameters without "
+                             f"values: {', '.join(empty)}; every layer needs at least one "
+                             "unit (check the module__* sizes and the data's dimensions)")
+        return module
 
     def to_json(self):
         """The spec as JSON values; an instance or non-JSON parameters record the class only."""

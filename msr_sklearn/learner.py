@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import torch
 from sklearn.base import BaseEstimator
 
-from ._fitting import MetaFittingMixin
+from ._fitting import MetaFittingMixin, all_or_nothing
 from ._validation import Hidden, Interval, StrOptions, check_device, fit_context
 from .architecture import ModuleSpec
 from .data.routing import check_score_request
@@ -355,8 +355,11 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         """The network to build: the module, or the MLP of the shorthands."""
         params = self._module_params()
         if self.module is None:
-            params = {**params, "hidden_layer_sizes": tuple(int(h) for h in
-                                                            self.hidden_layer_sizes),
+            sizes = tuple(self.hidden_layer_sizes)
+            if not all(isinstance(h, Integral) and not isinstance(h, bool) for h in sizes):
+                raise ValueError(f"hidden_layer_sizes must be integers (units per hidden "
+                                 f"layer); got {self.hidden_layer_sizes!r}")
+            params = {**params, "hidden_layer_sizes": tuple(int(h) for h in sizes),
                       "activation": self.activation, "bias": bool(self.bias)}
         else:
             changed = [k for k, v in _MLP_SHORTHANDS.items()
@@ -482,23 +485,28 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         Returns
         -------
         self
+            With every fitted attribute replaced. A fit that raises replaces none:
+            the learner keeps its previous fit (or stays unfitted), and a failed warm
+            start leaves the fitted model untouched.
         """
         _check_module_params(self._extra_params())
         if self.layer in RETIRED_LAYERS:
             raise ValueError(f"layer={self.layer!r} is now a module: use "
                              f"{RETIRED_LAYERS[self.layer]} (see the migration notes in the "
                              "changelog)")
-        self._device = check_device(self.device)
         check_score_request(self, groups)
         checkpoint = self._checkpoint()
-        # checked before any work, and held (locked) until the fit's last write
-        with using_checkpoint(None if checkpoint is None else checkpoint.path,
-                              checkpoint is not None and checkpoint.resume,
-                              _distributed_context()[0]):
-            run = self._validate(X, y, groups, validation_tasks)
-            trainer = self._build_or_resume(run)
-            trainer.run()
-        return self._summarize(trainer)
+        # a fit that raises leaves the previous fit's attributes, all of them
+        with all_or_nothing(self):
+            self._device = check_device(self.device)
+            # checked before any work, and held (locked) until the fit's last write
+            with using_checkpoint(None if checkpoint is None else checkpoint.path,
+                                  checkpoint is not None and checkpoint.resume,
+                                  _distributed_context()[0]):
+                run = self._validate(X, y, groups, validation_tasks)
+                trainer = self._build_or_resume(run)
+                trainer.run()
+            return self._summarize(trainer)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

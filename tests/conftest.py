@@ -37,6 +37,32 @@ def interrupt_at(monkeypatch):
     return patch
 
 
+@pytest.fixture
+def losses_times_at(monkeypatch):
+    """``losses_times_at(n, factor)``: the task losses of the n-th meta-step of the training
+    loop are multiplied by ``factor`` (NaN: a task whose loss overflows), whatever else
+    computes task losses (the graph-size probe does)."""
+    import msr_sklearn.engine.outer as outer
+    import msr_sklearn.training.loop as training_module
+
+    real_step, real_losses = training_module.meta_step, outer.task_losses
+
+    def patch(n, factor):
+        calls = {"n": 0}
+
+        def step(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] != n:
+                return real_step(*args, **kwargs)
+            with monkeypatch.context() as m:
+                m.setattr(outer, "task_losses",
+                          lambda *a, **k: real_losses(*a, **k) * factor)
+                return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(training_module, "meta_step", step)
+    return patch
+
+
 @pytest.fixture(scope="module")
 def tasks():
     """40 small translation tasks ``(X, y)``: 8 rows of 10 features each; what the

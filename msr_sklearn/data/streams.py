@@ -42,6 +42,18 @@ class TaskStream:
         """``n_tasks`` fresh tasks; ``random_state`` seeds a numpy Generator."""
         return self.sampler(int(n_tasks), np.random.default_rng(random_state))
 
+    def check_drawn(self, n_drawn, n_tasks):
+        """A ``ValueError`` unless the sampler returned the ``n_tasks`` tasks asked for.
+
+        Too few would train on smaller meta-batches than ``meta_batch_size`` says, too
+        many would cost their memory and time: both are a sampler's bug.
+        """
+        if n_drawn != n_tasks:
+            raise ValueError(f"the task stream {self!r} returned {n_drawn} tasks when asked "
+                             f"for {n_tasks}: a sampler (n_tasks, random_state) -> tasks must "
+                             "return exactly n_tasks tasks (meta_batch_size of them per "
+                             "meta-step)")
+
     @classmethod
     def from_iterable(cls, tasks: Iterable):
         """A stream over an iterable that yields one ``(X, y)`` task at a time.

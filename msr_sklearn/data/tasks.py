@@ -22,6 +22,7 @@ from scipy import stats
 from scipy.sparse import issparse
 from sklearn.utils.multiclass import type_of_target
 
+from ._checks import as_array, check_padded_size, refuse_non_numbers, unique_task_ids
 from .batch import TaskBatch
 from .stratify import stratified_order, stratified_split_problem
 
@@ -332,6 +333,7 @@ class MetaBatches:
         else:
             seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
             tasks, index = self.check(self.tasks.draw(self.batch_size, seed)), None
+            self.tasks.check_drawn(tasks.n_tasks, self.batch_size)
         return tasks.split(self.n_support, self.generator, index=index, shuffle=self.shuffle,
                            stratify=self.stratify)
 
@@ -375,9 +377,8 @@ def _as_task_list(X, y=None, groups=None):
         raise ValueError("groups were given without y; pass fit(X, y, groups=task_ids)")
     if groups is not None:
         feature_names = _feature_names(X)
-        Xa = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
-        ya = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
-        g = groups.to_numpy() if hasattr(groups, "to_numpy") else np.asarray(groups)
+        Xa, ya = as_array(X, "X"), as_array(y, "y")
+        g = as_array(groups, "groups")
         if g.ndim != 1:
             raise ValueError(f"groups must be 1-D (one task id per row); got shape {g.shape}")
         if len(g) != len(Xa) or len(ya) != len(Xa):
@@ -391,15 +392,20 @@ def _as_task_list(X, y=None, groups=None):
             "(n_tasks, n_samples, C, H, W), or be long format "
             f"2-D X with groups=task ids; got X with ndim={np.ndim(X)} and no groups. "
             + (LONG_FORMAT_NEEDS_GROUPS if np.ndim(X) == 2 else ""))
-    Xa, ya = np.asarray(X), np.asarray(y)
+    hint = ("; every sample needs the same features, and tasks of different sizes come as a "
+            "list of (X_i, y_i) pairs, or in long format with groups=task ids")
+    Xa, ya = as_array(X, "X", hint), as_array(y, "y", hint)
     if len(Xa) != len(ya):
         raise ValueError(f"X and y hold different numbers of tasks: {len(Xa)} and {len(ya)}")
     return [(Xa[i], ya[i]) for i in range(len(Xa))], None
 
 
 def task_rows(groups):
-    """The row indices of each task of long-format ``groups``, in order of first appearance."""
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    """The row indices of each task of long-format ``groups``, in order of first appearance.
+
+    Task ids must be present (no None or NaN) and of types that can be ordered.
+    """
+    _, first, inverse = unique_task_ids(np.asarray(groups))
     return [np.flatnonzero(inverse == t) for t in np.argsort(first)]
 
 
@@ -512,8 +518,10 @@ or (n_samples, n_outputs), default=None
     Raises
     ------
     ValueError
-        If the tasks are empty, inconsistent, too small, not finite, or (classification)
-        a task has a single class.
+        If the tasks are empty, inconsistent, too small, not finite, not numbers (strings,
+        dates), or (classification) a task has a single class; or if padding them to the
+        largest task would take more memory than is available, or over 1 GiB and 100
+        times their own rows (one huge task among small ones: split it, or stream them).
     TypeError
         If the input is sparse or of no accepted form.
 
@@ -567,6 +575,7 @@ or (n_samples, n_outputs), default=None
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     Xp = _stacked_as_is(X, y, groups, np_dtype) if _is_3d(X) else None
     if Xp is None:
+        check_padded_size(Xs, ys, sizes, np_dtype.itemsize, objective)
         with np.errstate(over="ignore"):  # overflow to inf is reported just below
             Xp = _pad(Xs, n_max, np_dtype)
     _check_finite(Xp, "X")
@@ -639,9 +648,10 @@ def _stacked_as_is(a, other, groups, dtype):
 def _numeric_array(a, what, ndim, at_least=False):
     if issparse(a):
         raise TypeError(f"{what} is sparse, which is not supported; convert with .toarray()")
-    a = np.asarray(a.to_numpy() if hasattr(a, "to_numpy") else a)
+    a = as_array(a, what)
     if a.dtype.kind == "c":
         raise ValueError(f"{what}: complex data not supported")
+    refuse_non_numbers(a, what)
     if a.ndim != ndim and not (at_least and a.ndim > ndim):
         raise ValueError(f"{what} must be {ndim}-D (n_samples, n_features)"
                          + (" or (n_samples, C, H, W)" if at_least else "")

@@ -185,7 +185,10 @@ class MetaAdam:
         else:
             state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
-        p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** t))
+        # a step size beyond the dtype's range (meta_lr=1e38) would not convert: it is
+        # clamped to the largest, and the training loop rejects the state that gives
+        step_size = max(-group["lr"] / (1 - beta1 ** t), -torch.finfo(p.dtype).max)
+        p.addcdiv_(state["exp_avg"], denom, value=step_size)
 
     def _index(self):
         return {id(p): i for i, p in enumerate(p for g in self.param_groups

@@ -58,7 +58,7 @@ def task_losses(model, batch, loop=InnerLoop()):
 
 
 def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
-              process_group=None, chunk_size=None):
+              process_group=None, chunk_size=None, max_loss=float("inf"), snapshot=None):
     """One outer step on the mean query loss over the meta-batch; returns that loss.
 
     Computes :func:`task_losses`, backpropagates their mean into the meta-parameters
@@ -72,9 +72,11 @@ def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
     one all-reduce, so every process takes the identical step and the replicas stay in
     sync.
 
-    If the loss or any meta-gradient is non-finite the step is skipped, so the
-    parameters and the optimizer state stay at their last finite values, and the
-    returned loss is NaN (or the non-finite loss).
+    If the loss is non-finite or above ``max_loss``, or any meta-gradient is
+    non-finite, the step is rejected: no update is applied, and with a ``snapshot``
+    the parameters and the optimizer state go back to it (the state before the last
+    update this snapshot guarded, whose loss was finite: the update that led here is
+    undone). The returned loss is then NaN for a non-finite gradient, else the loss.
 
     Parameters
     ----------
@@ -95,6 +97,12 @@ def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
         accumulated over chunks, so the memory of the graph is that of one chunk (the
         same gradient up to the order of float sums). ``None``: the whole meta-batch.
         :func:`meta_step_chunk_size` picks one from the size of a task's graph.
+    max_loss : float, default=inf
+        A larger loss is treated as diverged (the training loop's
+        :class:`~msr_sklearn.training.callbacks.DivergenceStop` sets it).
+    snapshot : StateSnapshot or None, default=None
+        Taken right before an update is applied, restored when a step is rejected
+        (:class:`~msr_sklearn.engine.snapshot.StateSnapshot`).
 
     Returns
     -------
@@ -142,9 +150,15 @@ def meta_step(model, optimizer, batch, loop=InnerLoop(), *, n_total_tasks=None,
             p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
     grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    if not bool(torch.isfinite(meta_loss) & torch.isfinite(grad_norm)):
+    accepted = torch.isfinite(meta_loss) & torch.isfinite(grad_norm) & (meta_loss <= max_loss)
+    if not bool(accepted):
         optimizer.zero_grad(set_to_none=True)
-        return torch.where(torch.isfinite(meta_loss), torch.nan, meta_loss)
+        if snapshot is not None:
+            snapshot.restore()
+        return torch.where(torch.isfinite(meta_loss) & ~torch.isfinite(grad_norm), torch.nan,
+                           meta_loss)
+    if snapshot is not None:
+        snapshot.take()
     optimizer.step()
     return meta_loss
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
@@ -31,6 +32,10 @@ NO_ROW_PREDICTIONS = (
     "of names) to cross_validate or a search, or leave scoring=None for the learner's "
     "score. To predict the rows of one task, adapt a per-task estimator to its support: "
     "learner.make_estimator().fit(X_support, y_support).{method}(X).")
+
+
+def _abs_max(*tensors):
+    return max(float(t.detach().abs().max()) if t.numel() else 0.0 for t in tensors)
 
 
 class TaskScoringMixin:
@@ -95,6 +100,13 @@ class TaskScoringMixin:
             with ``sample_weight`` the tasks' means and intervals are weighted by
             ``weight`` (:func:`~msr_sklearn.data.tasks.mean_confidence_interval`).
 
+        Raises
+        ------
+        ValueError
+            When an adapted output or a score is NaN or infinite (inputs or targets so
+            large that float32 overflows), with the tasks, the cause and the data's
+            largest values: never a NaN score, nor an accuracy of NaN logits.
+
         Examples
         --------
         >>> from msr_sklearn import MetaSymmetryLearner
@@ -117,7 +129,47 @@ class TaskScoringMixin:
         outputs = adapted_outputs(self.model_, batch, self._inner_loop())
         per_task = per_task_scores(self.objective_, outputs, batch, tasks.classes,
                                    self.n_support, weights, metrics)
+        self._refuse_non_finite(outputs, batch, per_task, metrics)
         return (per_task, summarize_scores(per_task)) if return_summary else per_task
+
+    def _refuse_non_finite(self, outputs, batch, per_task, metrics):
+        """A ``ValueError`` naming the cause when an output or a score is not finite.
+
+        Finite tasks can still overflow float32: inputs far beyond the training scale in
+        the forward pass, large targets in adaptation or in a squared error. NaN logits
+        would otherwise score as an accuracy, and NaN or inf as an R².
+        """
+        finite_rows = outputs.reshape(*outputs.shape[:2], -1).isfinite().all(-1)
+        if batch.query_mask is not None:
+            finite_rows |= ~batch.query_mask  # padding rows are not scored
+        bad_outputs = (~finite_rows.all(1)).nonzero().flatten().tolist()
+        scores = per_task[list(metrics)].to_numpy(dtype=float)
+        bad_scores = np.flatnonzero(~np.isfinite(scores).all(1)).tolist()
+        if not bad_outputs and not bad_scores:
+            return
+        bad = bad_outputs or bad_scores
+        where = f"task{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:5]))}" + (
+            f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        scale = f"largest |X| {_abs_max(batch.x_support, batch.x_query):.3g}"
+        if self.objective_ == "regression":
+            scale += f", largest |y| {_abs_max(batch.y_support, batch.y_query):.3g}"
+        fix = ("; scale the tasks as the training tasks were (e.g. with a StandardScaler "
+               "fitted on the training rows)")
+        if not bad_outputs:
+            metric = next(m for m, ok in zip(metrics, np.isfinite(scores[bad[0]])) if not ok)
+            raise ValueError(f"cannot score: the {metric} of {where} is not finite: the query "
+                             f"targets overflow float32 in the metric ({scale}){fix}")
+        model = self.model_
+        with torch.no_grad():
+            if not all(bool(p.isfinite().all()) for p in model.parameters()):
+                cause = "the learner's fitted state holds NaN or infinite values; refit it"
+                fix = ""
+            elif not bool(model(batch.x_query[bad[0]]).isfinite().all()):
+                cause = "the network's forward pass overflows float32 on these inputs"
+            else:
+                cause = "adapting to the support rows overflows float32"
+        raise ValueError(f"cannot score: the adapted network's outputs are NaN or infinite "
+                         f"on the query rows of {where}: {cause} ({scale}){fix}")
 
     def score(self, X, y=None, groups=None, sample_weight=None):
         """Mean post-adaptation query score over tasks: R² (regression) or accuracy.

@@ -48,9 +48,14 @@ class FixedSharing(Sharing):
         n_weights = self.n_weights
         given = self.matrix_
         self.matrix_ = None
-        if given is not None and (given.ndim != 2 or given.shape[0] != n_weights):
+        if given is not None and (given.ndim != 2 or given.shape[0] != n_weights
+                                  or not 1 <= given.shape[1] <= n_weights):
             raise ValueError(f"a fixed sharing matrix for weights of shape {weight_shape} must "
-                             f"have shape ({n_weights}, k); got {tuple(given.shape)}")
+                             f"have shape ({n_weights}, k) with 1 <= k <= {n_weights} (more "
+                             f"filters than weights only repeat directions); got "
+                             f"{tuple(given.shape)}")
+        if given is not None and not bool(given.isfinite().all()):
+            raise ValueError("a fixed sharing matrix must be finite; it holds NaN or infinity")
         self.register_buffer("symmetry_matrix", given)
         # the identity holds no tensor; this empty one follows .to(device) for matrix()
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)

@@ -52,14 +52,31 @@ class History(Callback):
 
 
 class DivergenceStop(Callback):
-    """Stop, with a ``RuntimeWarning``, at the first non-finite meta-loss.
+    """Stop, with a ``RuntimeWarning``, at the first meta-step that diverged.
 
-    :func:`~msr_sklearn.engine.meta_step` skipped that update, so the last finite state
-    is kept; the step's row gets ``diverged=True`` and a NaN ``train_loss``.
+    A step diverged when its meta-loss is non-finite, or more than ``growth`` times the
+    largest of the run's first ``baseline_steps`` meta-losses (earlier fits' included:
+    the untrained scale), or a meta-gradient is non-finite. The callback sets
+    ``trainer.loss_limit`` before every step, so :func:`~msr_sklearn.engine.meta_step`
+    rejects such a step before applying it and undoes the update that led there: the
+    learner keeps the state of the last step whose meta-loss was finite (and Adam's
+    state of then). The diverged step's row gets ``diverged=True`` and a NaN
+    ``train_loss``.
+
+    Parameters
+    ----------
+    growth : float, default=1e4
+        How many times the baseline a meta-loss may reach. Losses of a sane run fall
+        below their first values; a loss orders of magnitude above them is a run that
+        diverges, suddenly (the next steps overflow) or step by step.
+    baseline_steps : int, default=10
+        The first meta-losses of the run that set the baseline (their maximum, so the
+        spread of a few meta-batches is in it).
 
     Examples
     --------
     >>> import warnings
+    >>> import numpy as np
     >>> from msr_sklearn import MetaSymmetryLearner
     >>> from msr_sklearn.datasets import make_translation_tasks
     >>> X, y = make_translation_tasks(n_tasks=20, n_features=6, random_state=0)
@@ -68,14 +85,43 @@ class DivergenceStop(Callback):
     ...                                   n_meta_steps=100, random_state=0).fit(X, y)
     >>> bool(learner.history_["diverged"].iloc[-1]), len(learner.history_) < 100
     (True, True)
+    >>> bool(np.isfinite(learner.score(X, y)))  # the update that diverged was undone
+    True
     """
 
+    def __init__(self, growth=1e4, baseline_steps=10):
+        if not growth > 1:
+            raise ValueError(f"growth must be a number > 1; got {growth!r}")
+        if isinstance(baseline_steps, bool) or not isinstance(baseline_steps, int) \
+                or baseline_steps < 1:
+            raise ValueError("baseline_steps must be a positive integer; got "
+                             f"{baseline_steps!r}")
+        self.growth, self.baseline_steps = growth, baseline_steps
+
+    def on_train_begin(self, trainer):
+        # the baseline from the history (earlier fits', or restored by a resume)
+        losses = [row["train_loss"] for row in trainer.history
+                  if not row.get("diverged") and np.isfinite(row["train_loss"])]
+        self.baseline = losses[:self.baseline_steps]
+        trainer.loss_limit = self._limit()
+
+    def _limit(self):
+        # no limit before a first loss, nor from losses of 0 (a perfect start)
+        largest = max(self.baseline, default=0.0)
+        return self.growth * largest if largest > 0 else float("inf")
+
     def on_step_end(self, trainer):
-        if np.isfinite(trainer.loss):
+        if not trainer.diverged:
+            if len(self.baseline) < self.baseline_steps:
+                self.baseline.append(trainer.loss)
+                trainer.loss_limit = self._limit()
             return
-        warnings.warn(f"the meta-loss became non-finite at step {trainer.step}; training "
-                      "stopped and the last finite state was kept (try a smaller meta_lr or "
-                      "inner_lr)", RuntimeWarning, stacklevel=6)
+        what = ("became non-finite" if not np.isfinite(trainer.loss) else
+                f"grew to {trainer.loss:.3g}, more than {self.growth:g} times its first "
+                f"values (up to {max(self.baseline):.3g}),")
+        warnings.warn(f"the meta-loss {what} at step {trainer.step}; training stopped and "
+                      "the last finite state was kept, from before the update that diverged "
+                      "(try a smaller meta_lr or inner_lr)", RuntimeWarning, stacklevel=6)
         if trainer.history and trainer.history[-1]["step"] == trainer.step:
             trainer.history[-1].update(train_loss=float("nan"), diverged=True)
         trainer.stop_training = True
@@ -112,7 +158,7 @@ class Validation(Callback):
 
     def on_step_end(self, trainer):
         done = trainer.fit_step + 1
-        if not np.isfinite(trainer.loss) or (done % self.interval and done != trainer.n_steps):
+        if trainer.diverged or (done % self.interval and done != trainer.n_steps):
             return
         losses = evaluate_task_losses(trainer.model, self.batch, trainer.loop)
         trainer.history[-1]["valid_loss"] = losses.mean().item()

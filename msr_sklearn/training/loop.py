@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from ..engine import InnerLoop, meta_step, meta_step_chunk_size
+from ..engine.snapshot import StateSnapshot
 
 if torch.distributed.is_available():
     # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments
@@ -229,6 +230,13 @@ class Trainer:
         The global index of this fit's first step; ``fit_step = step - fit_start``.
     loss : float
         The meta-loss of the current step (NaN or inf where it diverged).
+    loss_limit : float
+        A meta-loss above it counts as diverged: ``meta_step`` applies no update and
+        undoes the previous one (:class:`~msr_sklearn.training.callbacks.DivergenceStop`
+        sets it; ``inf`` without).
+    diverged : bool
+        Whether the current step's meta-loss was non-finite or above ``loss_limit``
+        (or a meta-gradient non-finite): the state went back to before the last update.
     lr : float
         The meta learning rate of the current step.
     history : list of dict
@@ -275,7 +283,10 @@ class Trainer:
                                        torch.distributed.get_world_size(process_group))
                                       if process_group is not None else (0, 1))
         self.loss = self.lr = float("nan")
-        self.stop_training = self.interrupted = self.finished = False
+        self.loss_limit = float("inf")
+        self.stop_training = self.interrupted = self.finished = self.diverged = False
+        # taken by meta_step before each update: undoes a diverged or interrupted one
+        self._snapshot = StateSnapshot(model, optimizer)
         self._in_step = False  # between a meta-step and its index's increment
         names = [cb.name for cb in self.callbacks]
         if len(set(names)) < len(names):
@@ -318,13 +329,19 @@ class Trainer:
                 self.loss = float(meta_step(self.model, self.optimizer, batch, self.loop,
                                             n_total_tasks=size,
                                             process_group=self.process_group,
-                                            chunk_size=self._chunk_size_for(batch)))
+                                            chunk_size=self._chunk_size_for(batch),
+                                            max_loss=self.loss_limit, snapshot=self._snapshot))
+                self.diverged = not (math.isfinite(self.loss) and self.loss <= self.loss_limit)
                 self._in_step = True
+                self._snapshot.live = False  # the update is complete
                 self.notify("on_step_end")
                 self.step += 1
                 self._in_step = False
         except KeyboardInterrupt:
-            # parameters change only inside optimizer.step, all at once: the state is usable
+            if self._in_step:  # the step's update is applied: it counts
+                self.step += 1
+            elif self._snapshot.live:  # inside (or just after) the update: undo all of it
+                self._snapshot.restore()
             self.interrupted, self._in_step = True, False
             warnings.warn(f"fit interrupted after {self.fit_step} meta-steps; the learner "
                           "keeps the state reached so far", RuntimeWarning, stacklevel=4)
