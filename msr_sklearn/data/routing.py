@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn import get_config
 
-from .tasks import _is_3d, task_rows
+from ._forms import _is_3d, task_rows
 
 
 def check_score_request(estimator, groups):
