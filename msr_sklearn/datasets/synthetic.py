@@ -263,11 +263,13 @@ def make_rotation_tasks(group="c4", n_tasks=1000, n_samples=20, image_size=9, ke
 
 
 def make_permutation_tasks(n_tasks=1000, n_samples=20, n_features=8, noise=0.0,
-                           return_subspace=False, random_state=None):
+                           return_subspace=False, mean_scale=None, random_state=None):
     """Permutation-equivariant linear maps ``y = a x + b mean(x)`` (DeepSets layers).
 
-    Each task draws ``a ~ N(0, 1)`` and ``b ~ N(0, n_features)`` (so that both terms
-    contribute equally to the variance of ``y``); ``x ~ N(0, I)``. Every map commutes
+    Each task draws ``a ~ N(0, 1)`` and ``b ~ N(0, s^2)``; ``x ~ N(0, I)``. The
+    default ``s = sqrt(n_features)`` makes both terms contribute equally to the
+    variance of ``y``; a smaller ``s`` makes the mean term a weak direction of the
+    symmetry (it carries ``s^2 / (n + s^2)`` of the variance). Every map commutes
     with every permutation of the features: its weights ``a I + (b / n) 1 1^T`` lie in
     the 2-dimensional ``S_n``-equivariant space.
 
@@ -280,6 +282,9 @@ def make_permutation_tasks(n_tasks=1000, n_samples=20, n_features=8, noise=0.0,
     return_subspace : bool
         Also return an orthonormal basis ``(n_features**2, 2)`` of ``span{I, 1 1^T}``
         (row-major ``vec``).
+    mean_scale : float > 0 or None, default=None
+        ``s``, the standard deviation of the mean term's coefficient ``b``; ``None``:
+        ``sqrt(n_features)`` (equal signal). The random stream does not depend on it.
     random_state : int, RandomState or None
 
     Returns
@@ -295,13 +300,23 @@ def make_permutation_tasks(n_tasks=1000, n_samples=20, n_features=8, noise=0.0,
     ...                                  random_state=0)
     >>> X.shape, y.shape, U.shape
     ((4, 20, 5), (4, 20, 5), (25, 2))
+
+    A weak mean term (about 1% of the variance of ``y`` for ``s = 0.3``, ``n = 10``):
+
+    >>> X, y = make_permutation_tasks(n_tasks=4, n_features=10, mean_scale=0.3,
+    ...                               random_state=0)
     """
     _check_task_arguments(noise, n_tasks=n_tasks, n_samples=n_samples, n_features=n_features)
     if n_features < 2:
         raise ValueError(f"n_features must be >= 2 for permutations to act; got {n_features}")
+    if mean_scale is None:
+        mean_scale = np.sqrt(n_features)
+    elif not (np.isscalar(mean_scale) and mean_scale > 0 and np.isfinite(mean_scale)):
+        raise ValueError(f"mean_scale must be a positive finite float or None; got "
+                         f"{mean_scale!r}")
     rng = check_random_state(random_state)
     a = rng.standard_normal((n_tasks, 1, 1))
-    b = rng.standard_normal((n_tasks, 1, 1)) * np.sqrt(n_features)
+    b = rng.standard_normal((n_tasks, 1, 1)) * mean_scale
     X = rng.standard_normal((n_tasks, n_samples, n_features))
     y = a * X + b * X.mean(axis=-1, keepdims=True)
     if noise:
