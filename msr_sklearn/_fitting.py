@@ -28,11 +28,16 @@ from .training.callbacks import (
     EarlyStopping,
     History,
     ProgressBar,
+    SharingPruning,
+    StabilityWarnings,
     Validation,
     resume_mismatch,
     resume_state,
 )
 from .training.checkpoints import restore_checkpoint
+
+#: the inner (and query) loss of each objective
+LOSS_OF_OBJECTIVE = {"regression": "mse", "classification": "cross_entropy"}
 from .training.loop import _distributed_context, shared_seed
 
 __all__ = ["MetaFittingMixin"]
@@ -147,7 +152,8 @@ class MetaFittingMixin:
                 model = build_meta_model(self._spec, self.sharing, self.input_shape_,
                                          self.n_outputs_, inner_lr=self.inner_lr,
                                          learn_inner_lr=self.learn_inner_lr, seed=run.seed,
-                                         layer=self.layer, n_filters=self.n_filters)
+                                         layer=self.layer, n_filters=self.n_filters,
+                                         loss=LOSS_OF_OBJECTIVE[self.objective_])
             else:
                 symmetry = self._checked_initial_symmetry()
                 self._spec = symmetry.module
@@ -170,7 +176,9 @@ class MetaFittingMixin:
         batches = MetaBatches(run.train, self.meta_batch_size, self.n_support, run.sampler,
                               check=lambda drawn: self._check_tasks(drawn, None, None, True),
                               **run.split)
-        callbacks = [History(), DivergenceStop()]
+        callbacks = [History(), DivergenceStop(), StabilityWarnings()]
+        if self._prunes_sharing():
+            callbacks.append(SharingPruning())
         if run.valid_batch is not None:
             callbacks.append(Validation(run.valid_batch, self.validation_interval))
         callbacks += [c for c in run.callbacks if c is not run.checkpoint]

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .engine import MetaModel
+from .engine import MetaModel, auto_inner_lrs
 from .models import BUILTIN_MODELS, MLP, default_policy
 from .sharing import import_object, sharing_from_spec, sharing_spec
 
@@ -157,7 +157,7 @@ def _as_tuple(value):
 
 
 def build_meta_model(spec, policy, input_shape, n_outputs, *, inner_lr=0.1,
-                     learn_inner_lr=True, seed=0, layer="msr", n_filters=8):
+                     learn_inner_lr=True, seed=0, layer="msr", n_filters=8, loss="mse"):
     """Build ``spec``'s module and put it under ``policy``, deterministically from ``seed``.
 
     The module is constructed with torch's global generator forked and seeded (so its
@@ -174,11 +174,14 @@ def build_meta_model(spec, policy, input_shape, n_outputs, *, inner_lr=0.1,
         One sample's shape.
     n_outputs : int
         Outputs (regression) or ways (classification).
-    inner_lr : float, default=0.1
+    inner_lr : float or "auto", default=0.1
+        ``"auto"``: :func:`~msr_sklearn.engine.auto_inner_lrs` for ``loss``, from 0.1.
     learn_inner_lr : bool, default=True
     seed : int, default=0
     layer : str, default="msr"
     n_filters : int or sequence of int, default=8
+    loss : {"mse", "cross_entropy"}, default="mse"
+        The inner loop's loss (for ``inner_lr="auto"``).
 
     Returns
     -------
@@ -192,8 +195,14 @@ def build_meta_model(spec, policy, input_shape, n_outputs, *, inner_lr=0.1,
     if policy is None:
         policy = default_policy(module, layer, n_filters)
     generator = torch.Generator().manual_seed(seed)
-    return MetaModel(module, policy, inner_lr=inner_lr, learn_inner_lr=learn_inner_lr,
-                     generator=generator)
+    auto = isinstance(inner_lr, str) and inner_lr == "auto"
+    model = MetaModel(module, policy, inner_lr=0.1 if auto else inner_lr,
+                      learn_inner_lr=learn_inner_lr, generator=generator)
+    if auto:
+        rates = auto_inner_lrs(model, loss)
+        with torch.no_grad():
+            model.inner_lrs.copy_(torch.tensor([rates[n] for n in model.inner_names]))
+    return model
 
 
 def resolved_policy(model):

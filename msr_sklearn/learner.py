@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import torch
 from sklearn.base import BaseEstimator
 
-from ._fitting import MetaFittingMixin, all_or_nothing
+from ._fitting import LOSS_OF_OBJECTIVE, MetaFittingMixin, all_or_nothing
 from ._validation import Hidden, Interval, StrOptions, check_device, fit_context
 from .architecture import ModuleSpec
 from .data.routing import check_score_request
@@ -27,10 +27,6 @@ from .training.loop import _distributed_context
 
 __all__ = ["MetaSymmetryLearner", "RETIRED_PARAMETERS"]
 
-_LOSS_OF = {"regression": "mse", "classification": "cross_entropy"}
-#: ``sharing_sparsity="auto"`` for one dense MSR layer (docs/convergence.md: rank-1
-#: 0.66 -> 0.36 degrees, rank-2 2.2 -> 0.6, C4 lifting 0.92 -> 0.71, query MSE unchanged)
-AUTO_SHARING_SPARSITY = 0.15
 #: parameters that do not change what a fit computes: a resume may change them
 _NOT_SETTINGS = ("callbacks", "device", "verbose", "warm_start")
 
@@ -136,8 +132,12 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         tasks cannot be stratified, ``"random"`` with a warning that some supports lack
         a class. ``score`` and ``evaluate`` split new tasks the same way.
     inner_steps : int, default=1
-    inner_lr : float, default=0.1
-        Initial value of every inner learning rate.
+    inner_lr : float or "auto", default="auto"
+        Initial value of every inner learning rate. ``"auto"``: at the scale the loss
+        needs: ``C_out / 2`` for the tensors of an output convolution under the MSE (its
+        support loss averages over every output pixel, ``C_out * H' * W'`` outputs, so
+        0.1 is far too small), 0.1 otherwise
+        (:func:`msr_sklearn.engine.auto_inner_lrs`).
     learn_inner_lr : bool, default=True
     learn_symmetry : bool, default=True
         ``False`` keeps every sharing ``U`` at its initial value and meta-learns the
@@ -155,12 +155,23 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         (:class:`~msr_sklearn.engine.InnerLoop`). ``"auto"``: ``"first_order"`` for a
         network with one adapted weight, ``"second_order"`` otherwise.
     meta_optimizer : {"msr_adam", "adam"}, default="msr_adam"
-        ``"msr_adam"``: Adam with one second moment per sharing tensor; ``"adam"``: plain
-        Adam on everything, as the paper's code (:func:`msr_sklearn.engine.make_meta_optimizer`).
+        ``"msr_adam"``: for a network with one adapted weight, Adam with one second
+        moment per sharing tensor (per column of a dense ``U``, which moves at twice the
+        rate), so the entries of ``U`` that carry no signal move in proportion to their
+        (noise) gradient; for several, Adam with every sharing's step within 1% of its
+        norm (a trust region: without it a deep conv net could die at the default
+        rate). ``"adam"``: plain Adam on everything, as the paper's code
+        (:func:`msr_sklearn.engine.make_meta_optimizer`).
     sharing_sparsity : float >= 0 or "auto", default="auto"
         A row group-lasso (Occam) prior on the weights a learned dense ``U`` uses
-        (:func:`~msr_sklearn.engine.make_meta_optimizer`). ``"auto"``: 0.15 for a
-        network whose one adapted weight has a strict dense sharing, 0 otherwise.
+        (:func:`~msr_sklearn.engine.make_meta_optimizer`): after every meta-step the row
+        of ``U`` of each weight is shrunk towards 0 by ``sharing_sparsity`` times the
+        meta-lr. ``"auto"``: no fixed strength (it also removes real directions of the
+        symmetry that carry little signal) but, for a network whose one adapted weight
+        has a strict dense sharing, held-out-checked pruning: from half of the run on,
+        the rows of ``U`` no task needs are zeroed as long as the query loss of fresh
+        tasks does not rise (:class:`~msr_sklearn.training.callbacks.SharingPruning`);
+        nothing for other networks (``docs/convergence.md``).
     meta_lr : float, default=1e-2
         Peak learning rate of the outer loop (see ``meta_lr_schedule``).
     meta_batch_size : int, default=32
@@ -264,7 +275,7 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         "n_support": [Interval(Integral, 1, None, closed="left")],
         "support_split": [StrOptions({"auto", "stratified", "random", "first"})],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
-        "inner_lr": [Interval(Real, 0, None, closed="neither")],
+        "inner_lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "learn_inner_lr": ["boolean"],
         "learn_symmetry": ["boolean"],
         "initial_symmetry": [None, LearnedSymmetry],
@@ -287,7 +298,7 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
 
     def __init__(self, module=None, sharing=None, hidden_layer_sizes=(), activation="relu",
                  layer="msr", n_filters=8, bias=True, objective="auto", n_support=5,
-                 support_split="auto", inner_steps=1, inner_lr=0.1, learn_inner_lr=True,
+                 support_split="auto", inner_steps=1, inner_lr="auto", learn_inner_lr=True,
                  learn_symmetry=True, initial_symmetry=None, first_order=False,
                  symmetry_gradient="auto", meta_optimizer="msr_adam", sharing_sparsity="auto",
                  meta_lr=1e-2, meta_batch_size=32, n_meta_steps=1000,
@@ -406,18 +417,20 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
         gradient = self.symmetry_gradient
         if gradient == "auto":
             gradient = "first_order" if self.model_.n_adapted_weights <= 1 else "second_order"
-        return InnerLoop(loss=_LOSS_OF[self.objective_], steps=int(self.inner_steps),
+        return InnerLoop(loss=LOSS_OF_OBJECTIVE[self.objective_], steps=int(self.inner_steps),
                          first_order=bool(self.first_order), symmetry_gradient=gradient)
 
     def _sharing_sparsity(self):
-        """``sharing_sparsity`` with ``"auto"`` resolved for the fitted network."""
-        if self.sharing_sparsity != "auto":
-            return float(self.sharing_sparsity)
+        """``sharing_sparsity`` with ``"auto"`` resolved: no fixed-strength prior."""
+        return 0.0 if self.sharing_sparsity == "auto" else float(self.sharing_sparsity)
+
+    def _prunes_sharing(self):
+        """``"auto"``: held-out-checked pruning of one strict dense sharing's ``U``."""
         model = self.model_
         shared = model.shared_names
-        one_dense = (model.n_adapted_weights == 1 and len(shared) == 1
-                     and isinstance(model.sharing(shared[0]), DenseSharing))
-        return AUTO_SHARING_SPARSITY if one_dense else 0.0
+        return (self.sharing_sparsity == "auto" and model.n_adapted_weights == 1
+                and len(shared) == 1 and type(model.sharing(shared[0])) is DenseSharing
+                and model.sharing(shared[0]).basis.requires_grad)
 
     def _settings(self):
         """The parameters that shape the training trajectory, as JSON values."""

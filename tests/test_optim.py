@@ -51,7 +51,28 @@ def test_plain_adam_and_bad_names():
     with pytest.raises(ValueError, match="meta_optimizer must be one of"):
         make_meta_optimizer(model, meta_optimizer="sgd")
     with pytest.raises(ValueError, match="second_moment must be"):
-        MetaAdam([{"params": [torch.nn.Parameter(torch.zeros(1))], "second_moment": "row"}])
+        MetaAdam([{"params": [torch.nn.Parameter(torch.zeros(1))], "second_moment": "col"}])
+
+
+def test_row_second_moment_and_trust_ratio():
+    basis = torch.nn.Parameter(torch.zeros(2, 3))
+    opt = MetaAdam([{"params": [basis], "second_moment": "row"}], lr=0.1)
+    basis.grad = torch.tensor([[1.0, 0.5, 0.0], [0.01, 0.005, 0.0]])
+    opt.step()  # each row (a column of U) normalized by its own second moment
+    torch.testing.assert_close(basis.detach()[0], basis.detach()[1])
+    assert opt.state[basis]["exp_avg_sq"].shape == (2, 1)
+    restored = MetaAdam([{"params": [basis], "second_moment": "row"}], lr=0.1)
+    restored.load_state_dict(opt.state_dict())  # the row shape is a valid saved state
+    big = torch.nn.Parameter(torch.ones(100))
+    opt = MetaAdam([{"params": [big], "trust_ratio": 0.1}], lr=0.1)
+    big.grad = torch.ones(100)
+    opt.step()  # Adam's step (0.1 per entry, norm 1) is within the bound 0.1 * ||p|| = 1
+    torch.testing.assert_close(big.detach(), torch.full((100,), 0.9))
+    small = torch.nn.Parameter(torch.full((100,), 0.1))
+    opt = MetaAdam([{"params": [small], "trust_ratio": 0.1}], lr=0.1)
+    small.grad = torch.ones(100)
+    opt.step()  # bounded to 0.1 * ||p|| = 0.1: each entry moves by 0.01
+    torch.testing.assert_close(small.detach(), torch.full((100,), 0.09))
 
 
 def test_row_sparsity_zeroes_unused_rows_and_shrinks_the_others():

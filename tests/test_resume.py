@@ -137,7 +137,7 @@ def checkpoint(tasks, tmp_path):
      "was written with meta_lr_schedule='inverse_time', but the learner has "
      "meta_lr_schedule='cosine'"),
     ({"random_state": None}, "random_state=0, but the learner has random_state=None"),
-    ({"n_meta_steps": 50, "inner_lr": 0.2}, "inner_lr=0.1, but the learner has inner_lr=0.2; "
+    ({"n_meta_steps": 50, "inner_lr": 0.2}, "inner_lr='auto', but the learner has inner_lr=0.2; "
                                             "n_meta_steps=40, but the learner has "
                                             "n_meta_steps=50"),
 ])

@@ -14,21 +14,28 @@ from .inner import (
     support_loss,
 )
 from .losses import LOSSES, cross_entropy_loss, mse_loss
-from .model import MetaModel, SharedWeight
+from .model import MetaModel, SharedWeight, auto_inner_lrs
 from .optim import (
+    DEEP_TRUST_RATIO,
     HIDDEN_SHARING_SIZE,
     META_OPTIMIZERS,
+    ONE_LAYER_DENSE_LR_SCALE,
+    PRUNING_QUANTILES,
     MetaAdam,
     hidden_sharing_lr_scale,
     make_meta_optimizer,
+    prune_rows,
 )
 from .outer import (adapted_outputs, evaluate_task_losses, meta_step, meta_step_chunk_size,
                     task_graph_bytes, task_losses)
 
 __all__ = [
+    "DEEP_TRUST_RATIO",
     "HIDDEN_SHARING_SIZE",
     "LOSSES",
     "META_OPTIMIZERS",
+    "ONE_LAYER_DENSE_LR_SCALE",
+    "PRUNING_QUANTILES",
     "SYMMETRY_GRADIENTS",
     "InnerLoop",
     "MetaAdam",
@@ -36,6 +43,7 @@ __all__ = [
     "SharedWeight",
     "adapt",
     "adapted_outputs",
+    "auto_inner_lrs",
     "cross_entropy_loss",
     "evaluate_task_losses",
     "hidden_sharing_lr_scale",
@@ -44,8 +52,9 @@ __all__ = [
     "make_meta_optimizer",
     "meta_step",
     "meta_step_chunk_size",
-    "task_graph_bytes",
     "mse_loss",
+    "prune_rows",
     "support_loss",
+    "task_graph_bytes",
     "task_losses",
 ]

@@ -11,7 +11,6 @@ of ``vmap`` is most of the cost.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.func import functional_call, vmap
 

@@ -23,7 +23,7 @@ from torch.func import functional_call
 from ..sharing import resolve_policy
 from .batched import check_vectorizable, sequential_plan, task_batched_call
 
-__all__ = ["MetaModel", "SharedWeight"]
+__all__ = ["MetaModel", "SharedWeight", "auto_inner_lrs"]
 
 
 def _key(name):
@@ -74,9 +74,11 @@ class MetaModel(nn.Module):
         The policy (:func:`msr_sklearn.sharing.resolve_policy`): name patterns to
         sharings or to ``"inner"``, ``"outer"``, ``"frozen"``; unmatched parameters
         are inner.
-    inner_lr : float, default=0.1
+    inner_lr : float or dict of str to float, default=0.1
         Initial value of every inner learning rate (a
-        :class:`~msr_sklearn.sharing.Residual`'s ``inner_lr`` sets its residual's).
+        :class:`~msr_sklearn.sharing.Residual`'s ``inner_lr`` sets its residual's), or
+        of each inner tensor by name (:attr:`inner_names`; as :func:`auto_inner_lrs`
+        returns them).
     learn_inner_lr : bool, default=True
         Whether the outer loop updates the inner learning rates.
     generator : torch.Generator or None, default=None
@@ -148,6 +150,13 @@ class MetaModel(nn.Module):
             elif role.role == "frozen":
                 param.requires_grad_(False)
         self.inner_names = tuple(names)
+        if isinstance(inner_lr, dict):
+            unknown, missing = set(inner_lr) - set(names), set(names) - set(inner_lr)
+            if unknown or missing:
+                raise ValueError(f"inner_lr as a dict needs a rate for every inner tensor "
+                                 f"{list(names)}; unknown: {sorted(unknown)}, missing: "
+                                 f"{sorted(missing)}")
+            lrs = [float(inner_lr[name]) for name in names]
         self.inner_lrs = nn.Parameter(torch.tensor(lrs, dtype=torch.get_default_dtype()),
                                       requires_grad=learn_inner_lr)
         self._plan = sequential_plan(module)
@@ -264,6 +273,62 @@ class MetaModel(nn.Module):
 
     def extra_repr(self):
         return f"inner_names={list(self.inner_names)}"
+
+
+def auto_inner_lrs(model, loss="mse"):
+    """Initial inner learning rates at the scale the loss needs (``inner_lr="auto"``).
+
+    The MSE averages over the ``n_out`` outputs, so the support loss's curvature in a
+    weight is about ``2 P / n_out`` for unit-variance inputs, ``P`` the output positions
+    the weight is used at: a convolution's filter tap is used at every pixel of its
+    output maps (``P = H' W'``), whatever the support size. The rate of one
+    Newton-sized inner step is then ``n_out / (2 P) = C_out / 2`` (a 32×32 image lifted
+    to 24 maps of 30×30: 12, where a fixed 0.1 climbed to only 4.7 in 1,000 meta-steps
+    and left the exact-symmetry oracle no better than MAML-Conv). That rate is given to
+    the inner tensors of the output layer when it is an ``nn.Conv2d`` whose maps are the
+    outputs, under ``loss="mse"``; every other tensor keeps the model's rate. A dense
+    weight's curvature depends on how its sharing spreads it, and a learned dense ``U``
+    supplies the step size through its own scale (its singular values grow to about 15
+    on translation tasks): there the fixed start is kept (``docs/convergence.md``).
+
+    Parameters
+    ----------
+    model : MetaModel
+    loss : {"mse", "cross_entropy"}, default="mse"
+        The loss of the inner loop.
+
+    Returns
+    -------
+    dict of str to float
+        The rate of every inner tensor, by name (:attr:`MetaModel.inner_names`).
+
+    Examples
+    --------
+    >>> from msr_sklearn.engine import MetaModel, auto_inner_lrs
+    >>> from msr_sklearn.models import ConvNet, MLP
+    >>> net = ConvNet((1, 8, 8), n_outputs=None, channels=(8,))   # 8 maps of 6×6 out
+    >>> auto_inner_lrs(MetaModel(net, net.default_sharing("msr")))    # C_out / 2
+    {'features.0.weight.filters': 4.0, 'features.0.bias': 4.0}
+    >>> mlp = MLP(5, 2)
+    >>> rates = auto_inner_lrs(MetaModel(mlp, mlp.default_sharing("msr", n_filters=3)))
+    >>> {name: round(rate, 6) for name, rate in rates.items()}       # the model's own
+    {'0.weight.filters': 0.1, '0.bias': 0.1}
+    """
+    rates = dict(zip(model.inner_names, model.inner_lrs.detach().cpu().tolist()))
+    output = model.output_weight
+    if loss != "mse" or output is None:
+        return rates
+    owner_name = output.rpartition(".")[0]
+    owner = model.module.get_submodule(owner_name)
+    if isinstance(owner, nn.Conv2d) and output == f"{owner_name}.weight":
+        rate = owner.out_channels / 2.0
+        prefix = f"{owner_name}."
+        own = getattr(model.sharing(output), "inner_lr", None) \
+            if model.roles[output] == "shared" else None
+        for name in rates:
+            if name.startswith(prefix) and not (name.endswith(".residual") and own is not None):
+                rates[name] = rate
+    return rates
 
 
 def _last_adapted_weight(module, roles):

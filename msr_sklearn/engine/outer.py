@@ -179,6 +179,20 @@ def task_graph_bytes(model, batch, loop=InnerLoop()):
     Returns
     -------
     int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from msr_sklearn.data.batch import TaskBatch
+    >>> from msr_sklearn.engine import MetaModel, task_graph_bytes
+    >>> from msr_sklearn.models import MLP
+    >>> model = MetaModel(MLP(5, 2, hidden_layer_sizes=(64,)))
+    >>> x, y = torch.randn(8, 10, 5), torch.randn(8, 10, 2)
+    >>> small = task_graph_bytes(model, TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:]))
+    >>> x, y = torch.randn(8, 100, 5), torch.randn(8, 100, 2)
+    >>> large = task_graph_bytes(model, TaskBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:]))
+    >>> large > 5 * small          # the activations of 97 query rows instead of 7
+    True
     """
     saved = {}
 

@@ -1,10 +1,13 @@
-"""The built-in training callbacks: history, divergence, validation, early stopping,
-checkpoints and the progress bar (:mod:`msr_sklearn.training.loop` runs them).
+"""The built-in training callbacks: history, divergence, stability warnings, sharing
+pruning, validation, early stopping, checkpoints and the progress bar
+(:mod:`msr_sklearn.training.loop` runs them).
 
 :class:`~msr_sklearn.MetaSymmetryLearner` runs, in this order: :class:`History`,
-:class:`DivergenceStop`, :class:`Validation` (with held-out tasks), your ``callbacks``
-in their order (:class:`EarlyStopping` among them), your :class:`Checkpoint` (last, so
-it writes what the others left) and :class:`ProgressBar` (with ``verbose``).
+:class:`DivergenceStop`, :class:`StabilityWarnings`, :class:`SharingPruning` (for one
+dense layer under ``sharing_sparsity="auto"``), :class:`Validation` (with held-out
+tasks), your ``callbacks`` in their order (:class:`EarlyStopping` among them), your
+:class:`Checkpoint` (last, so it writes what the others left) and :class:`ProgressBar`
+(with ``verbose``).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from ..engine import evaluate_task_losses
 from ..symmetry import _plain
 from .checkpoints import check_training_state, read_checkpoint, resume_hint, write_checkpoint
 from .loop import Callback
+from .pruning import SharingPruning
 
 __all__ = ["Checkpoint", "DivergenceStop", "EarlyStopping", "History", "ProgressBar",
-           "Validation", "resume_mismatch", "resume_state"]
+           "SharingPruning", "StabilityWarnings", "Validation", "resume_mismatch",
+           "resume_state"]
 
 
 class History(Callback):
@@ -125,6 +130,82 @@ class DivergenceStop(Callback):
         if trainer.history and trainer.history[-1]["step"] == trainer.step:
             trainer.history[-1].update(train_loss=float("nan"), diverged=True)
         trainer.stop_training = True
+
+
+class StabilityWarnings(Callback):
+    """Warn (``RuntimeWarning``) when training goes wrong while the loss stays finite.
+
+    Two failures that :class:`DivergenceStop` cannot see:
+
+    * a learned inner learning rate turns negative: the inner loop then *ascends* its
+      support loss, and the meta-learned solution depends on that (one warning per
+      rate and fit);
+    * the meta-loss grows by orders of magnitude: above ``growth`` times the median of
+      the fit's first ``n_reference`` finite losses (one warning per fit), the spike
+      that precedes a network dying on the plateau of a constant prediction.
+
+    Training goes on in both cases; the warning says what to try.
+
+    Parameters
+    ----------
+    growth : float, default=100.0
+        The factor over the early losses that counts as a blow-up.
+    n_reference : int, default=10
+        Finite losses at the start of the fit whose median is the reference.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from msr_sklearn import MetaSymmetryLearner
+    >>> from msr_sklearn.datasets import make_translation_tasks
+    >>> X, y = make_translation_tasks(n_tasks=40, n_features=8, random_state=0)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = MetaSymmetryLearner(n_filters=3, n_support=1, inner_lr=0.01, meta_lr=0.1,
+    ...                             meta_lr_schedule="constant", meta_optimizer="adam",
+    ...                             n_meta_steps=30, random_state=0).fit(X, y)
+    >>> any("turned negative" in str(w.message) for w in caught)
+    True
+    """
+
+    def __init__(self, growth=100.0, n_reference=10):
+        self.growth = growth
+        self.n_reference = n_reference
+
+    def initialize(self):
+        self.reference, self.loss_warned, self.negative = [], False, []
+
+    def on_step_end(self, trainer):
+        loss = trainer.loss
+        if np.isfinite(loss):
+            if len(self.reference) < self.n_reference:
+                self.reference.append(float(loss))
+            elif not self.loss_warned and loss > self.growth * np.median(self.reference):
+                self.loss_warned = True
+                warnings.warn(
+                    f"the meta-loss grew to {loss:.4g} at step {trainer.step}, more than "
+                    f"{self.growth:g} times its early value ({np.median(self.reference):.4g}):"
+                    " training is unstable and the network may end on a constant "
+                    "prediction; try a smaller meta_lr", RuntimeWarning, stacklevel=6)
+        lrs = trainer.model.inner_lrs
+        if not lrs.requires_grad:
+            return
+        for name, lr in zip(trainer.model.inner_names, lrs.detach().cpu().tolist()):
+            if lr < 0 and name not in self.negative:
+                self.negative.append(name)
+                warnings.warn(
+                    f"the learned inner learning rate of {name!r} turned negative "
+                    f"({lr:.3g}) at step {trainer.step}: the inner loop now ascends the "
+                    "support loss; if that is not intended, try a smaller meta_lr or "
+                    "inner_lr, or learn_inner_lr=False", RuntimeWarning, stacklevel=6)
+
+    def state_dict(self):
+        return {"reference": list(self.reference), "loss_warned": self.loss_warned,
+                "negative": list(self.negative)}
+
+    def load_state_dict(self, state):
+        self.reference = [float(v) for v in state["reference"]]
+        self.loss_warned, self.negative = bool(state["loss_warned"]), list(state["negative"])
 
 
 class Validation(Callback):

@@ -27,8 +27,8 @@ __all__ = ["check_training_state", "read_checkpoint", "restore_checkpoint", "res
 #: callbacks of this library whose stops a checkpoint shows (DivergenceStop: a diverged
 #: row; EarlyStopping: its patience used up) or that never stop; any other callback may
 #: stop training for reasons a checkpoint cannot show
-_KNOWN_STOPS = {"History", "DivergenceStop", "Validation", "EarlyStopping", "Checkpoint",
-                "ProgressBar"}
+_KNOWN_STOPS = {"History", "DivergenceStop", "StabilityWarnings", "SharingPruning",
+                "Validation", "EarlyStopping", "Checkpoint", "ProgressBar"}
 
 
 def write_checkpoint(path, symmetry, state):
@@ -118,6 +118,8 @@ def _expectations(model):
     own = {k: (tuple(v.shape), np.dtype(str(v.dtype).removeprefix("torch.")))
            for k, v in model.state_dict().items()}
     shapes = {tuple(p.shape) for p in model.parameters()} | {()}
+    # MetaAdam's second moments: per entry, per tensor, or per slice along dim 0 ("row")
+    shapes |= {(shape[0],) + (1,) * (len(shape) - 1) for shape in shapes if shape}
     generator = tuple(torch.Generator().get_state().shape)
 
     def expect(path):
