@@ -41,7 +41,9 @@ with tempfile.TemporaryDirectory() as folder:
     path = Path(folder) / "translation.msr"
     learner.symmetry_.save(path)
     with zipfile.ZipFile(path) as archive:
-        print(path.name, path.stat().st_size // 1024, "KiB:", archive.namelist())
+        print(path.name, path.stat().st_size // 1024, "KiB:")
+        for member in archive.namelist():
+            print("   ", member)
     symmetry = LearnedSymmetry.load(path)
 print(symmetry)
 assert symmetry == learner.symmetry_
