@@ -45,7 +45,9 @@ with tempfile.TemporaryDirectory() as folder:
         for member in archive.namelist():
             print("   ", member)
     symmetry = LearnedSymmetry.load(path)
-print(symmetry)
+print("network:", symmetry.module.cls.__name__, symmetry.input_shape, "->",
+      symmetry.n_outputs, "outputs; shared weights:", symmetry.weight_names)
+print("learned inner rates:", {k: round(v, 3) for k, v in symmetry.inner_lrs.items()})
 assert symmetry == learner.symmetry_
 
 # %%
