@@ -73,7 +73,9 @@ myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]  # write-ups may start at "##" (no document title level)
 
 # -- matplotlib plot directive (the user guide's pictures) ---------------------------
-plot_include_source = True
+# the figures of the user guide show their picture, not the code that draws it (a
+# directive that should show its code says ``:include-source: true``)
+plot_include_source = False
 plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [("png", 110)]

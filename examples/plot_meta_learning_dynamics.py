@@ -45,7 +45,8 @@ class AngleToBand(Callback):
     def on_step_end(self, trainer):
         done = trainer.fit_step + 1
         if done % self.every == 0:
-            U = trainer.model.network.meta_layers[0].sharing.matrix().detach().numpy()
+            # the MetaModel's sharing of the MLP's one weight, "0.weight"
+            U = trainer.model.sharing("0.weight").matrix().detach().numpy()
             self.steps.append(done)
             self.angles.append(np.degrees(subspace_angles(U, band).max()))
 
@@ -106,6 +107,9 @@ plt.show()
 
 # %%
 # ``history_`` is a :class:`pandas.DataFrame` with one row per meta-step, so any of these
-# curves is one line of pandas away. For a long run, ``verbose=1`` shows a progress bar
-# and ``checkpoint_path=`` with ``resume=True`` keeps the whole training state, so a
-# killed run continues where it was.
+# curves is one line of pandas away. For a long run, ``verbose=1`` shows a progress bar,
+# and a :class:`~msr_sklearn.training.callbacks.Checkpoint` callback,
+# ``callbacks=[Checkpoint("run.msr", resume=True)]``, keeps the whole training state,
+# so a killed run continues where it was;
+# :class:`~msr_sklearn.training.callbacks.EarlyStopping` stops when the held-out loss
+# stops improving.

@@ -71,7 +71,9 @@ weight_use = np.linalg.norm(q, axis=1).reshape(68, 70)
 
 # the weight MSR reaches on test task 0: one inner step from v0 on one example
 reg = msr.make_estimator().fit(X_test[0, :1], y_test[0, :1])
-W_adapted = reg.network_.layers[0].weight().detach().numpy()
+# network_.inner_dict(): the adapted v (and biases); network_.model builds W = U v
+adapted = reg.network_.model.weights(reg.network_.inner_dict())
+W_adapted = adapted["0.weight"][0].detach().numpy()
 # the task's true filter, recovered exactly by least squares on all its rows
 windows = np.lib.stride_tricks.sliding_window_view(X_test[0], 3, axis=-1)
 w_true = np.linalg.lstsq(windows.reshape(-1, 3), y_test[0].ravel(), rcond=None)[0]

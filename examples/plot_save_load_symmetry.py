@@ -3,9 +3,10 @@
 Saving a learned symmetry and reusing it on a task
 ==================================================
 
-Meta-training produces a :class:`~msr_sklearn.LearnedSymmetry`: the architecture, the
-sharing ``U`` of every layer, the initial filters ``v0`` and the learned inner learning
-rates. It is what you keep. This example saves one to disk, loads it back — the file
+Meta-training produces a :class:`~msr_sklearn.LearnedSymmetry`: the network (a built-in
+model by name, or your module's class), the policy that says which weights are shared,
+the sharing ``U`` of every shared weight, the initial filters ``v0`` and the learned
+inner learning rates. It is what you keep. This example saves one to disk, loads it back — the file
 is a zip of ``.npy`` arrays and JSON, read without unpickling anything — and uses it
 to learn *new* tasks from a few examples with
 :class:`~msr_sklearn.EquivariantRegressor`.
@@ -40,9 +41,13 @@ with tempfile.TemporaryDirectory() as folder:
     path = Path(folder) / "translation.msr"
     learner.symmetry_.save(path)
     with zipfile.ZipFile(path) as archive:
-        print(path.name, path.stat().st_size // 1024, "KiB:", archive.namelist())
+        print(path.name, path.stat().st_size // 1024, "KiB:")
+        for member in archive.namelist():
+            print("   ", member)
     symmetry = LearnedSymmetry.load(path)
-print(symmetry)
+print("network:", symmetry.module.cls.__name__, symmetry.input_shape, "->",
+      symmetry.n_outputs, "outputs; shared weights:", symmetry.weight_names)
+print("learned inner rates:", {k: round(v, 3) for k, v in symmetry.inner_lrs.items()})
 assert symmetry == learner.symmetry_
 
 # %%
@@ -57,7 +62,8 @@ reg = EquivariantRegressor(symmetry=symmetry).fit(X_new[:1], y_new[:1])
 same = learner.make_estimator().fit(X_new[:1], y_new[:1])
 assert np.allclose(reg.predict(X_new[20:]), same.predict(X_new[20:]))
 assert clone(reg).symmetry == symmetry  # an equal copy
-print("adapted filter values v:", reg.network_.layers[0].filters.detach().numpy())
+adapted = reg.network_.inner_dict()  # the adapted inner tensors, by name
+print("adapted filter values v:", adapted["0.weight.filters"][0].detach().numpy())
 
 # %%
 # How many examples does a new task need?

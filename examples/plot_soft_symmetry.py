@@ -33,7 +33,8 @@ torch.set_num_threads(1)
 # convolution, half as large as a typical convolution matrix.
 rng = np.random.default_rng(0)
 n_tasks, n_features = 2300, 20
-dense = rng.standard_normal((n_tasks, n_features - 2, n_features)) * np.sqrt(3 / n_features)
+dense = (rng.standard_normal((n_tasks, n_features - 2, n_features))
+         * np.sqrt(3 / n_features))
 X_dense = rng.standard_normal((n_tasks, 20, n_features))
 families = {
     "exact": make_translation_tasks(n_tasks, n_features=n_features, random_state=0),
@@ -67,7 +68,8 @@ for family, (X, y) in families.items():
 # and reports the fraction of its adapted weight's squared norm that lies in
 # ``span(U)`` (1: the strict symmetry; towards 0: none), the residual's learned inner
 # rate, and ``R0`` relative to the tasks' own weights (``shared_breaking``).
-strength = {family: learners[family, "msr_residual"].symmetry_strength(X[2000:], y[2000:])
+strength = {family: learners[family, "msr_residual"].symmetry_strength(X[2000:],
+                                                                        y[2000:])
             for family, (X, y) in families.items()}
 for family, table in strength.items():
     row = table.loc[0]

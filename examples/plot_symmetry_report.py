@@ -74,8 +74,9 @@ soft_weight = (sym.symmetry_matrix(0) @ sym.initial_filters(0)).reshape(n, n)
 hard = export_layer(harden_to_group(sym, report), (n, n), weight=soft_weight)
 print("trainable parameters:", sum(p.numel() for p in hard.parameters()))
 S6 = symmetric_group(n)
-print(f"equivariance error over all 720 permutations: learned {equivariance_error(sym, S6):.1e}"
-      f", hardened {equivariance_error(hard, S6):.1e}")
+print(f"equivariance error over all 720 permutations: "
+      f"learned {equivariance_error(sym, S6):.1e}, "
+      f"hardened {equivariance_error(hard, S6):.1e}")
 
 # %%
 # Rotation tasks
@@ -90,8 +91,9 @@ X, y, truth = make_rotation_tasks("c4", n_tasks=300, n_samples=10, image_size=7,
                                   return_subspace=True, random_state=0)
 images = X.reshape(300, 10, 1, 7, 7)
 rot_learner = MetaSymmetryLearner(ConvNet, module__channels=(4,), module__n_copies=4,
-                                  module__n_outputs=None, module__bias=False, n_support=1,
-                                  meta_lr=0.01, n_meta_steps=300, random_state=0)
+                                  module__n_outputs=None, module__bias=False,
+                                  n_support=1, meta_lr=0.01, n_meta_steps=300,
+                                  random_state=0)
 rot_sym = rot_learner.fit(images, y).symmetry_
 U = rot_sym.symmetry_matrix(0)  # the filter tensor (4, 1, 3, 3) from 9 filter values
 print(f"largest angle to the exact lifting sharing: "
@@ -123,7 +125,8 @@ hard_conv = export_layer(harden_to_group(rot_sym, report), (4, 1, 3, 3),
 image_group = grid_group(7, "c4", out_rep="regular", out_size=5)
 learned_error = equivariance_error(rot_sym, image_group)
 hard_error = equivariance_error(hard_conv, image_group, input_shape=(1, 7, 7))
-print(f"equivariance error over C4: learned {learned_error:.1e}, hardened {hard_error:.1e}")
+print(f"equivariance error over C4: learned {learned_error:.1e}, "
+      f"hardened {hard_error:.1e}")
 print(hard_conv)
 
 # %%
@@ -146,7 +149,8 @@ print("classifier logits:", tuple(classifier(torch.randn(2, 1, 7, 7)).shape),
 # grid and tries two readings of the outputs: ``invariant`` (they stay put) and
 # ``8x3x3 maps`` (8 channels of 3×3 maps, the side ``5 - kernel_size + 1``, moved with
 # the image and their channels relabelled as found from ``U``).
-X, y = make_rotation_tasks("d4", n_tasks=500, n_samples=10, image_size=5, random_state=0)
+X, y = make_rotation_tasks("d4", n_tasks=500, n_samples=10, image_size=5,
+                           random_state=0)
 dense_learner = MetaSymmetryLearner(layer="msr", n_filters=9, bias=False, n_support=4,
                                     meta_lr=0.01, n_meta_steps=1000,
                                     random_state=0).fit(X, y)
@@ -158,7 +162,8 @@ hard = export_layer(harden_to_group(dense_sym, report), (72, 25),
                     weight=(dense_sym.symmetry_matrix(0)
                             @ dense_sym.initial_filters(0)).reshape(72, 25))
 lifting_d4 = grid_group(5, "d4", out_rep="regular", out_size=3)
-print(f"equivariance error over D4: learned {equivariance_error(dense_sym, lifting_d4):.1e}, "
+print(f"equivariance error over D4: "
+      f"learned {equivariance_error(dense_sym, lifting_d4):.1e}, "
       f"hardened {equivariance_error(hard, lifting_d4):.1e}")
 
 # %%
@@ -169,6 +174,8 @@ print(f"equivariance error over D4: learned {equivariance_error(dense_sym, lifti
 # is a random weight of the span. First figure: the permutation sharing (``I`` and
 # the off-diagonal ``11ᵀ - I``). Second figure: filter tensors, drawn as the 3×3
 # filters of the 4 output channels side by side, each the previous one rotated by 90°.
-plot_symmetry_matrix(sym, reference=make_permutation_tasks(
-    n_tasks=1, n_features=n, return_subspace=True)[2], max_columns=2, figure=plt.figure())
+exact_permutations = make_permutation_tasks(n_tasks=1, n_features=n,
+                                            return_subspace=True)[2]
+plot_symmetry_matrix(sym, reference=exact_permutations, max_columns=2,
+                     figure=plt.figure())
 plot_symmetry_matrix(rot_sym, reference=truth, max_columns=4, figure=plt.figure())

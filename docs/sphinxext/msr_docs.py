@@ -24,6 +24,7 @@ EXAMPLE_ORDER = (
     "plot_quickstart.py",
     "plot_meta_learning_dynamics.py",
     "plot_save_load_symmetry.py",
+    "plot_custom_module.py",
     "plot_model_selection.py",
     "plot_long_format.py",
     "plot_symmetry_report.py",

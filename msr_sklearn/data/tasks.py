@@ -40,7 +40,7 @@ class TaskSet:
 
     Parameters
     ----------
-    X : Tensor of shape (n_tasks, n_max, *feature_shape)
+    X : Tensor of shape (n_tasks, n_max) + feature_shape
         The inputs, ``n_max`` the size of the largest task; one sample is a flat row
         ``(n_features,)`` or an image ``(C, H, W)``.
     y : Tensor of shape (n_tasks, n_max, n_outputs) or (n_tasks, n_max)
@@ -390,8 +390,8 @@ def check_tasks(X, y=None, groups=None, *, objective="auto", n_support=1, n_outp
 
     Parameters
     ----------
-    X : list of (X_i, y_i) pairs, array-like of shape (n_tasks, n, *feature_shape), \
-or array-like of shape (n_samples, *feature_shape)
+    X : list of (X_i, y_i) pairs, array-like of shape (n_tasks, n) + feature_shape, \
+or array-like of shape (n_samples,) + feature_shape
         The tasks: a list of ``(X_i, y_i)`` (without ``y`` and ``groups``), stacked
         tasks (with ``y``; the pair ``(X, y)`` may also come as ``X``), or long
         format (with ``y`` and ``groups``). A sample is a row of features or an image
