@@ -167,6 +167,30 @@ def test_a_negative_inner_learning_rate_warns():
     assert len(negative) == 1  # once per rate and fit
 
 
+def test_a_rate_that_drifts_slightly_below_zero_does_not_warn():
+    from msr_sklearn.training.callbacks import StabilityWarnings
+
+    rates = torch.nn.Parameter(torch.tensor([0.1, 0.1]))
+    trainer = type("T", (), {"step": 0, "loss": 1.0, "model": type(
+        "M", (), {"inner_lrs": rates, "inner_names": ("0.filters", "0.bias")})()})()
+    monitor = StabilityWarnings(negative_tol=0.5)
+    monitor.initialize()
+    monitor.on_train_begin(trainer)
+    with torch.no_grad():
+        rates.copy_(torch.tensor([0.1, -0.04]))  # 40% of the initial rate below 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        monitor.on_step_end(trainer)
+    with torch.no_grad():
+        rates.copy_(torch.tensor([0.1, -0.06]))
+    with pytest.warns(RuntimeWarning, match="'0.bias' turned negative"):
+        monitor.on_step_end(trainer)
+    restored = StabilityWarnings()
+    restored.initialize()
+    restored.load_state_dict(monitor.state_dict())
+    assert restored.initial == pytest.approx([0.1, 0.1]) and restored.negative == ["0.bias"]
+
+
 def test_a_loss_that_grows_by_orders_of_magnitude_warns():
     from msr_sklearn.training.callbacks import StabilityWarnings
 

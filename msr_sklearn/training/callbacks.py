@@ -137,9 +137,11 @@ class StabilityWarnings(Callback):
 
     Two failures that :class:`DivergenceStop` cannot see:
 
-    * a learned inner learning rate turns negative: the inner loop then *ascends* its
-      support loss, and the meta-learned solution depends on that (one warning per
-      rate and fit);
+    * a learned inner learning rate turns negative, below ``-negative_tol`` times its
+      value at the start of the fit: the inner loop then *ascends* its support loss
+      along that tensor, and the meta-learned solution depends on that (one warning
+      per rate and fit; a bias's rate that drifts a little below 0 is common and
+      harmless, and is not reported);
     * the meta-loss grows by orders of magnitude: above ``growth`` times the median of
       the fit's first ``n_reference`` finite losses (one warning per fit), the spike
       that precedes a network dying on the plateau of a constant prediction.
@@ -152,6 +154,8 @@ class StabilityWarnings(Callback):
         The factor over the early losses that counts as a blow-up.
     n_reference : int, default=10
         Finite losses at the start of the fit whose median is the reference.
+    negative_tol : float >= 0, default=0.5
+        How far below 0, relative to its initial value, a rate must go to be reported.
 
     Examples
     --------
@@ -168,12 +172,17 @@ class StabilityWarnings(Callback):
     True
     """
 
-    def __init__(self, growth=100.0, n_reference=10):
+    def __init__(self, growth=100.0, n_reference=10, negative_tol=0.5):
         self.growth = growth
         self.n_reference = n_reference
+        self.negative_tol = negative_tol
 
     def initialize(self):
-        self.reference, self.loss_warned, self.negative = [], False, []
+        self.reference, self.loss_warned, self.negative, self.initial = [], False, [], None
+
+    def on_train_begin(self, trainer):
+        if self.initial is None:  # not restored from a checkpoint
+            self.initial = trainer.model.inner_lrs.detach().abs().cpu().tolist()
 
     def on_step_end(self, trainer):
         loss = trainer.loss
@@ -190,8 +199,11 @@ class StabilityWarnings(Callback):
         lrs = trainer.model.inner_lrs
         if not lrs.requires_grad:
             return
-        for name, lr in zip(trainer.model.inner_names, lrs.detach().cpu().tolist()):
-            if lr < 0 and name not in self.negative:
+        if self.initial is None:
+            self.on_train_begin(trainer)
+        for name, lr, start in zip(trainer.model.inner_names, lrs.detach().cpu().tolist(),
+                                   self.initial):
+            if lr < -self.negative_tol * start and name not in self.negative:
                 self.negative.append(name)
                 warnings.warn(
                     f"the learned inner learning rate of {name!r} turned negative "
@@ -201,11 +213,12 @@ class StabilityWarnings(Callback):
 
     def state_dict(self):
         return {"reference": list(self.reference), "loss_warned": self.loss_warned,
-                "negative": list(self.negative)}
+                "negative": list(self.negative), "initial": list(self.initial or [])}
 
     def load_state_dict(self, state):
         self.reference = [float(v) for v in state["reference"]]
         self.loss_warned, self.negative = bool(state["loss_warned"]), list(state["negative"])
+        self.initial = [float(v) for v in state.get("initial", [])] or None
 
 
 class Validation(Callback):
