@@ -233,9 +233,10 @@ def main(argv=None):
     if args.ablation:
         jobs += [(f, "MSR-residual", s, n or steps, o, v) for f in ABLATION_FAMILIES
                  for v, (o, n) in ABLATIONS.items() for s in range(seeds)]
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     rows = Parallel(n_jobs=args.jobs)(delayed(run_one)(*job) for job in jobs)
     total = time.perf_counter() - start
+    loads = f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     df = pd.DataFrame(rows)
     defaults = MetaSymmetryLearner().get_params()
     shown = ("inner_lr", "inner_steps", "meta_lr", "meta_lr_schedule", "meta_batch_size",
@@ -250,7 +251,9 @@ def main(argv=None):
         f"single-threaded runs at a time). Library: commit {library_version()}.",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.system()}, Python {platform.python_version()}, torch "
-        f"{torch.__version__} (CPU), **1 thread per run** (`torch.set_num_threads(1)`).", "",
+        f"{torch.__version__} (CPU), **1 thread per run** (`torch.set_num_threads(1)`); "
+        f"1-minute load average {loads} (other jobs may share the cores: fit times are "
+        "wall seconds).", "",
         f"Protocol: 1-D translation {N_FEATURES} → {N_FEATURES - 2}, {N_SAMPLES} rows per "
         f"task, n_support={N_SUPPORT} (query: the other {N_SAMPLES - N_SUPPORT}), "
         f"n_filters={N_FILTERS}, n_meta_steps={steps}; {N_TRAIN} meta-training and "
