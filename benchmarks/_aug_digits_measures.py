@@ -106,23 +106,20 @@ def output_invariance_error(model, tasks, n_support, group=D4, inner_steps=1):
 
 # -------------------------------------------------------- equivariance of layers
 def adapted_layers(model):
-    """``[(name, weight_shape, sharing or None)]``: the weights of two or more dimensions
-    a task adapts, in the network's order (``sharing`` None for a weight adapted as is,
-    whose ``U`` is the identity). ``model`` is a MetaModel or a LearnedSymmetry."""
+    """``[(name, weight_shape, sharing or None)]`` of the weights a task adapts
+    (``MetaModel.adapted_weights``, in the network's order; ``sharing`` None for a
+    weight adapted as is, whose ``U`` is the identity). ``model`` is a MetaModel or a
+    LearnedSymmetry."""
     if not hasattr(model, "roles"):  # a LearnedSymmetry
         model = model.build_model()
     params = dict(model.module.named_parameters())
     out = []
-    for name, role in model.roles.items():
-        if role == "shared":
+    for name in model.adapted_weights:
+        if model.roles[name] == "shared":
             sharing = model.sharing(name)
-            shape = tuple(sharing.weight_shape)
-        elif role == "inner":
-            sharing, shape = None, tuple(params[name].shape)
+            out.append((name, tuple(sharing.weight_shape), sharing))
         else:
-            continue
-        if len(shape) >= 2:
-            out.append((name, shape, sharing))
+            out.append((name, tuple(params[name].shape), None))
     return out
 
 

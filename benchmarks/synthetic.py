@@ -56,7 +56,7 @@ import torch
 from scipy.linalg import subspace_angles
 
 import msr_sklearn._fitting as fitting_module
-import msr_sklearn.engine.outer as outer_module
+import msr_sklearn.training.loop as loop_module
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_rotation_tasks, make_translation_tasks, translation_sharing
 from msr_sklearn.data.tasks import mean_confidence_interval
@@ -195,18 +195,20 @@ def sum_over_tasks():
     """Meta-loss = sum of the tasks' query losses (the official per-task ``backward``)
     instead of our mean: the meta-gradient is ``meta_batch_size`` times larger.
 
-    Patches the ``task_losses`` that :func:`msr_sklearn.engine.meta_step` calls.
+    Patches the :func:`~msr_sklearn.engine.meta_step` the training loop calls: with
+    ``n_total_tasks=1`` its meta-loss (the tasks' losses summed over every chunk, divided
+    by ``n_total_tasks``) is the sum.
     """
-    task_losses = outer_module.task_losses
+    meta_step = loop_module.meta_step
 
-    def summed(model, batch, *args, **kwargs):
-        return task_losses(model, batch, *args, **kwargs) * batch.n_tasks
+    def summed(*args, n_total_tasks=None, **kwargs):
+        return meta_step(*args, n_total_tasks=1, **kwargs)
 
-    outer_module.task_losses = summed
+    loop_module.meta_step = summed
     try:
         yield
     finally:
-        outer_module.task_losses = task_losses
+        loop_module.meta_step = meta_step
 
 
 def set_meta_lr(learner, lr):
