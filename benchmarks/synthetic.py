@@ -14,8 +14,8 @@ layer, second-order meta-gradients, Adam 1e-3, meta-batch 32, no bias. Translati
 convolutions under C4 / D4, :func:`make_rotation_tasks`): one valid 3x3 convolution
 without a head (``module=ConvNet``, ``module__n_outputs=None``, ``module__channels=(m,)``
 for a group of order ``m``): MAML-Conv (``layer="dense"``: plain filters) and MSR-Conv
-(its default ``ConvFilterSharing`` with ``module__n_copies=m``); and MSR-FC (``"msr"``,
-k = 9, one 3x3 filter, on the flattened image).
+(``module__n_copies=m`` under ``ConvFilterSharing(m, init="identity")``); and MSR-FC
+(``"msr"``, k = 9, one 3x3 filter, on the flattened image).
 
 Every number is the query MSE after adaptation on all 2000 meta-test tasks (one
 seeded support/query split per task): per run, mean ± Student-t 95% CI over tasks;
@@ -61,7 +61,7 @@ from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_rotation_tasks, make_translation_tasks, translation_sharing
 from msr_sklearn.data.tasks import mean_confidence_interval
 from msr_sklearn.models import Conv1dLayer, ConvNet, LocallyConnected1d
-from msr_sklearn.sharing import DenseSharing
+from msr_sklearn.sharing import ConvFilterSharing, DenseSharing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 from _report import cpu_name, library_version  # noqa: E402
@@ -93,7 +93,11 @@ GROUP_ORDER = {"c4": 4, "d4": 8}
 def rotation_model(model, group, image_size):
     """Learner parameters of a rotation row: one valid 3x3 convolution to ``m`` channels
     (no head, the maps are the outputs), plain (MAML-Conv) or with ``m`` copies of one
-    learned filter (MSR-Conv); or MSR-FC, a dense ``U`` with k = 9 on the flat image."""
+    learned filter (MSR-Conv); or MSR-FC, a dense ``U`` with k = 9 on the flat image.
+
+    MSR-Conv's copies start identical (``ConvFilterSharing(init="identity")``), as this
+    benchmark's single MSR-Conv layer always did; the ConvNet's default policy would
+    start them as different filters (``init="random"``)."""
     if model == "MSR-FC":
         return dict(layer="msr", n_filters=9)
     m = GROUP_ORDER[group]
@@ -101,7 +105,8 @@ def rotation_model(model, group, image_size):
                 module__channels=(m,), module__n_outputs=None)
     if model == "MAML-Conv":
         return dict(conv, layer="dense")
-    return dict(conv, module__n_copies=m)
+    return dict(conv, module__n_copies=m,
+                sharing={"features.0.weight": ConvFilterSharing(m, init="identity")})
 
 
 def learner_params(params, defaults=False):
@@ -682,9 +687,9 @@ def main(argv=None):
             f"(8 channels), {cfg['image_size'] - 2}×{cfg['image_size'] - 2} each. MAML-Conv: "
             "`module=ConvNet` with `module__channels=(m,)`, `module__n_outputs=None` (one "
             "valid convolution, no head) and `layer='dense'`: a free filter per channel; "
-            "MSR-Conv: the same network under its default `ConvFilterSharing` with "
-            "`module__n_copies=m`, m = group order (angle against the exact lifting sharing "
-            "of the filter tensor); "
+            "MSR-Conv: the same network with `module__n_copies=m`, m = group order, under "
+            "`ConvFilterSharing(m, init='identity')` (copies start equal; angle against the "
+            "exact lifting sharing of the filter tensor); "
             "MSR-FC: `layer='msr'` with k = 9 on the flattened image (angle against the full "
             "weight matrices of the lifting convolution). Same protocol as above; "
             f"{cfg['rotation_seeds']} seed(s), longer column {cfg['rotation_long_steps']} steps. "

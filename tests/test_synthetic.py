@@ -87,7 +87,7 @@ def test_c4_msr_conv_beats_maml_conv():
     msr, msr_mse = _fit(X, y, 800, **bench.rotation_model("MSR-Conv", "c4", size))
     # observed: MAML-Conv 3.84, MSR-Conv 1.41 (Var(y) = 9)
     assert msr_mse < 0.5 * conv
-    # the four output channels became rotated copies of one filter (observed 1.2 degrees)
+    # the four output channels became rotated copies of one filter (observed 2.6 degrees)
     assert _angle(msr.symmetry_.symmetry_matrix(0), filters) < 10
 
 
