@@ -10,28 +10,32 @@ Methods (same meta-training budget: ``n_meta_steps`` steps of ``meta_batch_size`
 episodes, the same inner steps, the same training episodes; the learner's defaults,
 meta-lr included; ``--tune`` checks a meta-lr grid on validation episodes):
 
-- ``MSR-Conv``: two 3×3 MSR-Conv layers (16 channels, fields of 4 copies,
-  ``ConvFilterSharing``), global mean pooling, an MSR-FC head (learned dense ``U``).
+- ``MSR-Conv``: two 3×3 MSR-Conv layers (``module=ConvNet``, 16 channels, fields of 4
+  copies, ``ConvFilterSharing``), global mean pooling, an MSR-FC head (learned dense
+  ``U``): the ConvNet's default policy with ``layer="msr"``.
 - ``MSR-Conv, coupled copies``: MSR-Conv whose second conv layer reads its input in
-  fields of 4 copies (``couple_copies=True``), so its sharing can express a group
-  convolution between regular fields.
+  fields of 4 copies (``module__couple_copies=True``), so its sharing can express a
+  group convolution between regular fields.
 - ``MSR-Conv, U frozen``: the MSR-Conv network with every ``U`` kept at its initial
   value (``learn_symmetry=False``); only ``v0``, biases and inner lrs are meta-learned.
-- ``MAML-Conv``: the same network with plain convolutions and a plain head.
+- ``MAML-Conv``: the same network with plain convolutions and a plain head
+  (``layer="dense"``).
 - ``MAML-Conv + aug. support``: MAML-Conv meta-trained on episodes whose support is
   augmented too; tested on the same clean-support episodes as everyone else.
 - ``MSR-FC MLP`` / ``MAML MLP``: a 64→64→5 MLP with learned dense ``U`` per layer,
   or plain.
-- ``MSR-Conv, identity init`` (and with coupled copies): ``conv_init="identity"``, the
-  copies of a field start identical (the default before this benchmark's study) instead
-  of as different filters.
+- ``MSR-Conv, identity init`` (and with coupled copies): an explicit policy with
+  ``ConvFilterSharing(init="identity")``, the copies of a field start identical (the
+  default before this benchmark's study) instead of as different filters.
 - ``Oracle: exact D4 lifting net``: MAML over the right symmetry. One lifting layer
   whose 8×8 kernel covers the image (32 regular D4 fields of 8 copies, one bias per
-  field), the mean over each field's copies (``pooling="mean_fields"``, invariant), and
-  a plain 32→64→5 MLP head; the lifting ``U`` fixed to the exact sharing
-  (``initial_symmetry=`` with ``learn_symmetry=False``).
+  field, ``module__field_bias=True``), the mean over each field's copies
+  (``module__global_pool="mean_fields"``, invariant), and a plain 32→64→5 MLP head; the
+  lifting ``U`` fixed to the exact sharing (``sharing=`` :func:`exact_d4_policy`, with
+  ``learn_symmetry=False``).
 - ``MSR D4-shaped lifting net`` / ``MAML D4-shaped lifting net``: the same network with
-  the lifting ``U`` learned, or a plain convolution.
+  the lifting ``U`` learned (``sharing={"features.*.weight": ConvFilterSharing(8)}``, the
+  head adapted as is), or a plain convolution (``layer="dense"``).
 - ``Oracle: exact D4 conv net (3×3)``: two 3×3 group-convolution layers (a lifting layer
   to 2 regular D4 fields of 8 channels, then a group convolution between regular fields;
   one bias per field) and a dense head whose ``U`` ties every orbit of (copy, pixel)
@@ -73,16 +77,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 from _aug_digits_measures import (  # noqa: E402,F401  (re-exported for the tests)
-    C4, D4, episode_accuracy, estimator_check, exact_d4_symmetry, filter_equivariance,
-    lifting_error, n_orbit_filters, nearest_neighbour_accuracy, output_invariance_error,
-    report_verdicts)
+    C4, D4, adapted_layers, build_network, episode_accuracy, estimator_check, exact_d4_policy,
+    filter_equivariance, initial_symmetry, lifting_error, n_orbit_filters,
+    nearest_neighbour_accuracy, output_invariance_error, report_verdicts)
 from _report import library_version, map_single_threaded  # noqa: E402
 
-from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner  # noqa: E402
-from msr_sklearn.datasets.digits import load_aug_digits_tasks  # noqa: E402
-from msr_sklearn.nn import SharedConv2d  # noqa: E402
-from msr_sklearn.symmetry import ARCHITECTURE_KEYS  # noqa: E402
+from msr_sklearn import MetaSymmetryLearner  # noqa: E402
 from msr_sklearn.data.tasks import mean_confidence_interval  # noqa: E402
+from msr_sklearn.datasets.digits import load_aug_digits_tasks  # noqa: E402
+from msr_sklearn.models import ConvNet  # noqa: E402
+from msr_sklearn.sharing import ConvFilterSharing, DenseSharing  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -90,28 +94,40 @@ N_WAY, N_SHOT, N_QUERY = 5, 1, 5
 #: the settings every method shares (inner_lr is the initial value of the learned
 #: per-tensor inner learning rates; 0.5 rather than 0.1 lets every conv net leave the
 #: ln 5 plateau within the budget: at 0.1 MSR-Conv stayed on it for some seeds)
-COMMON = dict(input_shape=(1, 8, 8), n_support=N_WAY * N_SHOT, support_split="first",
-              meta_batch_size=32, inner_steps=1, inner_lr=0.5)
-CONV = dict(conv_channels=(16, 16), pooling="mean", kernel_size=3)
-MSR_CONV = dict(CONV, conv_layer="msr_conv2d", n_copies=4, layer="msr", n_filters=20)
-MAML_CONV = dict(CONV, conv_layer="conv2d", layer="dense")
+COMMON = dict(n_support=N_WAY * N_SHOT, support_split="first", meta_batch_size=32,
+              inner_steps=1, inner_lr=0.5)
+#: a ConvNet on the 8×8 images (flat rows of 64 pixels, reshaped by the network)
+CONV = dict(module=ConvNet, module__input_shape=(1, 8, 8), module__channels=(16, 16),
+            module__global_pool="mean", module__kernel_size=3)
+#: its default policy: ConvFilterSharing with fields of 4 copies on the convolutions,
+#: a dense U (k = 20) on the head
+MSR_CONV = dict(CONV, module__n_copies=4, layer="msr", n_filters=20)
+MAML_CONV = dict(CONV, layer="dense")
 MLP = dict(hidden_layer_sizes=(64,))
 #: the exact D4 network's shape: regular fields of 8 copies, tied biases, an unpooled
 #: head whose U ties every D4 orbit of (copy, pixel) (n_orbit_filters filter values)
-D4_NET = dict(conv_channels=(16, 16), conv_layer="msr_conv2d", n_copies=8,
-              couple_copies=True, conv_bias="fields", pooling="none", kernel_size=3,
-              layer="msr", n_filters=n_orbit_filters((16, 16)))
+D4_NET = dict(CONV, module__n_copies=8, module__couple_copies=True, module__field_bias=True,
+              module__global_pool="none", layer="msr", n_filters=n_orbit_filters((16, 16)))
 #: one lifting layer whose 8×8 kernel covers the whole image (a dense layer to 32 fields
 #: of 8 copies), the mean over each field's copies, and a plain 32 -> 64 -> 5 MLP head
-D4_LIFT = dict(conv_channels=(256,), conv_layer="msr_conv2d", n_copies=8, kernel_size=8,
-               conv_bias="fields", pooling="mean_fields", hidden_layer_sizes=(64,),
-               layer="dense")
+D4_LIFT = dict(CONV, module__channels=(256,), module__n_copies=8, module__kernel_size=8,
+               module__field_bias=True, module__global_pool="mean_fields",
+               module__hidden_layer_sizes=(64,))
+
+
+def msr_conv_policy(n_copies=4, couple_copies=False, init="random", n_filters=20):
+    """MSR-Conv's policy spelled out: ``ConvFilterSharing(n_copies, init=init)`` on every
+    convolution (after the first reading fields of ``n_copies`` with ``couple_copies``),
+    a dense ``U`` on the head: the ConvNet's default with another ``init``."""
+    later = ConvFilterSharing(n_copies, n_copies if couple_copies else 1, init=init)
+    return {"features.0.weight": ConvFilterSharing(n_copies, init=init),
+            "features.*.weight": later, "head.*.weight": DenseSharing(n_filters)}
 
 
 class Method(NamedTuple):
     """A benchmark row: learner parameters, whether the training support is
-    augmented too, and how the initial symmetry is made (None: the learner's own
-    random initialization; ``"exact_d4"``: :func:`exact_d4_symmetry`)."""
+    augmented too, and how its sharing policy is made (None: the parameters say it;
+    ``"exact_d4"``: :func:`exact_d4_policy` of the network, fixed)."""
 
     params: dict
     aug_support: bool = False
@@ -122,10 +138,13 @@ class Method(NamedTuple):
 #: defaults are what a user gets; ``--tune`` checks the grid on validation episodes.
 METHODS = {
     "MSR-Conv": Method(dict(MSR_CONV, meta_lr=1e-2)),
-    "MSR-Conv, coupled copies": Method(dict(MSR_CONV, couple_copies=True, meta_lr=1e-2)),
-    "MSR-Conv, identity init": Method(dict(MSR_CONV, conv_init="identity", meta_lr=1e-2)),
+    "MSR-Conv, coupled copies": Method(dict(MSR_CONV, module__couple_copies=True,
+                                            meta_lr=1e-2)),
+    "MSR-Conv, identity init": Method(
+        dict(MSR_CONV, sharing=msr_conv_policy(init="identity"), meta_lr=1e-2)),
     "MSR-Conv, coupled copies, identity init": Method(
-        dict(MSR_CONV, couple_copies=True, conv_init="identity", meta_lr=1e-2)),
+        dict(MSR_CONV, module__couple_copies=True,
+             sharing=msr_conv_policy(couple_copies=True, init="identity"), meta_lr=1e-2)),
     "MSR-Conv, U frozen": Method(dict(MSR_CONV, meta_lr=1e-2, learn_symmetry=False)),
     "MAML-Conv": Method(dict(MAML_CONV, meta_lr=1e-2)),
     "MAML-Conv + aug. support": Method(dict(MAML_CONV, meta_lr=1e-2), aug_support=True),
@@ -133,8 +152,9 @@ METHODS = {
     "MAML MLP": Method(dict(MLP, layer="dense", meta_lr=1e-2)),
     "Oracle: exact D4 lifting net": Method(dict(D4_LIFT, learn_symmetry=False, meta_lr=1e-2),
                                            init="exact_d4"),
-    "MSR D4-shaped lifting net": Method(dict(D4_LIFT, meta_lr=1e-2)),
-    "MAML D4-shaped lifting net": Method(dict(D4_LIFT, conv_layer="conv2d", meta_lr=1e-2)),
+    "MSR D4-shaped lifting net": Method(
+        dict(D4_LIFT, sharing={"features.*.weight": ConvFilterSharing(8)}, meta_lr=1e-2)),
+    "MAML D4-shaped lifting net": Method(dict(D4_LIFT, layer="dense", meta_lr=1e-2)),
     "Oracle: exact D4 conv net (3×3)": Method(dict(D4_NET, learn_symmetry=False, meta_lr=1e-2),
                                               init="exact_d4"),
     "MSR-Conv D4-shaped (3×3)": Method(dict(D4_NET, meta_lr=1e-2)),
@@ -157,27 +177,23 @@ def learner_params(params, n_meta_steps, random_state):
     return {**COMMON, **params, "n_meta_steps": n_meta_steps, "random_state": random_state}
 
 
-def initial_symmetry(method, params):
-    """The ``initial_symmetry`` of a method's learner (None: its own initialization)."""
-    if method.init is None:
-        return None
-    if method.init != "exact_d4":
-        raise ValueError(f"unknown init {method.init!r}")
-    # the untrained symmetry of the learner's architecture, then the exact sharings
-    settings = MetaSymmetryLearner(**params).get_params()
-    arch = {k: settings[k] for k in ARCHITECTURE_KEYS if k in settings}
-    start = LearnedSymmetry.initial(objective="classification", inner_lr=params["inner_lr"],
-                                    random_state=params["random_state"], n_features=64,
-                                    n_outputs=N_WAY, **arch)
-    return exact_d4_symmetry(start)
+def method_params(name, n_meta_steps, random_state=0, **overrides):
+    """The learner parameters of a method (``overrides`` replace some, for tuning); an
+    ``"exact_d4"`` method gets its network's exact policy as ``sharing``."""
+    method = METHODS[name]
+    params = {**learner_params(method.params, n_meta_steps, random_state), **overrides}
+    if method.init is not None:
+        if method.init != "exact_d4":
+            raise ValueError(f"unknown init {method.init!r}")
+        params["sharing"] = exact_d4_policy(build_network(params))
+    return params
 
 
 def train(name, n_meta_steps, train_tasks, train_tasks_aug, random_state=0, **overrides):
     """(fitted learner, seconds of meta-training) of one method; ``overrides`` replace
     learner parameters (for tuning)."""
     method = METHODS[name]
-    params = {**learner_params(method.params, n_meta_steps, random_state), **overrides}
-    params["initial_symmetry"] = initial_symmetry(method, params)
+    params = method_params(name, n_meta_steps, random_state, **overrides)
     tasks = train_tasks_aug if method.aug_support else train_tasks
     start = time.perf_counter()
     learner = MetaSymmetryLearner(**params).fit(tasks)
@@ -223,16 +239,16 @@ def evaluate_method(learner, episodes, n_invariance=200):
     row["estimator_max_diff"] = float(np.abs(accuracy - row["per_episode_aug"][:len(checked)])
                                       .max())
     row["invariance_error"], _ = output_invariance_error(model, checked, N_WAY * N_SHOT)
-    if any(isinstance(m, SharedConv2d) for m in model.network.layers):
+    if any(len(shape) == 4 for _, shape, _ in adapted_layers(model)):  # a conv net
         for group in ("c4", "d4"):
-            row[f"groups_{group}_conv0"] = lifting_error(model.network, group)
-        if learner.conv_layer != "conv2d":
-            for layer, (name, rot, flip) in report_verdicts(learner.symmetry_).items():
-                row[f"report_{layer}"] = name
-                row[f"score_rot90_{layer}"], row[f"score_flip_{layer}"] = rot, flip
+            row[f"groups_{group}_conv0"] = lifting_error(model, group)
+        # the report of every shared conv layer (none for plain convolutions)
+        for layer, (name, rot, flip) in report_verdicts(learner.symmetry_).items():
+            row[f"report_{layer}"] = name
+            row[f"score_rot90_{layer}"], row[f"score_flip_{layer}"] = rot, flip
     for group_name, group in (("C4", C4), ("D4", D4)):
         for filters in ("random", "initial"):
-            for layer, err in filter_equivariance(model.network, group, filters).items():
+            for layer, err in filter_equivariance(model, group, filters).items():
                 row[f"eq_{group_name}_{filters}_{layer}"] = err
     return row
 

@@ -11,18 +11,23 @@ with CUDA synchronized at block ends. Writes ``benchmarks/results/devices.md`` a
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import pandas as pd
 import torch
 
-from _report import write_results
+from _report import cpu_name, library_version, write_results
 
-from msr_sklearn.datasets import make_translation_tasks
-from msr_sklearn.engine import MetaModel, TaskBatch, make_meta_optimizer, meta_step
-from msr_sklearn.nn import build_network
+from msr_sklearn.data.batch import TaskBatch
 from msr_sklearn.data.tasks import mean_confidence_interval
+from msr_sklearn.datasets import make_translation_tasks
+from msr_sklearn.engine import InnerLoop, MetaModel, make_meta_optimizer, meta_step
+from msr_sklearn.models import MLP
 
+#: the rank-1 protocol's inner loop: MSE, one SGD step, second-order meta-gradients
+LOOP = InnerLoop(loss="mse", steps=1, first_order=False, symmetry_gradient="second_order")
 
 
 def _sync(device):
@@ -30,12 +35,21 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def rank1_model(seed=0):
+    """MSR-FC of the rank-1 protocol: a 70 -> 68 linear layer, no bias, a dense ``U``
+    with k = 3; built from ``seed`` without touching torch's global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = MLP(70, 68, bias=False)
+    return MetaModel(net, net.default_sharing("msr", n_filters=3),
+                     generator=torch.Generator().manual_seed(seed))
+
+
 def steps_per_second(device, batch_size, n_blocks, n_steps, seed=0):
     X, y = make_translation_tasks(4 * batch_size, rank=1, random_state=seed)
     X = torch.tensor(X, dtype=torch.float32, device=device)
     y = torch.tensor(y, dtype=torch.float32, device=device)
-    model = MetaModel(build_network(70, 68, layer="msr", n_filters=3, bias=False,
-                                    random_state=seed)).to(device)
+    model = rank1_model(seed).to(device)
     optimizer = make_meta_optimizer(model)
     g = torch.Generator().manual_seed(seed)
     batches = []
@@ -43,13 +57,13 @@ def steps_per_second(device, batch_size, n_blocks, n_steps, seed=0):
         idx = torch.randint(0, len(X), (batch_size,), generator=g).to(device)
         batches.append(TaskBatch(X[idx, :1], y[idx, :1], X[idx, 1:], y[idx, 1:]))
     for b in batches[:10]:  # warm-up
-        meta_step(model, optimizer, b)
+        meta_step(model, optimizer, b, LOOP)
     rates = []
     for _ in range(n_blocks):
         _sync(device)
         start = time.perf_counter()
         for b in batches:
-            meta_step(model, optimizer, b)
+            meta_step(model, optimizer, b, LOOP)
         _sync(device)
         rates.append(n_steps / (time.perf_counter() - start))
     return rates
@@ -73,6 +87,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
@@ -87,7 +102,12 @@ def main(argv=None):
     df = pd.DataFrame(rows)
     cpu = df[df.device.str.startswith("cpu")].set_index("meta_batch")["steps_per_s"]
     df["ratio_vs_cpu"] = df.steps_per_s / df.meta_batch.map(cpu)
+    command = " ".join(["python benchmarks/devices.py", *(argv or sys.argv[1:])])
     lines = ["# Meta-steps/s by device", "",
+             f"Command: `{command}`. Library: commit {library_version()}. Machine: "
+             f"{cpu_name()}, {os.cpu_count()} cores; CPU rows on 1 thread "
+             f"(`torch.set_num_threads(1)`), 1-minute load average {load:.1f} at the start "
+             "(other jobs may share the cores).", "",
              f"torch {torch.__version__}; rank-1 protocol, second order; {args.blocks} blocks × "
              f"{args.steps} steps per cell.", "",
              "| device | meta-batch | meta-steps/s (mean ± 95% CI) | tasks/s | × CPU |",

@@ -12,7 +12,8 @@ Task families: exact convolutions; per-task symmetry breaking ``eps`` ∈ {0.1, 
 all tasks (``s = 0.5``, alone and with ``eps = 0.3``); and no symmetry at all (a dense
 Gaussian map per task, of the convolutions' expected norm).
 Models: MSR (``layer="msr"``), MSR-residual (``"msr_residual"``), MAML-FC (``"dense"``)
-and MAML-Conv (``"conv1d"``), all with the same protocol and budget.
+on the built-in one-layer MLP, and MAML-Conv (``module=Conv1dLayer``, the exact 3-tap
+convolution), all with the same protocol and budget.
 
 Per run: the query MSE after adaptation, averaged over the 500 held-out tasks. Across
 3 seeds (data and learner): mean ± 95% CI (Student t), the paired differences of
@@ -22,10 +23,12 @@ diagnostics (:meth:`~msr_sklearn.MetaSymmetryLearner.symmetry_strength`): the fr
 the adapted weights inside ``span(U)``, the residual's learned inner rate, and ``R0``
 relative to the tasks' own weights.
 
-``--ablation`` also measures the soft-symmetry defaults on four families: the
-residual's initial rate (``residual_lr`` = ``inner_lr`` against ``inner_lr / 10``, at
-the protocol's budget and at 300 meta-steps, where a slow start would show) and the
-pull (``residual_pull`` off and on, at ``inner_steps`` 1 and 3).
+``--ablation`` also measures the soft-symmetry defaults on four families, through an
+explicit policy ``sharing={"0.weight": Residual(DenseSharing(3), inner_lr=..., pull=...)}``:
+the residual's initial rate (``inner_lr`` of the ``Residual`` = the learner's
+``inner_lr`` against ``inner_lr / 10``, at the protocol's budget and at 300 meta-steps,
+where a slow start would show) and the pull (``pull`` off and on, at ``inner_steps`` 1
+and 3).
 
 Run ``python benchmarks/soft_symmetry.py [--ablation] [--steps N] [--jobs J]``
 (single-threaded runs, ``J`` at a time); writes ``benchmarks/results/soft_symmetry.md``
@@ -49,14 +52,18 @@ from scipy import stats
 
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_translation_tasks
+from msr_sklearn.models import Conv1dLayer
+from msr_sklearn.sharing import DenseSharing, Residual
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _report import library_version, write_results  # noqa: E402
 
 N_FEATURES, N_SAMPLES, N_SUPPORT, N_FILTERS = 20, 20, 10, 3
 N_TRAIN, N_TEST = 4000, 500
-MODELS = {"MSR": "msr", "MSR-residual": "msr_residual", "MAML-FC": "dense",
-          "MAML-Conv": "conv1d"}
+#: model -> learner parameters (the built-in one-layer MLP unless a module is named)
+MODELS = {"MSR": dict(layer="msr"), "MSR-residual": dict(layer="msr_residual"),
+          "MAML-FC": dict(layer="dense"),
+          "MAML-Conv": dict(module=Conv1dLayer, layer="dense")}
 #: task family -> (symmetry_breaking, shared_breaking), or None for no symmetry
 FAMILIES = {"exact": (0.0, 0.0), "per-task eps=0.1": (0.1, 0.0),
             "per-task eps=0.3": (0.3, 0.0), "per-task eps=1": (1.0, 0.0),
@@ -65,18 +72,30 @@ FAMILIES = {"exact": (0.0, 0.0), "per-task eps=0.1": (0.1, 0.0),
 ABLATION_FAMILIES = ("exact", "per-task eps=0.3", "eps=0.3 + shared s=0.5", "no symmetry")
 INNER_LR = MetaSymmetryLearner().inner_lr
 SHORT_STEPS = 300
+
+
+def residual_policy(inner_lr=None, pull=False):
+    """MSR-residual's policy with the residual's settings spelled out: the MLP's one
+    weight ``"0.weight"`` as ``Residual(DenseSharing(N_FILTERS), inner_lr=, pull=)``
+    (``layer="msr_residual"`` is the same with ``inner_lr=None``, ``pull=False``)."""
+    return {"0.weight": Residual(DenseSharing(N_FILTERS), inner_lr=inner_lr, pull=pull)}
+
+
 #: ablation variants of MSR-residual: name -> (learner overrides, n_meta_steps or None
 #: for the protocol's)
 ABLATIONS = {
-    "residual_lr=inner_lr": ({"residual_lr": INNER_LR}, None),
-    "residual_lr=inner_lr/10": ({"residual_lr": INNER_LR / 10}, None),
-    f"residual_lr=inner_lr, {SHORT_STEPS} steps": ({"residual_lr": INNER_LR}, SHORT_STEPS),
-    f"residual_lr=inner_lr/10, {SHORT_STEPS} steps": ({"residual_lr": INNER_LR / 10},
-                                                       SHORT_STEPS),
-    "pull off, inner_steps=1": ({"residual_pull": False}, None),
-    "pull on, inner_steps=1": ({"residual_pull": True}, None),
-    "pull off, inner_steps=3": ({"residual_pull": False, "inner_steps": 3}, None),
-    "pull on, inner_steps=3": ({"residual_pull": True, "inner_steps": 3}, None),
+    "residual_lr=inner_lr": ({"sharing": residual_policy(INNER_LR)}, None),
+    "residual_lr=inner_lr/10": ({"sharing": residual_policy(INNER_LR / 10)}, None),
+    f"residual_lr=inner_lr, {SHORT_STEPS} steps": ({"sharing": residual_policy(INNER_LR)},
+                                                    SHORT_STEPS),
+    f"residual_lr=inner_lr/10, {SHORT_STEPS} steps": (
+        {"sharing": residual_policy(INNER_LR / 10)}, SHORT_STEPS),
+    "pull off, inner_steps=1": ({"sharing": residual_policy(pull=False)}, None),
+    "pull on, inner_steps=1": ({"sharing": residual_policy(pull=True)}, None),
+    "pull off, inner_steps=3": ({"sharing": residual_policy(pull=False), "inner_steps": 3},
+                                None),
+    "pull on, inner_steps=3": ({"sharing": residual_policy(pull=True), "inner_steps": 3},
+                               None),
 }
 #: the ablation's paired comparisons (a − b)
 ABLATION_PAIRS = [("residual_lr=inner_lr/10", "residual_lr=inner_lr"),
@@ -105,7 +124,7 @@ def run_one(family, model, seed, n_meta_steps, overrides=None, variant=None):
     """Meta-train one model on one family and seed; score the held-out tasks."""
     torch.set_num_threads(1)
     X, y = make_tasks(family, seed)
-    params = dict(layer=MODELS[model], n_filters=N_FILTERS, n_support=N_SUPPORT,
+    params = dict(MODELS[model], n_filters=N_FILTERS, n_support=N_SUPPORT,
                   n_meta_steps=n_meta_steps, random_state=seed)
     overrides = overrides or {}
     start = time.perf_counter()
@@ -113,7 +132,7 @@ def run_one(family, model, seed, n_meta_steps, overrides=None, variant=None):
     row = {"family": family, "model": model, "variant": variant or "", "seed": seed,
            "mse": float(learner.evaluate(X[N_TRAIN:], y[N_TRAIN:])["mse"].mean()),
            "fit_s": time.perf_counter() - start}
-    if MODELS[model].endswith("_residual"):
+    if MODELS[model]["layer"].endswith("_residual"):
         strength = learner.symmetry_strength(X[N_TRAIN:], y[N_TRAIN:]).iloc[0]
         row.update(strength=strength["strength"], residual_lr=strength["residual_lr"],
                    shared_breaking=strength["shared_breaking"])
@@ -214,14 +233,16 @@ def main(argv=None):
     if args.ablation:
         jobs += [(f, "MSR-residual", s, n or steps, o, v) for f in ABLATION_FAMILIES
                  for v, (o, n) in ABLATIONS.items() for s in range(seeds)]
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     rows = Parallel(n_jobs=args.jobs)(delayed(run_one)(*job) for job in jobs)
     total = time.perf_counter() - start
+    loads = f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     df = pd.DataFrame(rows)
     defaults = MetaSymmetryLearner().get_params()
-    shown = ("inner_lr", "inner_steps", "residual_lr", "residual_pull", "meta_lr",
-             "meta_lr_schedule", "meta_batch_size", "symmetry_gradient", "meta_optimizer",
-             "sharing_sparsity", "first_order", "learn_inner_lr", "bias")
+    shown = ("inner_lr", "inner_steps", "meta_lr", "meta_lr_schedule", "meta_batch_size",
+             "symmetry_gradient", "meta_optimizer", "sharing_sparsity", "first_order",
+             "learn_inner_lr", "bias")
+    residual = Residual(DenseSharing(N_FILTERS))  # what layer="msr_residual" puts there
     table, verdicts = main_table(df)
     command = "python benchmarks/soft_symmetry.py " + " ".join(argv or sys.argv[1:])
     lines = [
@@ -230,12 +251,16 @@ def main(argv=None):
         f"single-threaded runs at a time). Library: commit {library_version()}.",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.system()}, Python {platform.python_version()}, torch "
-        f"{torch.__version__} (CPU), **1 thread per run** (`torch.set_num_threads(1)`).", "",
+        f"{torch.__version__} (CPU), **1 thread per run** (`torch.set_num_threads(1)`); "
+        f"1-minute load average {loads} (other jobs may share the cores: fit times are "
+        "wall seconds).", "",
         f"Protocol: 1-D translation {N_FEATURES} → {N_FEATURES - 2}, {N_SAMPLES} rows per "
         f"task, n_support={N_SUPPORT} (query: the other {N_SAMPLES - N_SUPPORT}), "
         f"n_filters={N_FILTERS}, n_meta_steps={steps}; {N_TRAIN} meta-training and "
         f"{N_TEST} held-out tasks per seed, {seeds} seed(s). Learner defaults used: "
-        + ", ".join(f"{k}={defaults[k]!r}" for k in shown) + ".", "",
+        + ", ".join(f"{k}={defaults[k]!r}" for k in shown)
+        + f"; MSR-residual's residual at its defaults (inner_lr={residual.inner_lr!r}: the "
+        f"learner's, pull={residual.pull!r}).", "",
         "Query MSE after adaptation (mean over held-out tasks), mean ± 95% CI over seeds; "
         "paired differences per seed (negative: MSR-residual is better). Predicting 0 "
         "scores about 3 (the convolution's output variance); the breaking adds its own.",

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pandas as pd
-from _report import write_results
+from _report import cpu_name, library_version, write_results
 
 BATCH = 32
 
@@ -60,7 +60,14 @@ def main(argv=None):
     df = pd.DataFrame(rows)
     from msr_sklearn.data.tasks import mean_confidence_interval
 
+    import os
+
+    import torch
+
+    command = " ".join(["python benchmarks/streams.py", *(argv or sys.argv[1:])])
     lines = ["# Peak memory: task stream vs materialized tasks", "",
+             f"Command: `{command}`. Library: commit {library_version()}. Machine: "
+             f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}.", "",
              "Rank-1 translation tasks, MSR-FC k=3, meta-batch 32, 1 thread, one subprocess "
              f"per run, {args.repeats} runs each.", "",
              "| mode | distinct tasks | meta-steps | peak RSS MB (mean ± 95% CI) |",

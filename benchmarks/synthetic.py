@@ -8,11 +8,14 @@ Protocol (the official ``train_synthetic.py`` defaults): 10000 tasks of 20 sampl
 tasks 0-7999 meta-train and 8000-9999 meta-test; 1 support + 19 query rows per task
 (a fresh random split at every meta-step), 1 inner SGD step, inner lr 0.1 learned per
 layer, second-order meta-gradients, Adam 1e-3, meta-batch 32, no bias. Translation
-(1-D, 70 -> 68): MAML-FC (``layer="dense"``), MAML-LC (``"locally_connected1d"``),
-MAML-Conv (``"conv1d"``) and MSR-FC (``"msr"``, k = 3 / 6 / 30 for ranks 1 / 2 / 5).
-Rotation (2-D lifting convolutions under C4 / D4, :func:`make_rotation_tasks`):
-MAML-Conv (``"conv2d"``), MSR-Conv (``"msr_conv2d"``, ``n_copies`` = group order) and
-MSR-FC (``"msr"``, k = 9, one 3x3 filter).
+(1-D, 70 -> 68): MAML-FC (the built-in MLP, ``layer="dense"``), MAML-LC
+(``module=LocallyConnected1d``), MAML-Conv (``module=Conv1dLayer``) and MSR-FC
+(``layer="msr"``, k = 3 / 6 / 30 for ranks 1 / 2 / 5). Rotation (2-D lifting
+convolutions under C4 / D4, :func:`make_rotation_tasks`): one valid 3x3 convolution
+without a head (``module=ConvNet``, ``module__n_outputs=None``, ``module__channels=(m,)``
+for a group of order ``m``): MAML-Conv (``layer="dense"``: plain filters) and MSR-Conv
+(``module__n_copies=m`` under ``ConvFilterSharing(m, init="identity")``); and MSR-FC
+(``"msr"``, k = 9, one 3x3 filter, on the flattened image).
 
 Every number is the query MSE after adaptation on all 2000 meta-test tasks (one
 seeded support/query split per task): per run, mean ± Student-t 95% CI over tasks;
@@ -52,11 +55,13 @@ import pandas as pd
 import torch
 from scipy.linalg import subspace_angles
 
-import msr_sklearn.learner as learner_module
-import msr_sklearn.engine.meta as meta_module
+import msr_sklearn._fitting as fitting_module
+import msr_sklearn.training.loop as loop_module
 from msr_sklearn import MetaSymmetryLearner
 from msr_sklearn.datasets import make_rotation_tasks, make_translation_tasks, translation_sharing
 from msr_sklearn.data.tasks import mean_confidence_interval
+from msr_sklearn.models import Conv1dLayer, ConvNet, LocallyConnected1d
+from msr_sklearn.sharing import ConvFilterSharing, DenseSharing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 from _report import cpu_name, library_version  # noqa: E402
@@ -77,12 +82,40 @@ N_TASKS, N_TRAIN = 10000, 8000
 K_OF_RANK = {1: 3, 2: 6, 5: 30}
 TRANSLATION_MODELS = {
     "MAML-FC": dict(layer="dense"),
-    "MAML-LC": dict(layer="locally_connected1d"),
-    "MAML-Conv": dict(layer="conv1d"),
+    "MAML-LC": dict(module=LocallyConnected1d, layer="dense"),
+    "MAML-Conv": dict(module=Conv1dLayer, layer="dense"),
     "MSR-FC": dict(layer="msr"),
 }
 ROTATION_MODELS = ("MAML-Conv", "MSR-Conv", "MSR-FC")
 GROUP_ORDER = {"c4": 4, "d4": 8}
+
+
+def rotation_model(model, group, image_size):
+    """Learner parameters of a rotation row: one valid 3x3 convolution to ``m`` channels
+    (no head, the maps are the outputs), plain (MAML-Conv) or with ``m`` copies of one
+    learned filter (MSR-Conv); or MSR-FC, a dense ``U`` with k = 9 on the flat image.
+
+    MSR-Conv's copies start identical (``ConvFilterSharing(init="identity")``), as this
+    benchmark's single MSR-Conv layer always did; the ConvNet's default policy would
+    start them as different filters (``init="random"``)."""
+    if model == "MSR-FC":
+        return dict(layer="msr", n_filters=9)
+    m = GROUP_ORDER[group]
+    conv = dict(module=ConvNet, module__input_shape=(1, image_size, image_size),
+                module__channels=(m,), module__n_outputs=None)
+    if model == "MAML-Conv":
+        return dict(conv, layer="dense")
+    return dict(conv, module__n_copies=m,
+                sharing={"features.0.weight": ConvFilterSharing(m, init="identity")})
+
+
+def learner_params(params, defaults=False):
+    """The protocol (with ``defaults``: its data and inner loop only) and a row's
+    parameters; ``bias=False`` goes to the module's own ``bias`` when a row has one."""
+    params = {**(DATA_PROTOCOL if defaults else PROTOCOL), **params}
+    if params.get("module") is not None and "bias" in params:
+        params.setdefault("module__bias", params.pop("bias"))
+    return params
 
 #: official code, this machine, 1000 steps (official-baseline.md): the one-seed value
 #: and its 95% CI half-width quoted in the issue, and mean ± sd over its 3 runs
@@ -137,39 +170,50 @@ def max_angle(U, subspace):
 @contextlib.contextmanager
 def paper_initialization():
     """Build networks with the official ``ShareLinearFull`` init, ``U ~ N(0, 0.01²)``
-    (ours: orthonormal columns); ``v0 ~ N(0, 1/n_out²)`` is the same in both."""
-    build = learner_module.build_network
+    (ours: orthonormal columns); ``v0 ~ N(0, 1/n_out²)`` is the same in both.
 
-    def patched(*args, random_state=None, **kwargs):
-        network = build(*args, random_state=random_state, **kwargs)
-        for layer in network.layers:
-            basis = getattr(getattr(layer, "sharing", None), "basis", None)
-            if basis is not None:
+    Patches the learner's network builder (``build_meta_model``) so that every dense
+    ``U`` is redrawn right after it is built, from a generator seeded by the fit's seed.
+    """
+    build = fitting_module.build_meta_model
+
+    def patched(*args, seed=0, **kwargs):
+        model = build(*args, seed=seed, **kwargs)
+        generator = torch.Generator().manual_seed(seed)
+        for name in model.shared_names:
+            sharing = model.sharing(name)
+            if isinstance(sharing, DenseSharing):
                 with torch.no_grad():
-                    basis.copy_(0.01 * torch.randn(basis.shape, generator=random_state))
-        return network
+                    sharing.basis.copy_(0.01 * torch.randn(sharing.basis.shape,
+                                                           generator=generator))
+        return model
 
-    learner_module.build_network = patched
+    fitting_module.build_meta_model = patched
     try:
         yield
     finally:
-        learner_module.build_network = build
+        fitting_module.build_meta_model = build
 
 
 @contextlib.contextmanager
 def sum_over_tasks():
     """Meta-loss = sum of the tasks' query losses (the official per-task ``backward``)
-    instead of our mean: the meta-gradient is ``meta_batch_size`` times larger."""
-    task_losses = meta_module.task_losses
+    instead of our mean: the meta-gradient is ``meta_batch_size`` times larger.
 
-    def summed(model, batch, **kwargs):
-        return task_losses(model, batch, **kwargs) * batch.n_tasks
+    Patches the :func:`~msr_sklearn.engine.meta_step` the training loop calls: with
+    ``n_total_tasks=1`` its meta-loss (the tasks' losses summed over every chunk, divided
+    by ``n_total_tasks``) is the sum.
+    """
+    meta_step = loop_module.meta_step
 
-    meta_module.task_losses = summed
+    def summed(*args, n_total_tasks=None, **kwargs):
+        return meta_step(*args, n_total_tasks=1, **kwargs)
+
+    loop_module.meta_step = summed
     try:
         yield
     finally:
-        meta_module.task_losses = task_losses
+        loop_module.meta_step = meta_step
 
 
 def set_meta_lr(learner, lr):
@@ -224,7 +268,7 @@ class Run:
 
 def make_learner(seed, cfg, defaults=False, **params):
     """The protocol's learner, or with ``defaults`` the learner's own outer loop."""
-    return MetaSymmetryLearner(**{**(DATA_PROTOCOL if defaults else PROTOCOL), **params},
+    return MetaSymmetryLearner(**learner_params(params, defaults),
                                validation_interval=cfg["eval_every"], random_state=seed)
 
 
@@ -307,16 +351,8 @@ def run_rotation(cfg, log):
         for seed in range(cfg["rotation_seeds"]):
             train, valid, test, filters, dense = rotation_data(group, seed, size)
             for model in ROTATION_MODELS:
-                params = dict(input_shape=(1, size, size))
-                subspace = None
-                if model == "MAML-Conv":
-                    params["layer"] = "conv2d"
-                elif model == "MSR-Conv":
-                    params.update(layer="msr_conv2d", n_copies=GROUP_ORDER[group])
-                    subspace = filters
-                else:
-                    params.update(layer="msr", n_filters=filters.shape[1])
-                    subspace = dense
+                params = rotation_model(model, group, size)
+                subspace = {"MAML-Conv": None, "MSR-Conv": filters, "MSR-FC": dense}[model]
                 labels = dict(problem=group.upper(), model=model, seed=seed)
                 run = Run(make_learner(seed, cfg, **params), train, valid, test, subspace)
                 for budget in (cfg["steps"], cfg["rotation_long_steps"]):
@@ -649,9 +685,12 @@ def main(argv=None):
             "`make_rotation_tasks`: each task draws one 3×3 filter; its outputs are the "
             "image correlated with the filter under every element of C4 (4 channels) or D4 "
             f"(8 channels), {cfg['image_size'] - 2}×{cfg['image_size'] - 2} each. MAML-Conv: "
-            "`conv2d` with a free filter per channel; MSR-Conv: `msr_conv2d` with n_copies = "
-            "group order (angle against the exact lifting sharing of the filter tensor); "
-            "MSR-FC: `msr` with k = 9 on the flattened image (angle against the full "
+            "`module=ConvNet` with `module__channels=(m,)`, `module__n_outputs=None` (one "
+            "valid convolution, no head) and `layer='dense'`: a free filter per channel; "
+            "MSR-Conv: the same network with `module__n_copies=m`, m = group order, under "
+            "`ConvFilterSharing(m, init='identity')` (copies start equal; angle against the "
+            "exact lifting sharing of the filter tensor); "
+            "MSR-FC: `layer='msr'` with k = 9 on the flattened image (angle against the full "
             "weight matrices of the lifting convolution). Same protocol as above; "
             f"{cfg['rotation_seeds']} seed(s), longer column {cfg['rotation_long_steps']} steps. "
             "'MAML-Conv, inner lr 1.0 at init': the protocol starts every inner lr at 0.1 and "

@@ -28,7 +28,6 @@ import pytest
 import torch
 
 from msr_sklearn import LearnedSymmetry, MetaSymmetryLearner
-from msr_sklearn.datasets import make_translation_tasks
 from msr_sklearn.training.callbacks import Checkpoint, EarlyStopping
 from msr_sklearn.persistence import (MAX_MEMBER_BYTES, check_checkpoint_location,
                                      checkpoint_file_kind, checkpoint_lock, write_archive)
