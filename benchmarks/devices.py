@@ -4,8 +4,11 @@ Rank-1 protocol (70→68 MSR-FC k=3, 1 support + 19 query, 1 inner step, second 
 Adam) through the vectorized engine. CPU runs single-threaded
 (``torch.set_num_threads(1)``); CUDA runs where ``torch.cuda.is_available()``. Each
 cell is the mean ± 95% CI of steps/s over ``--blocks`` timed blocks after a warm-up,
-with CUDA synchronized at block ends. Writes ``benchmarks/results/devices.md`` and
-``.csv``; the ratio column compares each device with the CPU at the same batch size.
+with CUDA synchronized at block ends. On a GPU it also times the image rows of
+``benchmarks/speed.py`` (a user CNN on 8×8 images, the Conv-4 at 28×28 with 32 and 64
+channels; meta-batch 32), the engine against the official per-task loop. Writes
+``benchmarks/results/devices.md`` and ``.csv``; the ratio column compares each device
+with the CPU at the same batch size.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--image-rounds", type=int, default=3)
+    parser.add_argument("--image-steps", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
@@ -118,6 +123,15 @@ def main(argv=None):
     if len(devices) > 1:
         lines += ["", "EquivariantRegressor fitted on CPU and on CUDA: max |prediction "
                   f"difference| = {cuda_matches_cpu():.2e}."]
+        # the image rows of speed.py (user CNN, Conv-4 at 28×28) on the GPU, meta-batch 32
+        from speed import image_lines, time_images
+
+        images = time_images(devices[1], args.image_rounds, args.image_steps)
+        lines += ["", "## Image networks on the GPU: the engine against the official "
+                  "per-task loop", "", f"{args.image_rounds} rounds of {args.image_steps} "
+                  "meta-steps, meta-batch 32, the protocol of `benchmarks/speed.py`.", "",
+                  *image_lines(images)]
+        df = pd.concat([df, images], ignore_index=True)
     if len(devices) == 1:
         lines += ["", "No CUDA device on this machine: the GPU rows are absent (the same code "
                   "path is tested on CPU; run this script on a GPU machine to fill them)."]

@@ -140,8 +140,8 @@ def load_aug_digits_tasks(n_tasks, n_way=5, n_shot=1, n_query=5, split="train",
     axis with zero fill. Support images stay clean unless ``augment_support``.
 
     Use the tasks with ``MetaSymmetryLearner(support_split="first",
-    n_support=n_way * n_shot, input_shape=(1, 8, 8), ...)``: the support rows come
-    first in every task.
+    n_support=n_way * n_shot, module=ConvNet, module__input_shape=(1, 8, 8), ...)``:
+    the support rows come first in every task.
 
     Parameters
     ----------
