@@ -18,6 +18,7 @@ from .engine.optim import META_OPTIMIZERS
 from .models import LAYER_KINDS
 from .models.mlp import ACTIVATIONS
 from .scoring import TaskScoringMixin
+from .scoring.scorers import check_search_scorer
 from .sharing import DenseSharing, sharing_spec
 from .symmetry import LearnedSymmetry, _plain
 from .training import SCHEDULES, Callback
@@ -508,6 +509,7 @@ class MetaSymmetryLearner(MetaFittingMixin, TaskScoringMixin, BaseEstimator):
                              f"{RETIRED_LAYERS[self.layer]} (see the migration notes in the "
                              "changelog)")
         check_score_request(self, groups)
+        check_search_scorer(self)
         checkpoint = self._checkpoint()
         # a fit that raises leaves the previous fit's attributes, all of them
         with all_or_nothing(self):

@@ -266,17 +266,25 @@ def test_the_learner_refuses_row_predictions_and_says_what_to_use():
         with pytest.raises(TypeError, match=r"scores whole tasks.*task_scoring.*"
                                             r"make_estimator\(\)"):
             method(digit_tasks(2))
-    # scikit-learn's plain names call predict; its warning carries the explanation
+    # scikit-learn's plain names would call predict at scoring time, which scikit-learn
+    # turns into NaN scores; every fit refuses them at its start instead, and the search
+    # raises the explanation instead of choosing a "best" NaN
     X, y, groups = _long(digit_tasks())
     with sklearn.config_context(enable_metadata_routing=True):
-        with pytest.warns(UserWarning, match="task_scoring") as record:
-            scores = cross_validate(_routed(), X, y, cv=GroupKFold(2), scoring="accuracy",
-                                    params={"groups": groups})["test_score"]
-    assert np.isnan(scores).all() and any("make_estimator" in str(w.message) for w in record)
-    with sklearn.config_context(enable_metadata_routing=True):
-        with pytest.raises(TypeError, match="task_scoring"):
+        with pytest.raises(ValueError, match=r"(?s)All the 2 fits failed.*task_scoring"):
+            cross_validate(_routed(), X, y, cv=GroupKFold(2), scoring="accuracy",
+                           params={"groups": groups})
+        with pytest.raises(TypeError, match=r"\['log_loss'\].*task_scoring"):
             cross_validate(_routed(), X, y, cv=GroupKFold(2), scoring="neg_log_loss",
                            params={"groups": groups}, error_score="raise")
+    tasks = digit_tasks(8)
+    for scoring in (["accuracy"], {"acc": "accuracy"}):
+        with pytest.raises(ValueError, match=r"(?s)All the 4 fits failed.*make_estimator"):
+            GridSearchCV(MetaSymmetryLearner(**SMALL), {"n_filters": [2, 3]}, cv=KFold(2),
+                         scoring=scoring, refit=False, n_jobs=2).fit(tasks)
+    # the learner's own score and task scorers are unaffected
+    assert np.isfinite(cross_validate(MetaSymmetryLearner(**SMALL), tasks,
+                                      cv=KFold(2))["test_score"]).all()
 
 
 def test_scorers_accept_a_fitted_search_and_refuse_other_estimators():

@@ -11,14 +11,18 @@ the mean over tasks, sign-flipped for ``neg_*`` names so that greater is better.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from sklearn import get_config
 from sklearn.pipeline import Pipeline
 from sklearn.utils.metadata_routing import MetadataRequest
 
 from .metrics import task_mean
+from .mixin import NO_ROW_PREDICTIONS
 
-__all__ = ["TaskScorer", "get_task_scorer_names", "make_task_scorer", "task_scoring"]
+__all__ = ["TaskScorer", "check_search_scorer", "get_task_scorer_names", "make_task_scorer",
+           "task_scoring"]
 
 #: scikit-learn's scorer name -> (``evaluate``'s metric, sign, objective)
 TASK_SCORERS = {
@@ -215,6 +219,45 @@ def _final_learner(estimator, X):
             f"a search over either; got {type(estimator).__name__}, which has no evaluate "
             "(use scikit-learn's own scorer names for per-task estimators)")
     return estimator, X
+
+
+def _row_scorers(scorer):
+    """The names of scikit-learn scorers in ``scorer`` that call ``predict`` (or
+    ``predict_proba``, ``decision_function``) on rows: they cannot score a learner."""
+    try:  # private in scikit-learn: without them, no early refusal (the NaN path stays)
+        from sklearn.metrics._scorer import _BaseScorer, _MultimetricScorer
+    except ImportError:  # pragma: no cover
+        return []
+    if isinstance(scorer, _MultimetricScorer):
+        scorer = scorer._scorers
+    if not isinstance(scorer, dict):  # one scorer: named by its metric
+        scorer = {getattr(getattr(scorer, "_score_func", None), "__name__", "score"): scorer}
+    return [name for name, one in scorer.items() if isinstance(one, _BaseScorer)]
+
+
+def check_search_scorer(learner):
+    """Refuse, when a fit starts inside ``cross_validate``, a search or a learning
+    curve, scikit-learn's own scorers (``scoring="accuracy"``, lists, dicts).
+
+    They call ``predict`` on the learner, which has none for rows; scikit-learn would
+    catch that error at every split, report NaN scores and still choose a "best"
+    candidate. Raised at the start of each fit instead, the error costs no training,
+    and when every fit fails scikit-learn raises it with this message. A user's own
+    callable and ``scoring=None`` (the learner's ``score``) are not judged.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_code.co_name == "_fit_and_score"
+                and frame.f_globals.get("__name__") == "sklearn.model_selection._validation"):
+            estimator = frame.f_locals.get("estimator")
+            while isinstance(estimator, Pipeline):
+                estimator = estimator[-1]
+            names = _row_scorers(frame.f_locals.get("scorer"))
+            if estimator is learner and names:
+                raise TypeError(f"scorer(s) {names}: " + NO_ROW_PREDICTIONS.format(
+                    name=type(learner).__name__, method="predict"))
+            return
+        frame = frame.f_back
 
 
 def make_task_scorer(name):
