@@ -282,6 +282,7 @@ def test_chunked_evaluation_keeps_no_graph_and_matches():
 
 @pytest.mark.parametrize("kind", ["msr", "conv_residual+pull"])
 def test_a_chunked_meta_step_takes_the_same_step(kind):
+    # chunks of one task run the module without vmap (task_batched_call's shortcut)
     model, shape = make_model(kind)
     batch = make_batch("mse", shape=shape, n_tasks=7)
     steps = {}
