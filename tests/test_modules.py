@@ -12,6 +12,8 @@ from sklearn.model_selection import GridSearchCV, KFold
 from torch import nn
 
 from msr_sklearn import EquivariantClassifier, LearnedSymmetry, MetaSymmetryLearner
+from msr_sklearn.data.batch import TaskBatch
+from msr_sklearn.engine import adapted_outputs
 from msr_sklearn.datasets import load_aug_digits_tasks, make_translation_tasks
 from msr_sklearn.learner import RETIRED_PARAMETERS
 from msr_sklearn.models import ConvNet, GroupConvNet
@@ -69,6 +71,12 @@ def test_a_user_module_end_to_end(fitted, digit_images, tmp_path):
     assert isinstance(clf, EquivariantClassifier)
     engine = learner.evaluate([digit_images[21]])
     assert clf.score(X[5:], y[5:]) == pytest.approx(engine["accuracy"][0])
+    classes, target = np.unique(y, return_inverse=True)
+    x, t = torch.as_tensor(X[None], dtype=torch.float32), torch.as_tensor(target[None])
+    batch = TaskBatch(x[:, :5], t[:, :5], x[:, 5:], t[:, 5:])
+    logits = adapted_outputs(learner.model_, batch, learner._inner_loop())[0]
+    np.testing.assert_allclose(clf.predict_proba(X[5:]), logits.softmax(-1).numpy(),
+                               atol=1e-5)
     # saved and loaded (the class passed back in), it predicts the same
     path = tmp_path / "user.msr"
     learner.symmetry_.save(path)
