@@ -3,7 +3,9 @@ per-task loop on image networks.
 
 Two comparisons, each side by side in one run, single-threaded
 (``torch.set_num_threads(1)``, CPU), in interleaved rounds so that the machine's state
-affects every side alike; every number is the mean ± 95% CI over rounds.
+affects every side alike; every number is the mean ± 95% CI over rounds. Times are the
+process's CPU time (``time.process_time``): on a machine shared with other jobs, the
+time a single-threaded process waits for a core does not count.
 
 1. **Rank-1 protocol, this version vs the previous one** (``--baseline``, default the
    last commit before the ``module=`` redesign). One 70→68 MSR-FC layer with ``k=3``
@@ -70,9 +72,9 @@ def rank1_worker(protocol, short, long):
     MetaSymmetryLearner(**params, n_meta_steps=5).fit(X, y)  # warm-up
     seconds = {}
     for n in (short, long):
-        start = time.perf_counter()
+        start = time.process_time()
         MetaSymmetryLearner(**params, n_meta_steps=n).fit(X, y)
-        seconds[n] = time.perf_counter() - start
+        seconds[n] = time.process_time() - start
     print(json.dumps({"s_per_step": (seconds[long] - seconds[short]) / (long - short)}))
 
 
@@ -205,6 +207,8 @@ def time_images(device, rounds, steps, rows=None):
     from msr_sklearn.engine import InnerLoop, MetaModel, make_meta_optimizer
 
     loop = InnerLoop("cross_entropy", steps=1)
+    # a GPU's time is wall time; on a CPU, single-threaded, the process's own CPU time
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     out = []
     for row, (make_net, make_policy, shape) in image_rows().items():
         if rows and row not in rows:
@@ -223,12 +227,12 @@ def time_images(device, rounds, steps, rows=None):
                 optimizer = make_meta_optimizer(model, 1e-3, meta_optimizer="adam")
                 step(model, optimizer, batches[0], loop)
                 sync(device)
-                start = time.perf_counter()
+                start = clock()
                 for batch in batches[1:]:
                     step(model, optimizer, batch, loop)
                 sync(device)
                 if r:
-                    times[name].append((time.perf_counter() - start) / steps)
+                    times[name].append((clock() - start) / steps)
         loop_times = np.array(times["per-task loop (official)"])
         for name, (_, graph) in impls.items():
             t = np.array(times[name])
@@ -281,7 +285,9 @@ def main(argv=None):
         f"Made by `python benchmarks/speed.py --rounds {args.rounds} --image-rounds "
         f"{args.image_rounds} --image-steps {args.image_steps}` at commit "
         f"{library_version()}, on {cpu_name()}, torch {torch.__version__}, CPU, one thread "
-        "(`torch.set_num_threads(1)`, `OMP_NUM_THREADS=1`).",
+        "(`torch.set_num_threads(1)`, `OMP_NUM_THREADS=1`); times are the process's CPU "
+        f"time (`time.process_time`). 1-minute load average at the start: "
+        f"{os.getloadavg()[0]:.1f} (other jobs shared the machine's cores).",
         "",
         "## Rank-1 protocol: this version against the previous one",
         "",
