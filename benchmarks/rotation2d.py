@@ -207,14 +207,21 @@ def measure_memory(n_tasks=1000, group="c8", n_meta_steps=3, meta_batch_size=8):
 
 # ------------------------------------------------------------------------ main
 def main(argv=None):
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--n-train", type=int, default=N_TRAIN,
+                   help="training tasks per seed (default %(default)s)")
+    p.add_argument("--grid", type=float, nargs="+", default=list(TUNE_GRID),
+                   help="initial inner rates the tuned setting chooses from")
+    p.add_argument("--memory-tasks", type=int, default=1000,
+                   help="tasks of the memory measurement (default %(default)s)")
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     settings = dict(CPU)
     if args.meta_batch_size:
         settings["meta_batch_size"] = args.meta_batch_size
     if args.n_meta_steps:
         settings["n_meta_steps"] = args.n_meta_steps
-    n_train, n_test, grid, name = N_TRAIN, N_TEST, TUNE_GRID, "rotation2d"
+    n_train, n_test, grid, name = args.n_train, N_TEST, tuple(args.grid), "rotation2d"
     if args.quick:
         settings, n_train, n_test, grid, name = (dict(meta_batch_size=4, n_meta_steps=20), 40,
                                                  20, TUNE_GRID[2:3], "rotation2d_quick")
@@ -239,7 +246,7 @@ def main(argv=None):
     chosen["setting"] = "tuned inner lr"
     defaults = rows[rows.inner_lr == 0.1].assign(setting="defaults")
     final = pd.concat([defaults, chosen], ignore_index=True)
-    memory = measure_memory(n_tasks=100 if args.quick else 1000)
+    memory = measure_memory(n_tasks=100 if args.quick else args.memory_tasks)
     text = report(final, tuning, memory, args, settings, n_train, n_test)
     write_results(name, text, rows)
 
@@ -281,7 +288,7 @@ def report(rows, tuning, memory, args, settings, n_train, n_test):
         cells = [f"{v:.4f}" for v in part.sort_values("inner_lr").val_mse]
         lines.append(f"| {g.upper()} | {m} | " + " | ".join(cells) + " |")
     gib = 2 ** 30
-    lines += ["", "## Memory of a fit on 1,000 C8 tasks (issue 20, item 6)", "",
+    lines += ["", f"## Memory of a fit on {memory['n_tasks']:,} C8 tasks (issue 20, item 6)", "",
               f"A fresh process generates {memory['n_tasks']} C8 tasks "
               f"({memory['task_bytes'] / gib:.2f} GiB of float32) and fits MSR-Conv on "
               f"them (a few meta-steps: the data path, not the training, sets the peak).",
