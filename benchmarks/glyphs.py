@@ -255,8 +255,9 @@ def report(rows, args, settings):
         shared = _layers(part, "d4_")
         lines += ["", "Per layer: what `symmetry_report` names, and the D4 error of the "
                   "sharing (the larger of its rot90 / flip scores; 0 exact, ~1.4 unrelated; "
-                  "mean over seeds); then the D4 error of the meta-learned initial filters "
-                  "up to a relabelling of channels.", "",
+                  "mean over seeds; — where the network has no such shared weight); then "
+                  "the D4 error of the meta-learned initial filters up to a relabelling of "
+                  "channels.", "",
                   "| row | " + " | ".join(f"`{n}`" for n in shared) + " |",
                   "|" + "---|" * (1 + len(shared))]
         for row in ROWS:
@@ -265,11 +266,13 @@ def report(rows, args, settings):
                 continue
             cells = []
             for n in shared:
-                if r[f"d4_{n}"].isna().all():
-                    cells.append("— (adapted as is)")
-                    continue
                 names = ", ".join(sorted(set(r[f"report_{n}"].dropna())))
-                cells.append(f"{names}: {r[f'd4_{n}'].mean():.2f}")
+                if not names:
+                    cells.append("—")   # not in this network, or adapted as is
+                elif r[f"d4_{n}"].isna().all():
+                    cells.append(names)
+                else:
+                    cells.append(f"{names}: {r[f'd4_{n}'].mean():.2f}")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         convs = _layers(part, "w0_d4_")
         lines += ["", "| row | " + " | ".join(f"initial `{n}`" for n in convs) + " |",
@@ -278,9 +281,33 @@ def report(rows, args, settings):
             r = part[part.row == row]
             if len(r):
                 lines.append(f"| {row} | " + " | ".join(
-                    f"{r[f'w0_d4_{n}'].mean():.2f}" for n in convs) + " |")
-        lines.append("")
+                    "—" if r[f"w0_d4_{n}"].isna().all() else f"{r[f'w0_d4_{n}'].mean():.2f}"
+                    for n in convs) + " |")
+        lines += [""] + targets(part) + [""]
     return "\n".join(lines)
+
+
+def targets(part):
+    """Issue 20's item-5 targets on augmented 1-shot queries, met or missed."""
+    acc = {row: part.loc[part.row == row, "acc_aug"].mean() * 100 for row in ROWS}
+    msr = part[part.row == "MSR-Conv"]
+    if not len(msr) or "report_features.0.weight" not in msr:
+        return []
+    first_err = msr["d4_features.0.weight"].mean()
+    first_name = ", ".join(sorted(set(msr["report_features.0.weight"].dropna())))
+    verdict = lambda ok: "met" if ok else "missed"  # noqa: E731
+    gain = acc["MSR-Conv"] - acc["MAML-Conv4"]
+    gap = acc["Oracle: exact D4 group conv"] - acc["MSR-Conv"]
+    invariant = msr.invariant.mean() * 100
+    return ["Targets (issue 20, item 5; means over seeds):", "",
+            f"- MSR-Conv ≥ MAML-Conv4 + 5 points: {acc['MSR-Conv']:.1f} vs "
+            f"{acc['MAML-Conv4']:.1f} (+{gain:.1f}): {verdict(gain >= 5)}",
+            f"- MSR-Conv within 2 points of the oracle: {acc['MSR-Conv']:.1f} vs "
+            f"{acc['Oracle: exact D4 group conv']:.1f} ({-gap:+.1f}): {verdict(gap <= 2)}",
+            f"- ≥ 90 % invariant predictions: {invariant:.1f} %: {verdict(invariant >= 90)}",
+            f"- learned first layer with D4 error ≤ 0.3 that the report names: "
+            f"{first_err:.2f}, named {first_name}: "
+            f"{verdict(first_err <= 0.3 and first_name.startswith('D4'))}"]
 
 
 def main(argv=None):
