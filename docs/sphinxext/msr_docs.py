@@ -30,11 +30,12 @@ EXAMPLE_ORDER = (
     "plot_symmetry_report.py",
     "plot_soft_symmetry.py",
     "plot_aug_digits.py",
+    "plot_glyph_fewshot.py",
 )
 
 #: write-ups by others, listed first in this order when present; any other
 #: ``docs/*.md`` follows, by name (titles come from the documents themselves)
-OPTIONAL_PAGES = ("design", "reproduction", "convergence", "aug_digits")
+OPTIONAL_PAGES = ("design", "reproduction", "convergence", "aug_digits", "real_images")
 
 _MARKER = ".. optional-pages::"
 

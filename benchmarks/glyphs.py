@@ -1,0 +1,340 @@
+"""Aug-Glyphs few-shot benchmark: Conv-4 with MAML, augmentation, MSR, and the exact D4 oracle.
+
+The Aug-Omniglot protocol of the MSR paper on
+:func:`msr_sklearn.datasets.load_aug_glyphs_tasks` (1,087 font-rendered letter classes,
+28×28, meta-train Latin, meta-test Cyrillic / Armenian / Georgian): N-way 1-shot
+episodes whose support images are clean and whose query images are transformed by a
+random element of D4. Meta-training draws fresh episodes at every step (5 query images
+per class); the test episodes are fixed and the same for every row.
+
+Every image is zero-padded by 2 pixels to 32×32 for every row: four 2×2 max-pools then
+tile the maps evenly (32 → 16 → 8 → 4 → 2). At 28×28 the third pool drops a row and a
+column (7 → 3) and the fourth keeps the top-left 2×2 of 3×3, which no filter sharing
+can make D4-invariant.
+
+Rows (one inner step; ``inner_lr`` the same for all, see :data:`INNER_LR`; meta-lr and
+every other setting at the library's defaults):
+
+- ``MAML-Conv4``: :class:`~msr_sklearn.models.Conv4` (32 channels, batch statistics
+  per task), ``layer="dense"``: every weight adapted as is.
+- ``MAML-Conv4 + aug. support``: the same, meta-trained on episodes whose support is
+  D4-augmented too (the data-augmentation baseline); tested like every other row.
+- ``MSR-Conv``: the Conv-4's default MSR policy with fields of 8 copies: a learned
+  ``ConvFilterSharing(n_copies=8)`` on every convolution (after the first, reading its
+  input in fields of 8: ``couple_copies``, see :data:`COUPLE_COPIES`) and a learned
+  dense sharing on the head with :data:`HEAD_FILTERS_PER_WAY` filter values per way
+  (an exactly invariant head on the 2×2 maps of 4 regular fields needs 16).
+- ``MSR-FC head``: the Conv-4 with plain convolutions and the same learned dense head
+  sharing.
+- ``Oracle: exact D4 group conv``: :class:`~msr_sklearn.models.ConvNet` shaped as the
+  Conv-4 (3×3 convolutions with padding 1, group norm, ReLU, 2×2 max-pool) with
+  :data:`ORACLE_CHANNELS` channels in regular D4 fields of 8, every convolution fixed
+  to the exact lifting / group-convolution sharing, one bias per field, norm scales
+  frozen at 1 and 0 (a per-channel scale would break the symmetry), the mean over
+  each field (invariant features) and a plain linear head: exactly D4-invariant.
+
+Reported per row (mean ± 95% CI over training seeds; each seed's value is its mean over
+the test episodes): accuracy on 1-shot episodes with augmented queries (the protocol),
+with clean queries, on 5-shot episodes (the same 1-shot-trained model adapting on 5
+support images per class); the output invariance (share of query images whose label is
+the same under all 8 D4 transforms, through ``learner.make_estimator().fit(support)``);
+per shared weight what :func:`~msr_sklearn.inspection.symmetry_report` names and its D4
+error (the larger of the rot90 and flip scores); the D4 error of every convolution's
+meta-learned initial filters up to a relabelling of channels; and the wall time.
+
+Run: ``python benchmarks/glyphs.py [--ways 5 20] [--quick]``; writes
+``benchmarks/results/glyphs.md`` and ``.csv``. GPU entry point: :func:`run_row`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _glyph_measures import (episode_accuracy, estimator_invariance,  # noqa: E402
+                             initial_filter_errors, layer_reports)
+from _real_images import header, parser, pm  # noqa: E402
+from _report import map_single_threaded, write_results  # noqa: E402
+
+from msr_sklearn import MetaSymmetryLearner  # noqa: E402
+from msr_sklearn.data.streams import TaskStream  # noqa: E402
+from msr_sklearn.datasets import load_aug_glyphs_tasks  # noqa: E402
+from msr_sklearn.models import Conv4, ConvNet  # noqa: E402
+from msr_sklearn.sharing import (DenseSharing, exact_group_conv_sharing,  # noqa: E402
+                                 exact_lifting_sharing)
+
+ROWS = ("MAML-Conv4", "MAML-Conv4 + aug. support", "MSR-Conv", "MSR-FC head",
+        "Oracle: exact D4 group conv")
+PAD, CHANNELS, N_COPIES, N_QUERY = 2, 32, 8, 5
+#: the second to fourth MSR-Conv layers read their input in fields of 8 copies
+COUPLE_COPIES = True
+#: learned head sharing: filter values per way
+HEAD_FILTERS_PER_WAY = 16
+#: the oracle's channels (regular D4 fields of 8): its invariant features are the
+#: last layer's fields, so the last layer is wider
+ORACLE_CHANNELS = (32, 32, 64, 128)
+#: the initial inner rate of every row (learned per tensor from there)
+INNER_LR = 0.4
+#: the CPU settings per way (the paper's meta-batch is 32: ``--meta-batch-size 32``)
+CPU = {5: dict(meta_batch_size=8, n_meta_steps=1000),
+       20: dict(meta_batch_size=4, n_meta_steps=600)}
+N_TEST, N_INVARIANCE, TEST_SEED = 600, 100, 10_000
+
+
+def pad(tasks, pad=PAD):
+    """Image tasks with ``pad`` zero pixels added on every side."""
+    width = ((0, 0), (0, 0), (pad, pad), (pad, pad))
+    return [(np.pad(X, width), y) for X, y in tasks]
+
+
+def episodes(n_tasks, n_way, n_shot=1, split="train", augment=("rot90", "flip"),
+             augment_support=False, random_state=None, **kwargs):
+    """Padded Aug-Glyphs episodes (support rows first)."""
+    return pad(load_aug_glyphs_tasks(n_tasks, n_way=n_way, n_shot=n_shot, n_query=N_QUERY,
+                                     split=split, augment=augment,
+                                     augment_support=augment_support,
+                                     random_state=random_state, **kwargs))
+
+
+def training_stream(n_way, augment_support=False, **kwargs):
+    """Fresh meta-training episodes at every step."""
+    def draw(n_tasks, rng):
+        return episodes(n_tasks, n_way, augment_support=augment_support,
+                        random_state=int(rng.integers(2 ** 31)), **kwargs)
+    return TaskStream(draw)
+
+
+def oracle_policy(channels=ORACLE_CHANNELS, in_channels=1, kernel_size=3):
+    """The exact D4 sharings of the oracle's convolutions, its norm scales frozen."""
+    policy, fields = {}, None
+    net = ConvNet(**oracle_module(channels), input_shape=(in_channels, 32, 32), n_outputs=2)
+    for i, (name, conv) in enumerate(net.convolutions.items()):
+        out = conv.out_channels // N_COPIES
+        policy[f"{name}.weight"] = (
+            exact_lifting_sharing("d4", out, in_channels, kernel_size) if i == 0 else
+            exact_group_conv_sharing("d4", out, fields, kernel_size))
+        fields = out
+    for name, m in net.features.named_children():
+        if isinstance(m, nn.GroupNorm):
+            policy.update({f"features.{name}.weight": "frozen",
+                           f"features.{name}.bias": "frozen"})
+    return policy
+
+
+def oracle_module(channels=ORACLE_CHANNELS):
+    """ConvNet parameters of the oracle (the Conv-4's blocks in regular D4 fields)."""
+    return dict(channels=tuple(channels), kernel_size=3, padding=1, pool="max", norm="group",
+                field_bias=True, n_copies=N_COPIES, couple_copies=True,
+                global_pool="mean_fields")
+
+
+def learner_params(row, n_way):
+    """The network and policy of a row."""
+    conv4 = dict(module=Conv4, module__channels=CHANNELS)
+    head = DenseSharing(HEAD_FILTERS_PER_WAY * n_way)
+    if row in ("MAML-Conv4", "MAML-Conv4 + aug. support"):
+        return dict(conv4, layer="dense")
+    if row == "MSR-Conv":
+        return dict(conv4, module__n_copies=N_COPIES, module__couple_copies=COUPLE_COPIES,
+                    layer="msr", n_filters=HEAD_FILTERS_PER_WAY * n_way)
+    if row == "MSR-FC head":
+        return dict(conv4, sharing={"head.0.weight": head})
+    if row == "Oracle: exact D4 group conv":
+        return dict(module=ConvNet, **{f"module__{k}": v for k, v in oracle_module().items()},
+                    sharing=oracle_policy())
+    raise ValueError(f"row must be one of {ROWS}; got {row!r}")
+
+
+def make_learner(row, n_way=5, inner_lr=INNER_LR, meta_batch_size=32, n_meta_steps=1000,
+                 device="cpu", random_state=0):
+    """The learner of a row (``n_support`` N × 1, the support rows first)."""
+    return MetaSymmetryLearner(**learner_params(row, n_way), n_support=n_way,
+                               support_split="first", inner_lr=inner_lr,
+                               meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps,
+                               device=device, random_state=random_state)
+
+
+def test_sets(n_way, n_test=N_TEST):
+    """The fixed test episodes: augmented and clean queries after 1 shot, and 5 shots."""
+    kw = dict(split="test", random_state=TEST_SEED + n_way)
+    return {"aug": (episodes(n_test, n_way, **kw), n_way),
+            "clean": (episodes(n_test, n_way, augment=(), **kw), n_way),
+            "aug_5shot": (episodes(n_test, n_way, n_shot=5, **kw), 5 * n_way)}
+
+
+def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
+            inner_lr=INNER_LR, device="cpu", n_test=N_TEST, n_invariance=N_INVARIANCE):
+    """Meta-train one row and measure it (the function a GPU script calls).
+
+    Parameters
+    ----------
+    row : str
+        One of :data:`ROWS`.
+    n_way : int, default=5
+        Ways of the training and test episodes (5 and 20 in the benchmark).
+    random_state : int, default=0
+        Seeds the learner and its training episodes.
+    meta_batch_size, n_meta_steps : int
+        The paper's meta-batch is 32.
+    inner_lr : float, default=INNER_LR
+    device : str, default="cpu"
+    n_test, n_invariance : int
+        Test episodes, and how many of them go through ``make_estimator`` for the
+        output invariance.
+
+    Returns
+    -------
+    dict
+        ``acc_aug``, ``acc_clean``, ``acc_aug_5shot`` (means over test episodes),
+        ``invariant`` (share of invariant query predictions), ``estimator_acc_diff``
+        (the largest per-episode difference between the estimators' accuracy and the
+        engine's: 0 when they agree), ``report_<weight>``, ``d4_<weight>`` (the
+        report's name and D4 error of each shared weight), ``w0_d4_<conv>`` (initial
+        filters' D4 error), ``final_loss``, ``fit_seconds``.
+    """
+    torch.manual_seed(random_state)
+    learner = make_learner(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
+                           random_state)
+    stream = training_stream(n_way, augment_support=row.endswith("aug. support"))
+    wall = time.perf_counter()
+    learner.fit(stream)
+    wall = time.perf_counter() - wall
+    out = dict(row=row, n_way=n_way, seed=random_state, meta_batch_size=meta_batch_size,
+               n_meta_steps=n_meta_steps, inner_lr=inner_lr, fit_seconds=wall,
+               final_loss=float(learner.history_["train_loss"].tail(50).mean()))
+    tests = test_sets(n_way, n_test)
+    for key, (tasks, n_support) in tests.items():
+        out[f"acc_{key}"] = float(episode_accuracy(learner, tasks, n_support).mean())
+    checked = tests["aug"][0][:n_invariance]
+    accuracy, invariant = estimator_invariance(learner, checked, n_way)
+    engine = episode_accuracy(learner, checked, n_way)
+    out["invariant"] = float(invariant.mean())
+    out["estimator_acc_diff"] = float(np.abs(accuracy - engine).max())
+    for name, (group, rot, flip) in layer_reports(learner).items():
+        out[f"report_{name}"], out[f"d4_{name}"] = group, max(rot, flip)
+    for name, err in initial_filter_errors(learner).items():
+        out[f"w0_d4_{name}"] = err
+    return out
+
+
+def _job(job):
+    return run_row(**job)
+
+
+def _layers(rows, prefix):
+    return sorted({c[len(prefix):] for c in rows.columns if c.startswith(prefix)},
+                  key=lambda n: [int(t) if t.isdigit() else t for t in n.split(".")])
+
+
+def report(rows, args, settings):
+    lines = header("Aug-Glyphs few-shot: Conv-4 with MAML, augmentation, MSR, exact D4 oracle",
+                   args, {"protocol": "clean support, D4-augmented queries, 5 query images "
+                          "per class, fresh training episodes each step, images padded to "
+                          f"32×32, 1 inner step, initial inner lr {INNER_LR} (learned per "
+                          "tensor), every other setting at the library's defaults",
+                          "settings": "; ".join(f"{k}-way: meta-batch {v['meta_batch_size']}, "
+                                                f"{v['n_meta_steps']} meta-steps"
+                                                for k, v in settings.items())})
+    for n_way, part in rows.groupby("n_way"):
+        lines += [f"## {n_way}-way", "",
+                  "| row | 1-shot, aug. queries (%) | 1-shot, clean (%) | 5-shot, aug. (%) | "
+                  "invariant predictions (%) | fit (min, wall) |", "|" + "---|" * 6]
+        for row in ROWS:
+            r = part[part.row == row]
+            if len(r):
+                lines.append(f"| {row} | {pm(r.acc_aug, 100)} | {pm(r.acc_clean, 100)} | "
+                             f"{pm(r.acc_aug_5shot, 100)} | {pm(r.invariant, 100)} | "
+                             f"{r.fit_seconds.mean() / 60:.1f} |")
+        shared = _layers(part, "d4_")
+        lines += ["", "Per layer: what `symmetry_report` names, and the D4 error of the "
+                  "sharing (the larger of its rot90 / flip scores; 0 exact, ~1.4 unrelated; "
+                  "mean over seeds; — where the network has no such shared weight); then "
+                  "the D4 error of the meta-learned initial filters up to a relabelling of "
+                  "channels.", "",
+                  "| row | " + " | ".join(f"`{n}`" for n in shared) + " |",
+                  "|" + "---|" * (1 + len(shared))]
+        for row in ROWS:
+            r = part[part.row == row]
+            if not len(r):
+                continue
+            cells = []
+            for n in shared:
+                names = ", ".join(sorted(set(r[f"report_{n}"].dropna())))
+                if not names:
+                    cells.append("—")   # not in this network, or adapted as is
+                elif r[f"d4_{n}"].isna().all():
+                    cells.append(names)
+                else:
+                    cells.append(f"{names}: {r[f'd4_{n}'].mean():.2f}")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        convs = _layers(part, "w0_d4_")
+        lines += ["", "| row | " + " | ".join(f"initial `{n}`" for n in convs) + " |",
+                  "|" + "---|" * (1 + len(convs))]
+        for row in ROWS:
+            r = part[part.row == row]
+            if len(r):
+                lines.append(f"| {row} | " + " | ".join(
+                    "—" if r[f"w0_d4_{n}"].isna().all() else f"{r[f'w0_d4_{n}'].mean():.2f}"
+                    for n in convs) + " |")
+        lines += [""] + targets(part) + [""]
+    return "\n".join(lines)
+
+
+def targets(part):
+    """Issue 20's item-5 targets on augmented 1-shot queries, met or missed."""
+    acc = {row: part.loc[part.row == row, "acc_aug"].mean() * 100 for row in ROWS}
+    msr = part[part.row == "MSR-Conv"]
+    if not len(msr) or "report_features.0.weight" not in msr:
+        return []
+    first_err = msr["d4_features.0.weight"].mean()
+    first_name = ", ".join(sorted(set(msr["report_features.0.weight"].dropna())))
+    verdict = lambda ok: "met" if ok else "missed"  # noqa: E731
+    gain = acc["MSR-Conv"] - acc["MAML-Conv4"]
+    gap = acc["Oracle: exact D4 group conv"] - acc["MSR-Conv"]
+    invariant = msr.invariant.mean() * 100
+    return ["Targets (issue 20, item 5; means over seeds):", "",
+            f"- MSR-Conv ≥ MAML-Conv4 + 5 points: {acc['MSR-Conv']:.1f} vs "
+            f"{acc['MAML-Conv4']:.1f} (+{gain:.1f}): {verdict(gain >= 5)}",
+            f"- MSR-Conv within 2 points of the oracle: {acc['MSR-Conv']:.1f} vs "
+            f"{acc['Oracle: exact D4 group conv']:.1f} ({-gap:+.1f}): {verdict(gap <= 2)}",
+            f"- ≥ 90 % invariant predictions: {invariant:.1f} %: {verdict(invariant >= 90)}",
+            f"- learned first layer with D4 error ≤ 0.3 that the report names: "
+            f"{first_err:.2f}, named {first_name}: "
+            f"{verdict(first_err <= 0.3 and first_name.startswith('D4'))}"]
+
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--ways", type=int, nargs="+", default=[5, 20])
+    p.add_argument("--rows", nargs="+", default=list(ROWS))
+    p.add_argument("--n-test", type=int, default=N_TEST, help="test episodes per set")
+    p.add_argument("--n-invariance", type=int, default=N_INVARIANCE,
+                   help="test episodes checked through make_estimator for invariance")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    settings = {k: dict(CPU.get(k, CPU[5])) for k in args.ways}
+    for s in settings.values():
+        if args.meta_batch_size:
+            s["meta_batch_size"] = args.meta_batch_size
+        if args.n_meta_steps:
+            s["n_meta_steps"] = args.n_meta_steps
+    n_test, n_inv, name = args.n_test, args.n_invariance, "glyphs"
+    if args.quick:
+        settings = {k: dict(meta_batch_size=2, n_meta_steps=3) for k in args.ways}
+        n_test, n_inv, name, args.seeds = 8, 2, "glyphs_quick", args.seeds[:1]
+    jobs = [dict(row=row, n_way=k, random_state=s, device=args.device, n_test=n_test,
+                 n_invariance=n_inv, **settings[k])
+            for k in args.ways for row in args.rows for s in args.seeds]
+    rows = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
+    write_results(name, report(rows, args, settings), rows)
+
+
+if __name__ == "__main__":
+    main()
