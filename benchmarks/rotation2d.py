@@ -15,13 +15,15 @@ channel (:class:`~msr_sklearn.models.ConvNet`, ``n_outputs=None``):
 - ``Oracle``: ``FixedSharing`` with the true span
   (:func:`~msr_sklearn.datasets.rotation2d_sharing`, 18 filter values), ``U`` fixed.
 
-Two settings: the library's defaults (``inner_lr=0.1``, learned per-tensor inner rates,
-meta-lr 1e-2 on the inverse-time schedule, Adam with one second moment per sharing),
-and *tuned*: each method's initial inner rate chosen on the validation tasks from
-:data:`TUNE_GRID` (one seed), then trained with every seed. The query loss averages
-over 24 × 900 (or 48 × 900) outputs, so one inner step needs a rate near 12 (C8) or 24
-(D8) to move the filters far enough, and a learned rate starting at 0.1 climbs only
-slowly: the defaults measure the inner step size as much as the symmetry.
+Three settings: the library's defaults (``inner_lr="auto"``: an output convolution
+under the MSE starts its rates at ``C_out / 2``, 12 for C8 and 24 for D8; learned
+per-tensor rates, meta-lr 1e-2 on the inverse-time schedule), ``inner_lr=0.1`` (the
+previous default and the paper's, every rate learned from 0.1), and *tuned*: each
+method's initial inner rate chosen on the validation tasks from :data:`TUNE_GRID` (one
+seed), then trained with every seed. The query loss averages over 24 × 900 (or
+48 × 900) outputs, so one inner step needs a rate near 12 (C8) or 24 (D8) to move the
+filters far enough, and a learned rate starting at 0.1 climbs only slowly: at 0.1 the
+comparison measures the inner step size as much as the symmetry.
 
 Reported per row: query MSE on the test tasks after one inner step on their first
 image (mean ± 95% CI over training seeds), the learned final inner rate of the
@@ -33,13 +35,16 @@ initialization and after training.
 Memory (issue 20, item 6): :func:`measure_memory` fits 1,000 C8 tasks in a fresh
 process and compares its peak resident memory with the tasks' own float32 size.
 
-Run: ``python benchmarks/rotation2d.py [--quick] [--device cuda --meta-batch-size 32]``;
+Run: ``python benchmarks/rotation2d.py [--quick] [--device cuda --meta-batch-size 32]
+[--reuse results/rotation2d.csv]`` (``--reuse``: fits already in that file are read
+back, not re-run);
 writes ``benchmarks/results/rotation2d.md`` and ``.csv``. The GPU entry point is
 :func:`run_row` (one fit and its measurements).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,8 +66,10 @@ from msr_sklearn.sharing import FixedSharing  # noqa: E402
 GROUPS = ("c8", "d8")
 ORDER = {"c8": 8, "d8": 16}
 METHODS = ("MSR-Conv", "MAML-Conv", "Oracle")
-#: initial inner rates the tuned setting chooses from (the defaults' 0.1 is a row of its own)
+#: initial inner rates the tuned setting chooses from
 TUNE_GRID = (4.0, 12.0, 24.0)
+#: the settings run with every seed: the library's default, and the previous one (0.1)
+SETTINGS = {"defaults": "auto", "inner_lr=0.1": 0.1}
 #: the CPU setting (the paper's meta-batch is 32: ``--meta-batch-size 32``)
 CPU = dict(meta_batch_size=8, n_meta_steps=1000)
 N_TRAIN, N_VAL, N_TEST = 1000, 100, 200
@@ -76,7 +83,7 @@ def tasks(group, n_tasks, random_state):
     return X, y.reshape(n_tasks, X.shape[1], -1)
 
 
-def make_learner(method, group, inner_lr=0.1, meta_batch_size=32, n_meta_steps=1000,
+def make_learner(method, group, inner_lr="auto", meta_batch_size=32, n_meta_steps=1000,
                  device="cpu", random_state=0):
     """The learner of one method; everything but ``inner_lr`` at the library's defaults."""
     if method not in METHODS:
@@ -101,7 +108,7 @@ def sharing_angle(model, group):
     return float(np.degrees(c.containment_angle)), c.excess
 
 
-def run_row(group, method, inner_lr=0.1, random_state=0, meta_batch_size=32,
+def run_row(group, method, inner_lr="auto", random_state=0, meta_batch_size=32,
             n_meta_steps=1000, device="cpu", n_train=N_TRAIN, n_test=N_TEST, n_val=N_VAL):
     """One fit and its measurements (the function a GPU script calls).
 
@@ -109,7 +116,7 @@ def run_row(group, method, inner_lr=0.1, random_state=0, meta_batch_size=32,
     ----------
     group : {"c8", "d8"}
     method : {"MSR-Conv", "MAML-Conv", "Oracle"}
-    inner_lr : float, default=0.1
+    inner_lr : float or "auto", default="auto"
         Initial inner rate (0.1 is the library's default; 12 / 24 the tuned ones).
     random_state : int, default=0
         Seeds the training tasks and the learner.
@@ -214,6 +221,8 @@ def main(argv=None):
                    help="initial inner rates the tuned setting chooses from")
     p.add_argument("--memory-tasks", type=int, default=1000,
                    help="tasks of the memory measurement (default %(default)s)")
+    p.add_argument("--reuse", default=None,
+                   help="a CSV of an earlier run: its fits are read back, not re-run")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     settings = dict(CPU)
@@ -233,22 +242,59 @@ def main(argv=None):
     # scored on the validation tasks (to choose) and on the test tasks (to report)
     jobs = [dict(group=g, method=m, inner_lr=lr, random_state=s, **common)
             for g in GROUPS for m in METHODS
-            for lr, seeds in ((0.1, args.seeds),) + tuple((lr, [first]) for lr in grid)
+            for lr, seeds in tuple((lr, args.seeds) for lr in SETTINGS.values())
+            + tuple((lr, [first]) for lr in grid)
             for s in seeds]
-    rows = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
-    tuning = rows[(rows.seed == first) & (rows.inner_lr != 0.1)]
+    earlier = _read_rows(args.reuse)
+    rows = _run(jobs, earlier, args.n_jobs)
+    tuning = rows[(rows.seed == first) & rows.inner_lr.isin(grid)]
+    tuning = tuning.assign(inner_lr=tuning.inner_lr.astype(float))
     best = tuning.loc[tuning.groupby(["group", "method"])["val_mse"].idxmin()]
     jobs = [dict(group=r.group, method=r.method, inner_lr=r.inner_lr, random_state=s, **common)
             for r in best.itertuples() for s in rest]
-    rows = pd.concat([rows, pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))],
-                     ignore_index=True)
-    chosen = rows.merge(best[["group", "method", "inner_lr"]])
+    rows = pd.concat([rows, _run(jobs, earlier, args.n_jobs)], ignore_index=True)
+    chosen = rows[rows.inner_lr.isin(grid)].assign(inner_lr=lambda d: d.inner_lr.astype(float))
+    chosen = chosen.merge(best[["group", "method", "inner_lr"]])
     chosen["setting"] = "tuned inner lr"
-    defaults = rows[rows.inner_lr == 0.1].assign(setting="defaults")
-    final = pd.concat([defaults, chosen], ignore_index=True)
+    final = pd.concat([rows[rows.inner_lr.astype(str) == str(lr)].assign(setting=setting)
+                       for setting, lr in SETTINGS.items()] + [chosen], ignore_index=True)
     memory = measure_memory(n_tasks=100 if args.quick else args.memory_tasks)
+    reused = sum(_key(r) in earlier for r in rows.to_dict("records"))
+    if reused:  # say which fits this run made and which it read back
+        made_at = subprocess.run(["git", "log", "-1", "--format=%h", "--", args.reuse],
+                                 capture_output=True, text=True).stdout.strip() or "unknown"
+        settings = {**settings, "reused": f"{reused} of {len(rows)} fits read back from "
+                    f"`{args.reuse}` (as committed at {made_at}, the same protocol); the "
+                    "others were fitted by this run"}
     text = report(final, tuning, memory, args, settings, n_train, n_test)
     write_results(name, text, rows)
+
+
+def _key(row):
+    return (row["group"], row["method"], str(row["inner_lr"]), int(row["random_state"]
+            if "random_state" in row else row["seed"]), int(row["meta_batch_size"]),
+            int(row["n_meta_steps"]))
+
+
+def _read_rows(path):
+    """The fits of an earlier run's CSV by job key (``{}`` without one)."""
+    if path is None:
+        return {}
+    earlier = pd.read_csv(path, dtype={"inner_lr": str})
+    earlier["inner_lr"] = [v if v == "auto" else float(v) for v in earlier.inner_lr]
+    return {_key(r): r for r in earlier.to_dict("records")}
+
+
+def _run(jobs, earlier, n_jobs):
+    """Rows of ``jobs``: read back from ``earlier`` where there, else fitted."""
+    todo = [job for job in jobs if _key(job) not in earlier]
+    fitted = iter(map_single_threaded(_job, todo, n_jobs))
+    rows = [earlier[_key(job)] if _key(job) in earlier else next(fitted) for job in jobs]
+    return pd.DataFrame(rows)
+
+
+def _lr(value):
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def report(rows, tuning, memory, args, settings, n_train, n_test):
@@ -256,7 +302,8 @@ def report(rows, tuning, memory, args, settings, n_train, n_test):
                    args, {"protocol": f"{n_train} training tasks per seed, {n_test} test tasks "
                           f"(1 support + 19 query images), meta-batch "
                           f"{settings['meta_batch_size']}, {settings['n_meta_steps']} "
-                          "meta-steps, 1 inner step, every other setting at the defaults"})
+                          "meta-steps, 1 inner step, every other setting at the defaults"
+                          + (f"; {settings['reused']}" if "reused" in settings else "")})
     lines += ["## Query MSE on test tasks (mean ± 95% CI over seeds)", "",
               "| group | setting | method | initial inner lr | query MSE | × oracle | "
               "× MAML-Conv | learned filter lr | angle to truth start → end (°) | "
@@ -270,7 +317,7 @@ def report(rows, tuning, memory, args, settings, n_train, n_test):
             angle = "—" if m != "MSR-Conv" else \
                 f"{pm(r.angle_start, digits=1)} → {pm(r.angle_end, digits=3)}"
             excess = "—" if m != "MSR-Conv" else pm(r.excess_end, digits=3)
-            lines.append(f"| {g.upper()} | {setting} | {m} | {r.inner_lr.iloc[0]:g} | "
+            lines.append(f"| {g.upper()} | {setting} | {m} | {_lr(r.inner_lr.iloc[0])} | "
                          f"{pm(r.query_mse, digits=4)} | {ratio('Oracle')} | "
                          f"{ratio('MAML-Conv')} | {pm(r.filter_inner_lr, digits=2)} | {angle} | "
                          f"{excess} | {r.fit_seconds.mean():.0f} |")

@@ -38,32 +38,38 @@ def _rotation_tasks(n_tasks, random_state):
 
 @pytest.fixture(scope="module")
 def rotation_fits():
-    """MSR-Conv (and its untrained start) and MAML-Conv on 100 small C8 tasks, defaults."""
+    """MSR-Conv (and its untrained start) and MAML-Conv on 100 small C8 tasks, at the
+    defaults (``inner_lr="auto"``) and at the previous default ``inner_lr=0.1``."""
     torch.set_num_threads(1)
     X, y = _rotation_tasks(100, 0)
     kw = dict(meta_batch_size=8, random_state=0)
     start = rotation_bench.make_learner("MSR-Conv", "c8", n_meta_steps=1, **kw)
     start.set_params(learn_symmetry=False).fit(X[:2], y[:2])
-    fits = {m: rotation_bench.make_learner(m, "c8", n_meta_steps=150, **kw).fit(X, y)
-            for m in ("MSR-Conv", "MAML-Conv")}
+    fits = {(m, lr): rotation_bench.make_learner(m, "c8", lr, n_meta_steps=150, **kw).fit(X, y)
+            for m in ("MSR-Conv", "MAML-Conv") for lr in ("auto", 0.1)}
     return start, fits
 
 
 def test_msr_conv_finds_the_steerable_span(rotation_fits):
     start, fits = rotation_fits
     angle_start, _ = rotation_bench.sharing_angle(start.model_, "c8")
-    angle_end, excess = rotation_bench.sharing_angle(fits["MSR-Conv"].model_, "c8")
+    angle_end, excess = rotation_bench.sharing_angle(fits["MSR-Conv", "auto"].model_, "c8")
     # a random start is far from the 18-dimensional truth; training brings it inside
     assert angle_start > 60
     assert angle_end < 15 and angle_end < angle_start / 5
     assert excess < 0.5   # 27 columns: at most 9/27 of them can lie outside the truth
 
 
-def test_msr_conv_beats_maml_conv_at_the_defaults(rotation_fits):
+def test_msr_conv_beats_maml_conv_at_the_defaults_and_at_a_small_inner_rate(rotation_fits):
     _, fits = rotation_fits
     X, y = _rotation_tasks(40, 1)
-    mse = {m: learner.evaluate(X, y, metrics="mse")["mse"].mean() for m, learner in fits.items()}
-    assert mse["MSR-Conv"] < 0.3 * mse["MAML-Conv"]
+    mse = {key: learner.evaluate(X, y, metrics="mse")["mse"].mean()
+           for key, learner in fits.items()}
+    # the issue's target at the defaults (observed 0.33x); at 0.1 MAML barely adapts
+    assert mse["MSR-Conv", "auto"] < 0.5 * mse["MAML-Conv", "auto"]
+    assert mse["MSR-Conv", 0.1] < 0.3 * mse["MAML-Conv", 0.1]
+    # "auto" starts the output convolution's rates at C_out / 2 = 12: MAML adapts at last
+    assert mse["MAML-Conv", "auto"] < 0.5 * mse["MAML-Conv", 0.1]
 
 
 def test_oracle_holds_the_true_sharing():
