@@ -428,7 +428,13 @@ def test_code_block_reader():
         ("python", 4, False), ("python", 9, True), ("bash", 14, False)]
 
 
-@pytest.mark.parametrize("path", DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+#: the benchmark write-ups: their code (commands, long runs) is not run here, but fits
+WRITE_UPS = [DOCS / name for name in ("aug_digits.md", "convergence.md", "real_images.md",
+                                      "reproduction.md")]
+
+
+@pytest.mark.parametrize("path", DOC_PAGES + WRITE_UPS,
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_code_blocks_fit_the_page(path):
     """No code block scrolls sideways at 1,400 px: every line within MAX_CODE_LINE."""
     wide = [(block.line + k, len(line)) for block in code_blocks(path)
