@@ -6,7 +6,9 @@ Adam) through the vectorized engine. CPU runs single-threaded
 cell is the mean ± 95% CI of steps/s over ``--blocks`` timed blocks after a warm-up,
 with CUDA synchronized at block ends. On a GPU it also times the image rows of
 ``benchmarks/speed.py`` (a user CNN on 8×8 images, the Conv-4 at 28×28 with 32 and 64
-channels; meta-batch 32), the engine against the official per-task loop. Writes
+channels; meta-batch 32), the engine against the official per-task loop, and issue
+20's rows at the paper's meta-batch of 32 (``--real-steps`` meta-steps: the 2-D
+rotation tasks and the 5-way 1-shot glyph rows). Writes
 ``benchmarks/results/devices.md`` and ``.csv``; the ratio column compares each device
 with the CPU at the same batch size.
 """
@@ -84,12 +86,37 @@ def cuda_matches_cpu():
     return float(abs(preds[0] - preds[1]).max())
 
 
+def real_image_rows(device, n_meta_steps, random_state=0):
+    """Issue 20's rows at meta-batch 32 on ``device``: the 2-D rotation tasks (every
+    group and method at the library's defaults) and the 5-way 1-shot glyph rows."""
+    import glyphs
+    import rotation2d
+
+    rows = []
+    for group in rotation2d.GROUPS:
+        for method in rotation2d.METHODS:
+            r = rotation2d.run_row(group, method, random_state=random_state,
+                                   meta_batch_size=32, n_meta_steps=n_meta_steps,
+                                   device=str(device))
+            rows.append({"benchmark": "rotation2d", "name": f"{group} {method}",
+                         "score": r["query_mse"], "fit_seconds": r["fit_seconds"]})
+    for row in glyphs.ROWS:
+        start = time.perf_counter()
+        r = glyphs.run_row(row, n_way=5, random_state=random_state, meta_batch_size=32,
+                           n_meta_steps=n_meta_steps, device=str(device))
+        rows.append({"benchmark": "glyphs 5-way 1-shot", "name": row, "score": r["acc_aug"],
+                     "fit_seconds": time.perf_counter() - start})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--image-rounds", type=int, default=3)
     parser.add_argument("--image-steps", type=int, default=5)
+    parser.add_argument("--real-steps", type=int, default=300,
+                        help="meta-steps of issue 20's rows on a GPU (0: skip them)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
@@ -132,6 +159,17 @@ def main(argv=None):
                   "meta-steps, meta-batch 32, the protocol of `benchmarks/speed.py`.", "",
                   *image_lines(images)]
         df = pd.concat([df, images], ignore_index=True)
+        if args.real_steps:
+            real = real_image_rows(devices[1], args.real_steps)
+            lines += ["", "## Issue 20's rows on the GPU at the paper's meta-batch of 32", "",
+                      f"{args.real_steps} meta-steps, seed 0: `rotation2d.run_row` at the "
+                      "defaults, `glyphs.run_row` 5-way 1-shot (see docs/real_images.md).",
+                      "", "| benchmark | row | query MSE / accuracy (aug.) | fit (s) |",
+                      "|---|---|---|---|"]
+            for r in real.itertuples():
+                lines.append(f"| {r.benchmark} | {r.name} | {r.score:.4f} | "
+                             f"{r.fit_seconds:.0f} |")
+            df = pd.concat([df, real], ignore_index=True)
     if len(devices) == 1:
         lines += ["", "No CUDA device on this machine: the GPU rows are absent (the same code "
                   "path is tested on CPU; run this script on a GPU machine to fill them)."]
