@@ -16,6 +16,8 @@ from msr_sklearn.engine import adapted_outputs
 from msr_sklearn.groups import grid_transforms, transform_grid
 from msr_sklearn.inspection import symmetry_report
 
+from _aug_digits_measures import _grid_transform  # one D4 action on image tensors
+
 #: D4 on the square grid as (quarter turns, flip): flip left-right, then rotate
 D4 = grid_transforms("d4")
 #: the largest ``U`` (entries) :func:`layer_reports` reads: the report works on dense
@@ -86,16 +88,6 @@ def layer_reports(learner):
                                        if g.startswith(key)), np.nan))
         out[name] = (report.attrs["summary"]["name"], pick("rot90"), pick("flip"))
     return out
-
-
-def _grid_transform(x, element, inverse=False):
-    """``(r, f)`` (flip left-right, then ``r`` quarter turns) on the last two axes."""
-    r, f = element
-    if inverse:
-        x = torch.rot90(x, -r, dims=(-2, -1))
-        return torch.flip(x, dims=(-1,)) if f else x
-    x = torch.flip(x, dims=(-1,)) if f else x
-    return torch.rot90(x, r, dims=(-2, -1))
 
 
 def initial_filter_errors(learner):

@@ -33,6 +33,17 @@ def parser(description, seeds=(0, 1, 2)):
     return p
 
 
+def cpu_settings(args, cpu):
+    """The protocol's ``cpu`` settings with ``--meta-batch-size`` / ``--n-meta-steps``
+    applied where given."""
+    settings = dict(cpu)
+    if args.meta_batch_size:
+        settings["meta_batch_size"] = args.meta_batch_size
+    if args.n_meta_steps:
+        settings["n_meta_steps"] = args.n_meta_steps
+    return settings
+
+
 def header(title, args, settings):
     """The lines that say how a results file was made."""
     import torch

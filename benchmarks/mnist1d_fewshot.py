@@ -45,7 +45,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _real_images import header, over_seeds, parser, pm  # noqa: E402
+from _real_images import cpu_settings, header, over_seeds, parser, pm  # noqa: E402
 from _report import map_single_threaded, write_results  # noqa: E402
 
 from msr_sklearn import MetaSymmetryLearner  # noqa: E402
@@ -206,11 +206,7 @@ def _job(job):
 def main(argv=None):
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     torch.set_num_threads(1)
-    settings = dict(CPU)
-    if args.meta_batch_size:
-        settings["meta_batch_size"] = args.meta_batch_size
-    if args.n_meta_steps:
-        settings["n_meta_steps"] = args.n_meta_steps
+    settings = cpu_settings(args, CPU)
     n_test, name = N_TEST, "mnist1d_fewshot"
     if args.quick:
         settings, n_test = dict(meta_batch_size=4, n_meta_steps=20), 20

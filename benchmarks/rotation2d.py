@@ -54,7 +54,8 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _real_images import header, over_seeds, parser, peak_rss_bytes, pm, rss_bytes  # noqa: E402
+from _real_images import (cpu_settings, header, over_seeds, parser,  # noqa: E402
+                          peak_rss_bytes, pm, rss_bytes)
 from _report import map_single_threaded, write_results  # noqa: E402
 
 from msr_sklearn import MetaSymmetryLearner  # noqa: E402
@@ -225,11 +226,7 @@ def main(argv=None):
                    help="a CSV of an earlier run: its fits are read back, not re-run")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    settings = dict(CPU)
-    if args.meta_batch_size:
-        settings["meta_batch_size"] = args.meta_batch_size
-    if args.n_meta_steps:
-        settings["n_meta_steps"] = args.n_meta_steps
+    settings = cpu_settings(args, CPU)
     n_train, n_test, grid, name = args.n_train, N_TEST, tuple(args.grid), "rotation2d"
     if args.quick:
         settings, n_train, n_test, grid, name = (dict(meta_batch_size=4, n_meta_steps=20), 40,
