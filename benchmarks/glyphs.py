@@ -325,7 +325,9 @@ def main(argv=None):
             s["meta_batch_size"] = args.meta_batch_size
         if args.n_meta_steps:
             s["n_meta_steps"] = args.n_meta_steps
-    n_test, n_inv, name = args.n_test, args.n_invariance, "glyphs"
+    # a run without the 5-way rows writes its own file (the 5-way table stays)
+    name = "glyphs" if 5 in args.ways else "glyphs_" + "_".join(f"{k}way" for k in args.ways)
+    n_test, n_inv = args.n_test, args.n_invariance
     if args.quick:
         settings = {k: dict(meta_batch_size=2, n_meta_steps=3) for k in args.ways}
         n_test, n_inv, name, args.seeds = 8, 2, "glyphs_quick", args.seeds[:1]
