@@ -99,8 +99,7 @@ def run_worker(source, protocol, short, long):
 def versions_table(baseline, rounds, short, long):
     """Rows per (protocol, version), and the defaults' speed relative to the paper's
     protocol in this version (paper time / defaults time per round; > 1: faster)."""
-    rows = []
-    times = {protocol: {} for protocol in PROTOCOLS}
+    rows, times = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         sources = {"this version": ROOT, f"previous ({baseline})": checkout(baseline, tmp)}
         for protocol in PROTOCOLS:

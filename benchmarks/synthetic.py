@@ -58,7 +58,8 @@ from scipy.linalg import subspace_angles
 import msr_sklearn._fitting as fitting_module
 import msr_sklearn.training.loop as loop_module
 from msr_sklearn import MetaSymmetryLearner
-from msr_sklearn.datasets import make_rotation_tasks, make_translation_tasks, translation_sharing
+from msr_sklearn.datasets import (conv_weight_subspace, make_rotation_tasks,
+                                  make_translation_tasks, translation_sharing)
 from msr_sklearn.data.tasks import mean_confidence_interval
 from msr_sklearn.models import Conv1dLayer, ConvNet, LocallyConnected1d
 from msr_sklearn.sharing import ConvFilterSharing, DenseSharing
@@ -148,19 +149,6 @@ QUICK = dict(steps=200, long_steps=400, seeds=1, rotation_seeds=1, rotation_long
 
 
 # ----------------------------------------------------------------------------- data
-def conv_weight_subspace(filter_subspace, n_channels, image_size, kernel_size=3):
-    """Map a basis of conv filter tensors ``(C_out*k*k, r)`` to the full weight matrices
-    ``(C_out*H'*W' * H*W, r)`` of the valid convolutions (for MSR-FC's ``U``)."""
-    h = image_size
-    eye = np.eye(h * h).reshape(h * h, h, h)
-    windows = np.lib.stride_tricks.sliding_window_view(eye, (kernel_size, kernel_size),
-                                                       axis=(-2, -1))  # (hh, H', W', k, k)
-    filters = filter_subspace.T.reshape(-1, n_channels, kernel_size, kernel_size)
-    w = np.einsum("nijab,rcab->rcijn", windows, filters)  # (r, C, H', W', n_in)
-    q, _ = np.linalg.qr(w.reshape(w.shape[0], -1).T)
-    return q
-
-
 def max_angle(U, subspace):
     """Largest principal angle in degrees between ``span(U)`` and ``subspace``."""
     return float(np.degrees(subspace_angles(np.asarray(U, dtype=float), subspace).max()))
