@@ -88,7 +88,8 @@ def cuda_matches_cpu():
 
 def real_image_rows(device, n_meta_steps, random_state=0):
     """Issue 20's rows at meta-batch 32 on ``device``: the 2-D rotation tasks (every
-    group and method at the library's defaults) and the 5-way 1-shot glyph rows."""
+    group and method at the library's defaults) and the 5-way 1-shot glyph rows (each
+    at the initial inner rate ``glyphs.py`` tuned for it)."""
     import glyphs
     import rotation2d
 
@@ -100,9 +101,10 @@ def real_image_rows(device, n_meta_steps, random_state=0):
                                    device=str(device))
             rows.append({"benchmark": "rotation2d", "name": f"{group} {method}",
                          "score": r["query_mse"], "fit_seconds": r["fit_seconds"]})
+    rates = glyphs.saved_rates()   # each row at its rate tuned on CPU
     for row in glyphs.ROWS:
         r = glyphs.run_row(row, n_way=5, random_state=random_state, meta_batch_size=32,
-                           n_meta_steps=n_meta_steps, device=str(device))
+                           n_meta_steps=n_meta_steps, inner_lr=rates[row], device=str(device))
         rows.append({"benchmark": "glyphs 5-way 1-shot", "name": row, "score": r["acc_aug"],
                      "fit_seconds": r["fit_seconds"]})
     return pd.DataFrame(rows)

@@ -12,8 +12,9 @@ tile the maps evenly (32 → 16 → 8 → 4 → 2). At 28×28 the third pool dro
 column (7 → 3) and the fourth keeps the top-left 2×2 of 3×3, which no filter sharing
 can make D4-invariant.
 
-Rows (one inner step; ``inner_lr`` the same for all, see :data:`INNER_LR`; meta-lr and
-every other setting at the library's defaults):
+Rows (one inner step; each row's initial ``inner_lr`` tuned on the meta-validation
+split over :data:`INNER_LR_GRID`, the same grid for every row, see :func:`tune_inner_lr`;
+meta-lr and every other setting at the library's defaults):
 
 - ``MAML-Conv4``: :class:`~msr_sklearn.models.Conv4` (32 channels, batch statistics
   per task), ``layer="dense"``: every weight adapted as is.
@@ -60,8 +61,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _glyph_measures import (episode_accuracy, estimator_invariance,  # noqa: E402
                              initial_filter_errors, layer_reports)
-from _real_images import header, parser, pm  # noqa: E402
-from _report import map_single_threaded, write_results  # noqa: E402
+from _real_images import cpu_settings, header, parser, pm  # noqa: E402
+from _report import RESULTS, map_single_threaded, write_results  # noqa: E402
 
 from msr_sklearn import MetaSymmetryLearner  # noqa: E402
 from msr_sklearn.data.streams import TaskStream  # noqa: E402
@@ -80,12 +81,17 @@ HEAD_FILTERS_PER_WAY = 16
 #: the oracle's channels (regular D4 fields of 8): its invariant features are the
 #: last layer's fields, so the last layer is wider
 ORACLE_CHANNELS = (32, 32, 64, 128)
-#: the initial inner rate of every row (learned per tensor from there)
+#: the initial inner rate of every row when no grid is tuned (learned per tensor from there)
 INNER_LR = 0.4
+#: the initial inner rates tried for every row (:func:`tune_inner_lr`): the same tuning
+#: for the baselines as for MSR, chosen on the meta-validation split (Greek letters)
+INNER_LR_GRID = (0.03, 0.1, 0.4, 1.0)
+#: the tuning fits: 5-way, seed 0, meta-batch 4, 300 meta-steps, 100 validation episodes
+TUNE = dict(n_way=5, meta_batch_size=4, n_meta_steps=300, n_val=100)
 #: the CPU settings per way (the paper's meta-batch is 32: ``--meta-batch-size 32``)
 CPU = {5: dict(meta_batch_size=8, n_meta_steps=1000),
        20: dict(meta_batch_size=4, n_meta_steps=600)}
-N_TEST, N_INVARIANCE, TEST_SEED = 600, 100, 10_000
+N_TEST, N_INVARIANCE, TEST_SEED, VAL_SEED = 600, 100, 10_000, 20_000
 
 
 def pad(tasks, pad=PAD):
@@ -224,8 +230,39 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
     return out
 
 
+def tune_inner_lr(row, inner_lr, n_way=TUNE["n_way"], random_state=0,
+                  meta_batch_size=TUNE["meta_batch_size"], n_meta_steps=TUNE["n_meta_steps"],
+                  n_val=TUNE["n_val"], device="cpu"):
+    """One tuning fit: a row at one initial inner rate, scored on fixed meta-validation
+    episodes (augmented queries; the test split is never seen). Returns a dict."""
+    torch.manual_seed(random_state)
+    learner = make_learner(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
+                           random_state)
+    learner.fit(training_stream(n_way, augment_support=row.endswith("aug. support")))
+    val = episodes(n_val, n_way, split="val", random_state=VAL_SEED + n_way)
+    return dict(row=row, inner_lr=inner_lr, n_way=n_way, seed=random_state,
+                meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps, n_val=n_val,
+                val_acc_aug=float(episode_accuracy(learner, val, n_way).mean()),
+                final_loss=float(learner.history_["train_loss"].tail(50).mean()))
+
+
+def best_rates(tuning):
+    """Each row's initial inner rate of highest validation accuracy."""
+    best = tuning.loc[tuning.groupby("row").val_acc_aug.idxmax()]
+    return dict(zip(best.row, best.inner_lr))
+
+
+def saved_rates():
+    """The rates of the last tuning run (``results/glyphs_tuning.csv``); rows it did not
+    tune (or all, with no file) at :data:`INNER_LR`."""
+    path = RESULTS / "glyphs_tuning.csv"
+    rates = best_rates(pd.read_csv(path)) if path.exists() else {}
+    return {row: rates.get(row, INNER_LR) for row in ROWS}
+
+
 def _job(job):
-    return run_row(**job)
+    job = dict(job)
+    return (tune_inner_lr if job.pop("tune", False) else run_row)(**job)
 
 
 def _layers(rows, prefix):
@@ -233,23 +270,29 @@ def _layers(rows, prefix):
                   key=lambda n: [int(t) if t.isdigit() else t for t in n.split(".")])
 
 
-def report(rows, args, settings):
+def report(rows, args, settings, tuning=None, rates=None):
+    rates = rates or {}
+    rate_text = (f"initial inner lr {next(iter(rates.values()))} for every row" if tuning is None
+                 else "initial inner lr tuned per row, see below")
     lines = header("Aug-Glyphs few-shot: Conv-4 with MAML, augmentation, MSR, exact D4 oracle",
                    args, {"protocol": "clean support, D4-augmented queries, 5 query images "
                           "per class, fresh training episodes each step, images padded to "
-                          f"32×32, 1 inner step, initial inner lr {INNER_LR} (learned per "
-                          "tensor), every other setting at the library's defaults",
+                          f"32×32, 1 inner step, {rate_text} (learned per tensor from there), "
+                          "every other setting at the library's defaults",
                           "settings": "; ".join(f"{k}-way: meta-batch {v['meta_batch_size']}, "
                                                 f"{v['n_meta_steps']} meta-steps"
                                                 for k, v in settings.items())})
+    lines += tuning_lines(tuning, rates)
     for n_way, part in rows.groupby("n_way"):
         lines += [f"## {n_way}-way", "",
-                  "| row | 1-shot, aug. queries (%) | 1-shot, clean (%) | 5-shot, aug. (%) | "
-                  "invariant predictions (%) | fit (min, wall) |", "|" + "---|" * 6]
+                  "| row | initial inner lr | 1-shot, aug. queries (%) | 1-shot, clean (%) | "
+                  "5-shot, aug. (%) | invariant predictions (%) | fit (min, wall) |",
+                  "|" + "---|" * 7]
         for row in ROWS:
             r = part[part.row == row]
             if len(r):
-                lines.append(f"| {row} | {pm(r.acc_aug, 100)} | {pm(r.acc_clean, 100)} | "
+                lines.append(f"| {row} | {r.inner_lr.iloc[0]:g} | {pm(r.acc_aug, 100)} | "
+                             f"{pm(r.acc_clean, 100)} | "
                              f"{pm(r.acc_aug_5shot, 100)} | {pm(r.invariant, 100)} | "
                              f"{r.fit_seconds.mean() / 60:.1f} |")
         shared = _layers(part, "d4_")
@@ -310,6 +353,47 @@ def targets(part):
             f"{verdict(first_err <= 0.3 and first_name.startswith('D4'))}"]
 
 
+def tuned_rates(args):
+    """Each row's initial inner rate: the one value given, or the best of the grid on
+    the validation episodes (tuning fits run here, or read back with ``--reuse-tuning``)."""
+    grid = args.inner_lr_grid
+    if len(grid) == 1:
+        return {row: grid[0] for row in args.rows}, None
+    path = RESULTS / "glyphs_tuning.csv"
+    if args.reuse_tuning and path.exists():
+        tuning = pd.read_csv(path)
+    else:
+        jobs = [dict(tune=True, row=row, inner_lr=lr, device=args.device, **(
+                     dict(meta_batch_size=2, n_meta_steps=3, n_val=4) if args.quick else {}))
+                for row in args.rows for lr in grid]
+        tuning = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
+        if not args.quick:
+            tuning.to_csv(path, index=False)
+    return best_rates(tuning), tuning
+
+
+def tuning_lines(tuning, rates):
+    """The tuning table: validation accuracy of every row at every initial rate."""
+    if tuning is None:
+        return []
+    grid = sorted(tuning.inner_lr.unique())
+    t = tuning.iloc[0]
+    lines = [f"## Initial inner rate, tuned per row (`{RESULTS.name}/glyphs_tuning.csv`)", "",
+             f"{t.n_way}-way 1-shot, seed {t.seed}, meta-batch {t.meta_batch_size}, "
+             f"{t.n_meta_steps} meta-steps; accuracy (%) on {t.n_val} fixed "
+             "meta-validation episodes (Greek letters, augmented queries); the chosen "
+             "rate in bold. Every row gets the same grid: the baselines are tuned as MSR is.",
+             "", "| row | " + " | ".join(f"{lr:g}" for lr in grid) + " |",
+             "|" + "---|" * (1 + len(grid))]
+    for row in ROWS:
+        r = tuning[tuning.row == row].set_index("inner_lr")
+        if len(r):
+            cells = [f"{100 * r.val_acc_aug[lr]:.1f}" if lr in r.index else "—" for lr in grid]
+            cells = [f"**{c}**" if lr == rates.get(row) else c for c, lr in zip(cells, grid)]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--ways", type=int, nargs="+", default=[5, 20])
@@ -317,25 +401,26 @@ def main(argv=None):
     p.add_argument("--n-test", type=int, default=N_TEST, help="test episodes per set")
     p.add_argument("--n-invariance", type=int, default=N_INVARIANCE,
                    help="test episodes checked through make_estimator for invariance")
+    p.add_argument("--inner-lr-grid", type=float, nargs="+", default=list(INNER_LR_GRID),
+                   help="initial inner rates tuned per row on validation episodes; one "
+                        "value: every row at it, no tuning (default: %(default)s)")
+    p.add_argument("--reuse-tuning", action="store_true",
+                   help="read the tuning fits from results/glyphs_tuning.csv if there")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    settings = {k: dict(CPU.get(k, CPU[5])) for k in args.ways}
-    for s in settings.values():
-        if args.meta_batch_size:
-            s["meta_batch_size"] = args.meta_batch_size
-        if args.n_meta_steps:
-            s["n_meta_steps"] = args.n_meta_steps
+    settings = {k: cpu_settings(args, CPU.get(k, CPU[5])) for k in args.ways}
     # a run without the 5-way rows writes its own file (the 5-way table stays)
     name = "glyphs" if 5 in args.ways else "glyphs_" + "_".join(f"{k}way" for k in args.ways)
     n_test, n_inv = args.n_test, args.n_invariance
     if args.quick:
         settings = {k: dict(meta_batch_size=2, n_meta_steps=3) for k in args.ways}
         n_test, n_inv, name, args.seeds = 8, 2, "glyphs_quick", args.seeds[:1]
+    rates, tuning = tuned_rates(args)
     jobs = [dict(row=row, n_way=k, random_state=s, device=args.device, n_test=n_test,
-                 n_invariance=n_inv, **settings[k])
+                 n_invariance=n_inv, inner_lr=rates[row], **settings[k])
             for k in args.ways for row in args.rows for s in args.seeds]
     rows = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
-    write_results(name, report(rows, args, settings), rows)
+    write_results(name, report(rows, args, settings, tuning, rates), rows)
 
 
 if __name__ == "__main__":

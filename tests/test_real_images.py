@@ -144,6 +144,22 @@ def test_measures_read_plain_filters_as_unrelated(glyph_home):
     assert len(errors) == 4 and min(errors.values()) > 0.5
 
 
+def test_every_row_gets_its_best_rate_on_validation_and_the_table_marks_it():
+    import pandas as pd
+
+    tuning = pd.DataFrame([
+        dict(row=row, inner_lr=lr, n_way=5, seed=0, meta_batch_size=4, n_meta_steps=300,
+             n_val=100, val_acc_aug=acc)
+        for row, accs in (("MAML-Conv4", (0.34, 0.32, 0.21)), ("MSR-Conv", (0.30, 0.38, 0.41)))
+        for lr, acc in zip((0.03, 0.1, 0.4), accs)])
+    rates = glyph_bench.best_rates(tuning)
+    assert rates == {"MAML-Conv4": 0.03, "MSR-Conv": 0.4}
+    table = "\n".join(glyph_bench.tuning_lines(tuning, rates))
+    assert "| MAML-Conv4 | **34.0** | 32.0 | 21.0 |" in table
+    assert "| MSR-Conv | 30.0 | 38.0 | **41.0** |" in table
+    assert glyph_bench.tuning_lines(None, rates) == []
+
+
 # ------------------------------------------------------------------ MNIST-1D
 def test_matched_conv_angle_sees_a_convolution_whatever_the_unit_order():
     rng = np.random.default_rng(0)
