@@ -159,9 +159,9 @@ def learner_params(row, n_way):
 
 
 def make_learner(row, n_way=5, inner_lr=INNER_LR, meta_batch_size=32, n_meta_steps=1000,
-                 device="cpu", random_state=0):
-    """The learner of a row (``n_support`` N × 1, the support rows first)."""
-    return MetaSymmetryLearner(**learner_params(row, n_way), n_support=n_way,
+                 device="cpu", random_state=0, n_shot=1):
+    """The learner of a row (``n_support`` N × K, the support rows first)."""
+    return MetaSymmetryLearner(**learner_params(row, n_way), n_support=n_way * n_shot,
                                support_split="first", inner_lr=inner_lr,
                                meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps,
                                device=device, random_state=random_state)
@@ -176,7 +176,8 @@ def test_sets(n_way, n_test=N_TEST):
 
 
 def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
-            inner_lr=INNER_LR, device="cpu", n_test=N_TEST, n_invariance=N_INVARIANCE):
+            inner_lr=INNER_LR, device="cpu", n_test=N_TEST, n_invariance=N_INVARIANCE,
+            n_shot=1):
     """Meta-train one row and measure it (the function a GPU script calls).
 
     Parameters
@@ -194,6 +195,9 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
     n_test, n_invariance : int
         Test episodes, and how many of them go through ``make_estimator`` for the
         output invariance.
+    n_shot : int, default=1
+        Support images per class in the training episodes (1 or 5); every model is
+        tested on the same 1-shot and 5-shot test episodes.
 
     Returns
     -------
@@ -207,12 +211,14 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
     """
     torch.manual_seed(random_state)
     learner = make_learner(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
-                           random_state)
-    stream = training_stream(n_way, augment_support=row.endswith("aug. support"))
+                           random_state, n_shot)
+    stream = training_stream(n_way, augment_support=row.endswith("aug. support"),
+                             n_shot=n_shot)
     wall = time.perf_counter()
     learner.fit(stream)
     wall = time.perf_counter() - wall
-    out = dict(row=row, n_way=n_way, seed=random_state, meta_batch_size=meta_batch_size,
+    out = dict(row=row, n_way=n_way, n_shot=n_shot, seed=random_state,
+               meta_batch_size=meta_batch_size,
                n_meta_steps=n_meta_steps, inner_lr=inner_lr, fit_seconds=wall,
                final_loss=float(learner.history_["train_loss"].tail(50).mean()))
     tests = test_sets(n_way, n_test)
@@ -283,8 +289,10 @@ def report(rows, args, settings, tuning=None, rates=None):
                                                 f"{v['n_meta_steps']} meta-steps"
                                                 for k, v in settings.items())})
     lines += tuning_lines(tuning, rates)
-    for n_way, part in rows.groupby("n_way"):
-        lines += [f"## {n_way}-way", "",
+    rows = rows.assign(n_shot=rows.get("n_shot", 1))
+    for (n_way, n_shot), part in rows.groupby(["n_way", "n_shot"]):
+        trained = "" if n_shot == 1 else f", trained on {n_shot}-shot episodes"
+        lines += [f"## {n_way}-way{trained}", "",
                   "| row | initial inner lr | 1-shot, aug. queries (%) | 1-shot, clean (%) | "
                   "5-shot, aug. (%) | invariant predictions (%) | fit (min, wall) |",
                   "|" + "---|" * 7]
@@ -326,7 +334,7 @@ def report(rows, args, settings, tuning=None, rates=None):
                 lines.append(f"| {row} | " + " | ".join(
                     "—" if r[f"w0_d4_{n}"].isna().all() else f"{r[f'w0_d4_{n}'].mean():.2f}"
                     for n in convs) + " |")
-        lines += [""] + targets(part) + [""]
+        lines += [""] + (targets(part) if n_shot == 1 else []) + [""]
     return "\n".join(lines)
 
 
@@ -344,7 +352,7 @@ def targets(part):
     invariant = msr.invariant.mean() * 100
     return ["Targets (issue 20, item 5; means over seeds):", "",
             f"- MSR-Conv ≥ MAML-Conv4 + 5 points: {acc['MSR-Conv']:.1f} vs "
-            f"{acc['MAML-Conv4']:.1f} (+{gain:.1f}): {verdict(gain >= 5)}",
+            f"{acc['MAML-Conv4']:.1f} ({gain:+.1f}): {verdict(gain >= 5)}",
             f"- MSR-Conv within 2 points of the oracle: {acc['MSR-Conv']:.1f} vs "
             f"{acc['Oracle: exact D4 group conv']:.1f} ({-gap:+.1f}): {verdict(gap <= 2)}",
             f"- ≥ 90 % invariant predictions: {invariant:.1f} %: {verdict(invariant >= 90)}",
@@ -398,6 +406,8 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--ways", type=int, nargs="+", default=[5, 20])
     p.add_argument("--rows", nargs="+", default=list(ROWS))
+    p.add_argument("--shots", type=int, nargs="+", default=[1],
+                   help="support images per class in the training episodes (default 1)")
     p.add_argument("--n-test", type=int, default=N_TEST, help="test episodes per set")
     p.add_argument("--n-invariance", type=int, default=N_INVARIANCE,
                    help="test episodes checked through make_estimator for invariance")
@@ -409,8 +419,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     settings = {k: cpu_settings(args, CPU.get(k, CPU[5])) for k in args.ways}
-    # a run without the 5-way rows writes its own file (the 5-way table stays)
-    name = "glyphs" if 5 in args.ways else "glyphs_" + "_".join(f"{k}way" for k in args.ways)
+    # a run without the 5-way 1-shot rows writes its own file (their table stays)
+    name = "_".join(["glyphs"] + ([] if 5 in args.ways else [f"{k}way" for k in args.ways])
+                    + ([] if args.shots == [1] else [f"{k}shot" for k in args.shots]))
     n_test, n_inv = args.n_test, args.n_invariance
     if args.quick:
         settings = {k: dict(meta_batch_size=2, n_meta_steps=3) for k in args.ways}
@@ -419,6 +430,7 @@ def main(argv=None):
     jobs = [dict(row=row, n_way=k, random_state=s, device=args.device, n_test=n_test,
                  n_invariance=n_inv, inner_lr=rates[row], **settings[k])
             for k in args.ways for row in args.rows for s in args.seeds]
+    jobs = [dict(job, n_shot=k) for k in args.shots for job in jobs]
     rows = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
     write_results(name, report(rows, args, settings, tuning, rates), rows)
 
