@@ -42,7 +42,14 @@ def d4_images(images):
 
 def estimator_invariance(learner, tasks, n_support):
     """Through the user-facing path: per episode, ``learner.make_estimator().fit`` on the
-    support rows, then ``predict`` on every query image under all 8 D4 transforms.
+    support rows, then ``predict`` on the query images under each of the 8 D4
+    transforms, one ``predict`` call per transform.
+
+    One call per transform matters for a network with batch statistics (the Conv-4's
+    batch norm, as MAML's): its prediction for an image depends on the images predicted
+    with it, so each call holds one episode's query set, moved as a whole, as the
+    meta-learner evaluates a task's queries; the identity's labels then equal the
+    engine's.
 
     Returns ``(accuracy, invariant)`` per episode: the query accuracy on the images as
     given, and the share of query images whose predicted label is the same under all
@@ -52,7 +59,7 @@ def estimator_invariance(learner, tasks, n_support):
     for X, y in tasks:
         clf = learner.make_estimator().fit(X[:n_support], y[:n_support])
         queries = X[n_support:]
-        labels = clf.predict(d4_images(queries)).reshape(len(D4), len(queries))
+        labels = np.stack([clf.predict(transform_grid(queries, g)) for g in D4])
         accuracy.append(np.mean(labels[0] == y[n_support:]))  # D4[0] is the identity
         invariant.append(np.mean((labels == labels[0]).all(0)))
     return np.asarray(accuracy), np.asarray(invariant)
