@@ -144,6 +144,22 @@ def test_measures_read_plain_filters_as_unrelated(glyph_home):
     assert len(errors) == 4 and min(errors.values()) > 0.5
 
 
+def test_estimator_invariance_sees_the_engines_batches_with_batch_statistics(glyph_home):
+    learner = glyph_bench.make_learner("MAML-Conv4", n_way=3, inner_lr=0.1,
+                                       meta_batch_size=2, n_meta_steps=3)
+    learner.set_params(module__channels=8).fit(_glyph_episodes(glyph_home, 4, "train", 0))
+    tasks = _glyph_episodes(glyph_home, 4, "test", 1)
+    accuracy, _ = measures.estimator_invariance(learner, tasks, 3)
+    np.testing.assert_array_equal(accuracy, measures.episode_accuracy(learner, tasks, 3))
+    # why one call per transform: batch norm's statistics make a prediction depend on
+    # the images predicted with it
+    X, y = tasks[0]
+    clf = learner.make_estimator().fit(X[:3], y[:3])
+    alone = clf.predict_proba(X[3:])
+    together = clf.predict_proba(measures.d4_images(X[3:]))[:len(X) - 3]
+    assert np.abs(alone - together).max() > 1e-3
+
+
 def test_every_row_gets_its_best_rate_on_validation_and_the_table_marks_it():
     import pandas as pd
 
