@@ -92,6 +92,8 @@ TUNE = dict(n_way=5, meta_batch_size=4, n_meta_steps=300, n_val=100)
 CPU = {5: dict(meta_batch_size=8, n_meta_steps=1000),
        20: dict(meta_batch_size=4, n_meta_steps=600)}
 N_TEST, N_INVARIANCE, TEST_SEED, VAL_SEED = 600, 100, 10_000, 20_000
+#: the tuning fits of the last run (``--reuse-tuning`` and :func:`saved_rates` read it)
+TUNING_CSV = RESULTS / "glyphs_tuning.csv"
 
 
 def pad(tasks, pad=PAD):
@@ -209,18 +211,12 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
         report's name and D4 error of each shared weight), ``w0_d4_<conv>`` (initial
         filters' D4 error), ``final_loss``, ``fit_seconds``.
     """
-    torch.manual_seed(random_state)
-    learner = make_learner(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
-                           random_state, n_shot)
-    stream = training_stream(n_way, augment_support=row.endswith("aug. support"),
-                             n_shot=n_shot)
-    wall = time.perf_counter()
-    learner.fit(stream)
-    wall = time.perf_counter() - wall
+    learner, wall = fit_row(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
+                            random_state, n_shot)
     out = dict(row=row, n_way=n_way, n_shot=n_shot, seed=random_state,
                meta_batch_size=meta_batch_size,
                n_meta_steps=n_meta_steps, inner_lr=inner_lr, fit_seconds=wall,
-               final_loss=float(learner.history_["train_loss"].tail(50).mean()))
+               final_loss=final_loss(learner))
     tests = test_sets(n_way, n_test)
     for key, (tasks, n_support) in tests.items():
         out[f"acc_{key}"] = float(episode_accuracy(learner, tasks, n_support).mean())
@@ -236,20 +232,36 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
     return out
 
 
+def fit_row(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device, random_state,
+            n_shot=1):
+    """A row's learner meta-trained on fresh episodes, and the fit's wall seconds."""
+    torch.manual_seed(random_state)
+    learner = make_learner(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
+                           random_state, n_shot)
+    stream = training_stream(n_way, augment_support=row.endswith("aug. support"),
+                             n_shot=n_shot)
+    wall = time.perf_counter()
+    learner.fit(stream)
+    return learner, time.perf_counter() - wall
+
+
+def final_loss(learner):
+    """The mean training loss of a fit's last 50 meta-steps."""
+    return float(learner.history_["train_loss"].tail(50).mean())
+
+
 def tune_inner_lr(row, inner_lr, n_way=TUNE["n_way"], random_state=0,
                   meta_batch_size=TUNE["meta_batch_size"], n_meta_steps=TUNE["n_meta_steps"],
                   n_val=TUNE["n_val"], device="cpu"):
     """One tuning fit: a row at one initial inner rate, scored on fixed meta-validation
     episodes (augmented queries; the test split is never seen). Returns a dict."""
-    torch.manual_seed(random_state)
-    learner = make_learner(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
-                           random_state)
-    learner.fit(training_stream(n_way, augment_support=row.endswith("aug. support")))
+    learner, _ = fit_row(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
+                         random_state)
     val = episodes(n_val, n_way, split="val", random_state=VAL_SEED + n_way)
     return dict(row=row, inner_lr=inner_lr, n_way=n_way, seed=random_state,
                 meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps, n_val=n_val,
                 val_acc_aug=float(episode_accuracy(learner, val, n_way).mean()),
-                final_loss=float(learner.history_["train_loss"].tail(50).mean()))
+                final_loss=final_loss(learner))
 
 
 def best_rates(tuning):
@@ -259,10 +271,9 @@ def best_rates(tuning):
 
 
 def saved_rates():
-    """The rates of the last tuning run (``results/glyphs_tuning.csv``); rows it did not
+    """The rates of the last tuning run (:data:`TUNING_CSV`); rows it did not
     tune (or all, with no file) at :data:`INNER_LR`."""
-    path = RESULTS / "glyphs_tuning.csv"
-    rates = best_rates(pd.read_csv(path)) if path.exists() else {}
+    rates = best_rates(pd.read_csv(TUNING_CSV)) if TUNING_CSV.exists() else {}
     return {row: rates.get(row, INNER_LR) for row in ROWS}
 
 
@@ -289,7 +300,6 @@ def report(rows, args, settings, tuning=None, rates=None):
                                                 f"{v['n_meta_steps']} meta-steps"
                                                 for k, v in settings.items())})
     lines += tuning_lines(tuning, rates)
-    rows = rows.assign(n_shot=rows.get("n_shot", 1))
     for (n_way, n_shot), part in rows.groupby(["n_way", "n_shot"]):
         trained = "" if n_shot == 1 else f", trained on {n_shot}-shot episodes"
         lines += [f"## {n_way}-way{trained}", "",
@@ -367,16 +377,15 @@ def tuned_rates(args):
     grid = args.inner_lr_grid
     if len(grid) == 1:
         return {row: grid[0] for row in args.rows}, None
-    path = RESULTS / "glyphs_tuning.csv"
-    if args.reuse_tuning and path.exists():
-        tuning = pd.read_csv(path)
+    if args.reuse_tuning and TUNING_CSV.exists():
+        tuning = pd.read_csv(TUNING_CSV)
     else:
         jobs = [dict(tune=True, row=row, inner_lr=lr, device=args.device, **(
                      dict(meta_batch_size=2, n_meta_steps=3, n_val=4) if args.quick else {}))
                 for row in args.rows for lr in grid]
         tuning = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
         if not args.quick:
-            tuning.to_csv(path, index=False)
+            tuning.to_csv(TUNING_CSV, index=False)
     return best_rates(tuning), tuning
 
 
@@ -386,7 +395,7 @@ def tuning_lines(tuning, rates):
         return []
     grid = sorted(tuning.inner_lr.unique())
     t = tuning.iloc[0]
-    lines = [f"## Initial inner rate, tuned per row (`{RESULTS.name}/glyphs_tuning.csv`)", "",
+    lines = [f"## Initial inner rate, tuned per row (`{RESULTS.name}/{TUNING_CSV.name}`)", "",
              f"{t.n_way}-way 1-shot, seed {t.seed}, meta-batch {t.meta_batch_size}, "
              f"{t.n_meta_steps} meta-steps; accuracy (%) on {t.n_val} fixed "
              "meta-validation episodes (Greek letters, augmented queries); the chosen "
