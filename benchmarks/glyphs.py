@@ -161,9 +161,11 @@ def learner_params(row, n_way):
 
 
 def make_learner(row, n_way=5, inner_lr=INNER_LR, meta_batch_size=32, n_meta_steps=1000,
-                 device="cpu", random_state=0, n_shot=1):
-    """The learner of a row (``n_support`` N × K, the support rows first)."""
-    return MetaSymmetryLearner(**learner_params(row, n_way), n_support=n_way * n_shot,
+                 device="cpu", random_state=0, n_shot=1, params=None):
+    """The learner of a row (``n_support`` N × K, the support rows first); ``params``
+    (network and sharing) in place of the row's, for an ablation's variant."""
+    params = learner_params(row, n_way) if params is None else params
+    return MetaSymmetryLearner(**params, n_support=n_way * n_shot,
                                support_split="first", inner_lr=inner_lr,
                                meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps,
                                device=device, random_state=random_state)
@@ -233,11 +235,11 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
 
 
 def fit_row(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device, random_state,
-            n_shot=1):
+            n_shot=1, params=None):
     """A row's learner meta-trained on fresh episodes, and the fit's wall seconds."""
     torch.manual_seed(random_state)
     learner = make_learner(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
-                           random_state, n_shot)
+                           random_state, n_shot, params)
     stream = training_stream(n_way, augment_support=row.endswith("aug. support"),
                              n_shot=n_shot)
     wall = time.perf_counter()
@@ -257,11 +259,16 @@ def tune_inner_lr(row, inner_lr, n_way=TUNE["n_way"], random_state=0,
     episodes (augmented queries; the test split is never seen). Returns a dict."""
     learner, _ = fit_row(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
                          random_state)
-    val = episodes(n_val, n_way, split="val", random_state=VAL_SEED + n_way)
     return dict(row=row, inner_lr=inner_lr, n_way=n_way, seed=random_state,
                 meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps, n_val=n_val,
-                val_acc_aug=float(episode_accuracy(learner, val, n_way).mean()),
+                val_acc_aug=validation_accuracy(learner, n_way, n_val),
                 final_loss=final_loss(learner))
+
+
+def validation_accuracy(learner, n_way=5, n_val=TUNE["n_val"]):
+    """Mean accuracy on the fixed meta-validation episodes (augmented queries)."""
+    val = episodes(n_val, n_way, split="val", random_state=VAL_SEED + n_way)
+    return float(episode_accuracy(learner, val, n_way).mean())
 
 
 def best_rates(tuning):
@@ -425,12 +432,16 @@ def main(argv=None):
                         "value: every row at it, no tuning (default: %(default)s)")
     p.add_argument("--reuse-tuning", action="store_true",
                    help="read the tuning fits from results/glyphs_tuning.csv if there")
+    p.add_argument("--name", default=None,
+                   help="results file name (default: glyphs, with the ways and shots "
+                        "that differ from 5-way 1-shot)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     settings = {k: cpu_settings(args, CPU.get(k, CPU[5])) for k in args.ways}
     # a run without the 5-way 1-shot rows writes its own file (their table stays)
     name = "_".join(["glyphs"] + ([] if 5 in args.ways else [f"{k}way" for k in args.ways])
                     + ([] if args.shots == [1] else [f"{k}shot" for k in args.shots]))
+    name = args.name or name
     n_test, n_inv = args.n_test, args.n_invariance
     if args.quick:
         settings = {k: dict(meta_batch_size=2, n_meta_steps=3) for k in args.ways}
