@@ -65,8 +65,9 @@ def estimator_invariance(learner, tasks, n_support):
     return np.asarray(accuracy), np.asarray(invariant)
 
 
-def layer_reports(learner):
-    """What :func:`~msr_sklearn.inspection.symmetry_report` says of every shared weight.
+def layer_reports(learner, names=None):
+    """What :func:`~msr_sklearn.inspection.symmetry_report` says of every shared weight
+    (or of the shared weights in ``names``).
 
     Returns ``{weight name: (group name, rot90 score, flip score)}``; a score is the
     D4 generator's relative equivariance error of ``span(U)`` with the best relabelling
@@ -79,6 +80,8 @@ def layer_reports(learner):
     model, out = learner.model_, {}
     maps = getattr(model.module, "output_shape", None)
     for name in model.shared_names:
+        if names is not None and name not in names:
+            continue
         sharing = model.sharing(name)
         if sharing.n_weights * sharing.n_filters > MAX_REPORT_ENTRIES:
             out[name] = ("not read (U too large)", np.nan, np.nan)

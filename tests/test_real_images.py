@@ -18,6 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import _glyph_measures as measures  # noqa: E402
+import glyph_ablation  # noqa: E402
 import glyphs as glyph_bench  # noqa: E402
 import mnist1d_fewshot as mnist1d_bench  # noqa: E402
 import rotation2d as rotation_bench  # noqa: E402
@@ -174,6 +175,44 @@ def test_every_row_gets_its_best_rate_on_validation_and_the_table_marks_it():
     assert "| MAML-Conv4 | **34.0** | 32.0 | 21.0 |" in table
     assert "| MSR-Conv | 30.0 | 38.0 | **41.0** |" in table
     assert glyph_bench.tuning_lines(None, rates) == []
+
+
+def test_ablation_variants_change_only_what_they_name():
+    def convs(variant):
+        sharing = glyph_ablation.variant_params(variant, n_way=3)["sharing"]
+        assert sharing["head.0.weight"].n_filters == 16 * 3
+        return [sharing[n] for n in glyph_ablation.conv_names(8)]
+
+    assert [(s.n_copies, s.in_copies) for s in convs("8 copies, not coupled")] == [(8, 1)] * 4
+    assert [(s.n_copies, s.in_copies) for s in convs("4 copies, coupled")] == \
+        [(4, 1)] + [(4, 4)] * 3
+    assert [(s.n_copies, s.in_copies) for s in convs("1 copy (A ⊗ B ⊗ S)")] == [(1, 1)] * 4
+    values = {v: glyph_ablation.conv_filter_values(v) for v in glyph_ablation.VARIANTS}
+    assert values["exact D4, fixed"] == values["MSR-Conv (8 copies, coupled)"] == 36 + 3 * 1152
+    assert values["1 copy (A ⊗ B ⊗ S)"] == values["MAML-Conv4"] == 9 * 32 + 3 * 9 * 32 * 32
+    assert {s.init for s in convs("8 copies, coupled, identity start")} == {"identity"}
+    assert [s.learnable for s in convs("started at exact D4")] == [True] * 4
+    assert [s.learnable for s in convs("exact D4, fixed")] == [False] * 4
+    plain = glyph_ablation.variant_params("plain Adam (no trust region)", n_way=3)
+    assert plain == dict(glyph_bench.learner_params("MSR-Conv", 3), meta_optimizer="adam")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        glyph_ablation.variant_params("5 copies")
+
+
+def test_ablation_d4_start_moves_and_the_fixed_one_does_not(glyph_home):
+    torch.set_num_threads(1)
+    tasks = _glyph_episodes(glyph_home, 4, "train", 0)
+    errors = {}
+    for variant in ("started at exact D4", "exact D4, fixed"):
+        learner = glyph_bench.make_learner("MSR-Conv", n_way=3, meta_batch_size=2,
+                                           n_meta_steps=3, inner_lr=1.0,
+                                           params=glyph_ablation.variant_params(variant, 3))
+        # the lifting layer and one group convolution (each report takes seconds)
+        reports = measures.layer_reports(learner.fit(tasks),
+                                         names=("features.0.weight", "features.4.weight"))
+        assert [r[0] for r in reports.values()] == ["D4", "D4"]
+        errors[variant] = max(max(r[1:]) for r in reports.values())
+    assert errors["exact D4, fixed"] < 1e-6 < errors["started at exact D4"] < 0.3
 
 
 # ------------------------------------------------------------------ MNIST-1D
