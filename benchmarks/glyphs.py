@@ -143,14 +143,14 @@ def oracle_module(channels=ORACLE_CHANNELS):
                 global_pool="mean_fields")
 
 
-def learner_params(row, n_way):
-    """The network and policy of a row."""
+def learner_params(row, n_way, n_copies=N_COPIES):
+    """The network and policy of a row (``n_copies``: MSR-Conv's copies per field)."""
     conv4 = dict(module=Conv4, module__channels=CHANNELS)
     head = DenseSharing(HEAD_FILTERS_PER_WAY * n_way)
     if row in ("MAML-Conv4", "MAML-Conv4 + aug. support"):
         return dict(conv4, layer="dense")
     if row == "MSR-Conv":
-        return dict(conv4, module__n_copies=N_COPIES, module__couple_copies=COUPLE_COPIES,
+        return dict(conv4, module__n_copies=n_copies, module__couple_copies=COUPLE_COPIES,
                     layer="msr", n_filters=HEAD_FILTERS_PER_WAY * n_way)
     if row == "MSR-FC head":
         return dict(conv4, sharing={"head.0.weight": head})
@@ -181,7 +181,7 @@ def test_sets(n_way, n_test=N_TEST):
 
 def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
             inner_lr=INNER_LR, device="cpu", n_test=N_TEST, n_invariance=N_INVARIANCE,
-            n_shot=1):
+            n_shot=1, params=None):
     """Meta-train one row and measure it (the function a GPU script calls).
 
     Parameters
@@ -202,6 +202,9 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
     n_shot : int, default=1
         Support images per class in the training episodes (1 or 5); every model is
         tested on the same 1-shot and 5-shot test episodes.
+    params : dict or None, default=None
+        Learner parameters (network and sharing) in place of the row's
+        (:func:`learner_params`), e.g. MSR-Conv with other copies.
 
     Returns
     -------
@@ -214,7 +217,7 @@ def run_row(row, n_way=5, random_state=0, meta_batch_size=32, n_meta_steps=1000,
         filters' D4 error), ``final_loss``, ``fit_seconds``.
     """
     learner, wall = fit_row(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
-                            random_state, n_shot)
+                            random_state, n_shot, params)
     out = dict(row=row, n_way=n_way, n_shot=n_shot, seed=random_state,
                meta_batch_size=meta_batch_size,
                n_meta_steps=n_meta_steps, inner_lr=inner_lr, fit_seconds=wall,
@@ -305,7 +308,9 @@ def report(rows, args, settings, tuning=None, rates=None):
                           "every other setting at the library's defaults",
                           "settings": "; ".join(f"{k}-way: meta-batch {v['meta_batch_size']}, "
                                                 f"{v['n_meta_steps']} meta-steps"
-                                                for k, v in settings.items())})
+                                                for k, v in settings.items()),
+                          "MSR-Conv": f"fields of {getattr(args, 'msr_copies', N_COPIES)} "
+                                      "copies per convolution"})
     lines += tuning_lines(tuning, rates)
     for (n_way, n_shot), part in rows.groupby(["n_way", "n_shot"]):
         trained = "" if n_shot == 1 else f", trained on {n_shot}-shot episodes"
@@ -432,6 +437,8 @@ def main(argv=None):
                         "value: every row at it, no tuning (default: %(default)s)")
     p.add_argument("--reuse-tuning", action="store_true",
                    help="read the tuning fits from results/glyphs_tuning.csv if there")
+    p.add_argument("--msr-copies", type=int, default=N_COPIES,
+                   help="MSR-Conv's copies per field (default %(default)s)")
     p.add_argument("--name", default=None,
                    help="results file name (default: glyphs, with the ways and shots "
                         "that differ from 5-way 1-shot)")
@@ -451,6 +458,9 @@ def main(argv=None):
                  n_invariance=n_inv, inner_lr=rates[row], **settings[k])
             for k in args.ways for row in args.rows for s in args.seeds]
     jobs = [dict(job, n_shot=k) for k in args.shots for job in jobs]
+    if args.msr_copies != N_COPIES:
+        jobs = [dict(job, params=learner_params(job["row"], job["n_way"], args.msr_copies))
+                if job["row"] == "MSR-Conv" else job for job in jobs]
     rows = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
     write_results(name, report(rows, args, settings, tuning, rates), rows)
 
