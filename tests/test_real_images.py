@@ -177,6 +177,20 @@ def test_every_row_gets_its_best_rate_on_validation_and_the_table_marks_it():
     assert glyph_bench.tuning_lines(None, rates) == []
 
 
+def test_targets_say_not_measured_when_a_comparison_row_is_absent():
+    import pandas as pd
+
+    msr = dict(row="MSR-Conv", acc_aug=0.70, invariant=0.5,
+               **{"report_features.0.weight": "trivial", "d4_features.0.weight": 1.3})
+    alone = "\n".join(glyph_bench.targets(pd.DataFrame([msr])))
+    assert "nan" not in alone
+    assert "not measured (MAML-Conv4 is not in this run)" in alone
+    both = "\n".join(glyph_bench.targets(pd.DataFrame(
+        [msr, dict(row="MAML-Conv4", acc_aug=0.66), dict(row=glyph_bench.ROWS[-1],
+                                                          acc_aug=0.71)])))
+    assert "70.0 vs 66.0 (+4.0): missed" in both and "70.0 vs 71.0 (-1.0): met" in both
+
+
 def test_ablation_variants_change_only_what_they_name():
     def convs(variant):
         sharing = glyph_ablation.variant_params(variant, n_way=3)["sharing"]
