@@ -66,6 +66,11 @@ CPU = dict(meta_batch_size=8, n_meta_steps=400)
 N_WAY, N_VAL, D4_COPIES = 5, 200, 8
 
 
+def base_row(variant):
+    """The benchmark row a variant changes: its rate and training episodes."""
+    return "MAML-Conv4" if variant == "MAML-Conv4" else "MSR-Conv"
+
+
 def conv_names(n_copies):
     """The Conv-4's convolution weights, first to last."""
     net = Conv4(input_shape=(1, 32, 32), channels=CHANNELS, n_copies=n_copies)
@@ -111,9 +116,9 @@ def conv_filter_values(variant, n_way=N_WAY):
     """The filter values the inner loop adapts in a variant's four convolutions (every
     weight, for a convolution without a sharing)."""
     params = variant_params(variant, n_way)
-    net = Conv4(input_shape=(1, 32, 32), channels=CHANNELS,
-                n_copies=params.get("module__n_copies", 4),
-                couple_copies=params.get("module__couple_copies", False))
+    module = {k.removeprefix("module__"): v for k, v in params.items()
+              if k.startswith("module__")}
+    net = Conv4(input_shape=(1, 32, 32), **module)
     policy = params.get("sharing")
     if policy is None:
         policy = net.default_sharing(params.get("layer", "msr"))
@@ -125,9 +130,8 @@ def conv_filter_values(variant, n_way=N_WAY):
 def run_variant(variant, inner_lr, random_state=0, meta_batch_size=8, n_meta_steps=400,
                 n_val=N_VAL, device="cpu"):
     """Meta-train one variant and score it on the validation episodes."""
-    row = "MAML-Conv4" if variant == "MAML-Conv4" else "MSR-Conv"
-    learner, wall = fit_row(row, N_WAY, inner_lr, meta_batch_size, n_meta_steps, device,
-                            random_state, params=variant_params(variant))
+    learner, wall = fit_row(base_row(variant), N_WAY, inner_lr, meta_batch_size, n_meta_steps,
+                            device, random_state, params=variant_params(variant))
     out = dict(variant=variant, seed=random_state, inner_lr=inner_lr,
                meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps, n_val=n_val,
                val_acc_aug=validation_accuracy(learner, N_WAY, n_val),
@@ -173,8 +177,8 @@ def report(rows, args, settings, rates, kept=0):
             continue
         delta = (part.set_index("seed").val_acc_aug - base).dropna()
         names = " / ".join(part.get("first_conv_report", pd.Series(dtype=str)).fillna("—"))
-        cells = [f"{conv_filter_values(variant):,}", pm(part.val_acc_aug, 100), pm(delta, 100) if variant != VARIANTS[0] else "—",
-                 pm(part.final_loss, digits=3)]
+        cells = [f"{conv_filter_values(variant):,}", pm(part.val_acc_aug, 100),
+                 pm(delta, 100) if variant != VARIANTS[0] else "—", pm(part.final_loss, digits=3)]
         cells += [pm(part[c], digits=2) if c in part and part[c].notna().any() else "—"
                   for c in ("first_conv_d4", "worst_conv_d4")]
         cells += [names or "—", f"{part.fit_seconds.mean():.0f}"]
@@ -197,7 +201,7 @@ def main(argv=None):
         args.seeds = args.seeds[:1]
     rates = saved_rates()
     jobs = [dict(variant=v, random_state=s, device=args.device, n_val=n_val,
-                 inner_lr=rates["MAML-Conv4" if v == "MAML-Conv4" else "MSR-Conv"], **settings)
+                 inner_lr=rates[base_row(v)], **settings)
             for v in args.variants for s in args.seeds]
     done = pd.DataFrame()
     if args.resume and (RESULTS / f"{name}.csv").exists():
