@@ -94,6 +94,8 @@ CPU = {5: dict(meta_batch_size=8, n_meta_steps=1000),
 N_TEST, N_INVARIANCE, TEST_SEED, VAL_SEED = 600, 100, 10_000, 20_000
 #: the tuning fits of the last run (``--reuse-tuning`` and :func:`saved_rates` read it)
 TUNING_CSV = RESULTS / "glyphs_tuning.csv"
+#: the tuning fits of a ``--fixed-inner-lr`` run (rates not learned)
+TUNING_CSV_FIXED = RESULTS / "glyphs_tuning_fixed_rate.csv"
 
 
 def pad(tasks, pad=PAD):
@@ -257,11 +259,11 @@ def final_loss(learner):
 
 def tune_inner_lr(row, inner_lr, n_way=TUNE["n_way"], random_state=0,
                   meta_batch_size=TUNE["meta_batch_size"], n_meta_steps=TUNE["n_meta_steps"],
-                  n_val=TUNE["n_val"], device="cpu"):
+                  n_val=TUNE["n_val"], device="cpu", params=None):
     """One tuning fit: a row at one initial inner rate, scored on fixed meta-validation
     episodes (augmented queries; the test split is never seen). Returns a dict."""
     learner, _ = fit_row(row, n_way, inner_lr, meta_batch_size, n_meta_steps, device,
-                         random_state)
+                         random_state, params=params)
     return dict(row=row, inner_lr=inner_lr, n_way=n_way, seed=random_state,
                 meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps, n_val=n_val,
                 val_acc_aug=validation_accuracy(learner, n_way, n_val),
@@ -301,16 +303,18 @@ def report(rows, args, settings, tuning=None, rates=None):
     rates = rates or {}
     rate_text = (f"initial inner lr {next(iter(rates.values()))} for every row" if tuning is None
                  else "initial inner lr tuned per row, see below")
+    learned = ("held fixed: learn_inner_lr=False" if args.fixed_inner_lr
+               else "learned per tensor from there")
     lines = header("Aug-Glyphs few-shot: Conv-4 with MAML, augmentation, MSR, exact D4 oracle",
                    args, {"protocol": "clean support, D4-augmented queries, 5 query images "
                           "per class, fresh training episodes each step, images padded to "
-                          f"32×32, 1 inner step, {rate_text} (learned per tensor from there), "
+                          f"32×32, 1 inner step, {rate_text} ({learned}), "
                           "every other setting at the library's defaults",
                           "settings": "; ".join(f"{k}-way: meta-batch {v['meta_batch_size']}, "
                                                 f"{v['n_meta_steps']} meta-steps"
                                                 for k, v in settings.items()),
                           "MSR-Conv": f"copies per field in every convolution: {args.msr_copies}"})
-    lines += tuning_lines(tuning, rates)
+    lines += tuning_lines(tuning, rates, tuning_csv(args))
     for (n_way, n_shot), part in rows.groupby(["n_way", "n_shot"]):
         trained = "" if n_shot == 1 else f", trained on {n_shot}-shot episodes"
         lines += [f"## {n_way}-way{trained}", "",
@@ -387,31 +391,48 @@ def targets(part):
             f"{verdict(first_err <= 0.3 and first_name.startswith('D4'))}"]
 
 
+def row_params(args, row, n_way):
+    """The learner parameters the command line sets for a row (MSR-Conv's copies, a
+    fixed inner rate), or None for the row's own (:func:`learner_params`)."""
+    copies = args.msr_copies if row == "MSR-Conv" else N_COPIES
+    if copies == N_COPIES and not args.fixed_inner_lr:
+        return None
+    params = learner_params(row, n_way, copies)
+    return dict(params, learn_inner_lr=False) if args.fixed_inner_lr else params
+
+
+def tuning_csv(args):
+    """Where the tuning fits are kept: fixed-rate fits apart from the learned-rate ones."""
+    return TUNING_CSV_FIXED if args.fixed_inner_lr else TUNING_CSV
+
+
 def tuned_rates(args):
     """Each row's initial inner rate: the one value given, or the best of the grid on
     the validation episodes (tuning fits run here, or read back with ``--reuse-tuning``)."""
-    grid = args.inner_lr_grid
+    grid, path = args.inner_lr_grid, tuning_csv(args)
     if len(grid) == 1:
         return {row: grid[0] for row in args.rows}, None
-    if args.reuse_tuning and TUNING_CSV.exists():
-        tuning = pd.read_csv(TUNING_CSV)
+    if args.reuse_tuning and path.exists():
+        tuning = pd.read_csv(path)
     else:
-        jobs = [dict(tune=True, row=row, inner_lr=lr, device=args.device, **(
-                     dict(meta_batch_size=2, n_meta_steps=3, n_val=4) if args.quick else {}))
+        jobs = [dict(tune=True, row=row, inner_lr=lr, device=args.device,
+                     params=row_params(args, row, TUNE["n_way"]), **(
+                         dict(meta_batch_size=2, n_meta_steps=3, n_val=4) if args.quick
+                         else {}))
                 for row in args.rows for lr in grid]
         tuning = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
         if not args.quick:
-            tuning.to_csv(TUNING_CSV, index=False)
+            tuning.to_csv(path, index=False)
     return best_rates(tuning), tuning
 
 
-def tuning_lines(tuning, rates):
+def tuning_lines(tuning, rates, path=TUNING_CSV):
     """The tuning table: validation accuracy of every row at every initial rate."""
     if tuning is None:
         return []
     grid = sorted(tuning.inner_lr.unique())
     t = tuning.iloc[0]
-    lines = [f"## Initial inner rate, tuned per row (`{RESULTS.name}/{TUNING_CSV.name}`)", "",
+    lines = [f"## Initial inner rate, tuned per row (`{RESULTS.name}/{path.name}`)", "",
              f"{t.n_way}-way 1-shot, seed {t.seed}, meta-batch {t.meta_batch_size}, "
              f"{t.n_meta_steps} meta-steps; accuracy (%) on {t.n_val} fixed "
              "meta-validation episodes (Greek letters, augmented queries); the chosen "
@@ -443,6 +464,9 @@ def main(argv=None):
                    help="read the tuning fits from results/glyphs_tuning.csv if there")
     p.add_argument("--msr-copies", type=int, default=N_COPIES,
                    help="MSR-Conv's copies per field (default %(default)s)")
+    p.add_argument("--fixed-inner-lr", action="store_true",
+                   help="keep every row's inner rate at its initial value "
+                        "(learn_inner_lr=False), in the tuning fits too")
     p.add_argument("--name", default=None,
                    help="results file name (default: glyphs, with the ways and shots "
                         "that differ from 5-way 1-shot)")
@@ -461,10 +485,8 @@ def main(argv=None):
     jobs = [dict(row=row, n_way=k, random_state=s, device=args.device, n_test=n_test,
                  n_invariance=n_inv, inner_lr=rates[row], **settings[k])
             for k in args.ways for row in args.rows for s in args.seeds]
-    jobs = [dict(job, n_shot=k) for k in args.shots for job in jobs]
-    if args.msr_copies != N_COPIES:
-        jobs = [dict(job, params=learner_params(job["row"], job["n_way"], args.msr_copies))
-                if job["row"] == "MSR-Conv" else job for job in jobs]
+    jobs = [dict(job, n_shot=k, params=row_params(args, job["row"], job["n_way"]))
+            for k in args.shots for job in jobs]
     rows = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
     write_results(name, report(rows, args, settings, tuning, rates), rows)
 

@@ -191,6 +191,23 @@ def test_targets_say_not_measured_when_a_comparison_row_is_absent():
     assert "70.0 vs 66.0 (+4.0): missed" in both and "70.0 vs 71.0 (-1.0): met" in both
 
 
+def test_command_line_row_params_set_copies_and_a_fixed_rate_on_the_rows_they_name():
+    from types import SimpleNamespace
+
+    def params(row, copies=glyph_bench.N_COPIES, fixed=False):
+        args = SimpleNamespace(msr_copies=copies, fixed_inner_lr=fixed)
+        return glyph_bench.row_params(args, row, 5)
+
+    assert params("MSR-Conv") is None and params("MAML-Conv4", copies=1) is None
+    assert params("MSR-Conv", copies=1) == glyph_bench.learner_params("MSR-Conv", 5, 1)
+    fixed = params("MAML-Conv4", fixed=True)
+    assert fixed == dict(glyph_bench.learner_params("MAML-Conv4", 5), learn_inner_lr=False)
+    assert glyph_bench.make_learner("MAML-Conv4", params=fixed).learn_inner_lr is False
+    assert params("MSR-Conv", copies=1, fixed=True)["module__n_copies"] == 1
+    assert glyph_bench.tuning_csv(SimpleNamespace(fixed_inner_lr=True)) != \
+        glyph_bench.TUNING_CSV
+
+
 def test_ablation_variants_change_only_what_they_name():
     def convs(variant):
         sharing = glyph_ablation.variant_params(variant, n_way=3)["sharing"]
