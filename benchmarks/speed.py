@@ -244,6 +244,64 @@ def time_images(device, rounds, steps, rows=None):
     return pd.DataFrame(out)
 
 
+#: the aten ops that do the network's own arithmetic (convolution, pooling,
+#: normalization, activation; forward and backward), work a vectorized engine must do
+#: as often as a per-task loop. Wrappers, fills and the small ops of double backward
+#: are left out, so the share they give is a lower one and the bound a loose one.
+NETWORK_KERNELS = frozenset(
+    f"aten::{op}" for op in (
+        "mkldnn_convolution", "convolution_backward", "_slow_conv2d_forward",
+        "_slow_conv2d_backward", "max_pool2d_with_indices",
+        "max_pool2d_with_indices_backward", "native_batch_norm", "native_batch_norm_backward",
+        "native_group_norm", "native_group_norm_backward", "clamp_min", "threshold_backward"))
+
+
+def kernel_shares(device, rows=None):
+    """Per image row and implementation: the share of one meta-step's CPU time spent
+    in :data:`NETWORK_KERNELS` (by ``torch.profiler``, self time of aten ops), and the
+    speed-up over the loop that removing every other cost would bound."""
+    from torch.profiler import profile
+
+    from msr_sklearn.engine import InnerLoop, MetaModel, make_meta_optimizer
+
+    inner_loop, out = InnerLoop("cross_entropy", steps=1), []
+    for row, (make_net, make_policy, shape) in image_rows().items():
+        if rows and row not in rows:
+            continue
+        batch = image_batches(shape, 1, device)[0]
+        torch.manual_seed(0)
+        net = make_net()
+        model = MetaModel(net, make_policy(net), inner_lr=0.1,
+                          generator=torch.Generator().manual_seed(0)).to(device)
+        for name, (step, _) in image_implementations(model, batch, inner_loop).items():
+            optimizer = make_meta_optimizer(model, 1e-3, meta_optimizer="adam")
+            step(model, optimizer, batch, inner_loop)  # warm-up
+            with profile() as prof:
+                step(model, optimizer, batch, inner_loop)
+            events = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in events)
+            network = sum(e.self_cpu_time_total for e in events
+                          if e.key in NETWORK_KERNELS)
+            out.append({"network": row, "implementation": name,
+                        "profiled_s": total / 1e6, "network_kernel_share": network / total})
+            print(out[-1], flush=True)
+    table = pd.DataFrame(out)
+    loop = table[table.implementation == "per-task loop (official)"].set_index("network")
+    return table.assign(
+        kernel_s=table.profiled_s * table.network_kernel_share,
+        speedup_bound=1 / table.network.map(loop.network_kernel_share))
+
+
+def kernel_lines(table):
+    lines = ["| network | implementation | profiled CPU s / meta-step | in the network's "
+             "kernels | kernel s | speed-up bound vs loop |", "|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.network} | {r.implementation} | {r.profiled_s:.2f} | "
+                     f"{100 * r.network_kernel_share:.0f} % | {r.kernel_s:.2f} | "
+                     f"{r.speedup_bound:.2f}× |")
+    return lines
+
+
 def _ci(values):
     from msr_sklearn.data.tasks import mean_confidence_interval
 
@@ -268,12 +326,17 @@ def main(argv=None):
     parser.add_argument("--long", type=int, default=450)
     parser.add_argument("--image-rounds", type=int, default=3)
     parser.add_argument("--image-steps", type=int, default=2)
+    parser.add_argument("--kernels", action="store_true",
+                        help="only profile where the image rows' time goes "
+                             "(writes results/speed_kernels.md)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         protocol, short, long = args.worker
         return rank1_worker(protocol, int(short), int(long))
     torch.set_num_threads(1)
+    if args.kernels:
+        return write_kernels()
 
     versions, defaults_speed = versions_table(args.baseline, args.rounds, args.short,
                                               args.long)
@@ -323,6 +386,35 @@ def main(argv=None):
     table = pd.concat([versions.assign(section="rank-1 versions"),
                        images.assign(section="image networks")], ignore_index=True)
     write_results("speed", "\n".join(lines) + "\n", table)
+
+
+def write_kernels():
+    """``--kernels``: where one meta-step's CPU time goes, per image row and implementation."""
+    table = kernel_shares(torch.device("cpu"))
+    lines = [
+        "# Meta-training speed: where the image rows' time goes",
+        "",
+        f"Made by `python benchmarks/speed.py --kernels` at commit {library_version()}, on "
+        f"{cpu_name()}, torch {torch.__version__}, CPU, one thread "
+        "(`torch.set_num_threads(1)`); one profiled meta-step (`torch.profiler`, self CPU "
+        "time of every op) after a warm-up step, per row and implementation, the protocol "
+        "of `speed.md`'s image rows (5-way 1-shot, 15 queries per class, meta-batch 32, "
+        f"1 inner step, second order). 1-minute load average at the start: "
+        f"{os.getloadavg()[0]:.1f}.",
+        "",
+        "In the network's kernels: the share of the step in aten ops of convolution, "
+        "pooling, normalization and activation (forward, backward and double backward), "
+        "arithmetic an engine that batches tasks must do as often as the per-task loop. "
+        "Speed-up bound: the loop's time over its own kernels' time, the most any "
+        "implementation of the same meta-step could gain on this CPU by removing every "
+        "other cost (Python, autograd bookkeeping, small ops, copies), as long as the "
+        "kernels themselves run no faster batched; the kernel seconds show whether they "
+        "do (small images' kernels can, large ones' may run slower). Profiled times "
+        "include the profiler's overhead; `speed.md` has the unprofiled ones.",
+        "",
+        *kernel_lines(table),
+    ]
+    write_results("speed_kernels", "\n".join(lines) + "\n", table)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,14 @@ def test_time_images_reports_every_implementation_against_the_loop():
     loop = table[table.implementation == "per-task loop (official)"]
     assert float(loop.speedup_vs_loop.iloc[0]) == pytest.approx(1.0)
     assert (table.s_per_step > 0).all() and (table.graph_MB_per_step > 0).all()
+
+
+def test_kernel_shares_split_each_step_between_the_networks_kernels_and_the_rest():
+    table = speed.kernel_shares(torch.device("cpu"), rows=[ROW])
+    assert len(table) == 3 and set(table.network) == {ROW}
+    assert ((table.network_kernel_share > 0.05) & (table.network_kernel_share < 1)).all()
+    loop = table[table.implementation == "per-task loop (official)"].iloc[0]
+    # the bound is the loop's time over its kernels' time, the same for every side
+    assert table.speedup_bound.nunique() == 1
+    assert loop.speedup_bound == pytest.approx(loop.profiled_s / loop.kernel_s)
+    assert "| speed-up bound vs loop |" in speed.kernel_lines(table)[0]
