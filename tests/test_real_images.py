@@ -221,6 +221,8 @@ def test_ablation_variants_change_only_what_they_name():
     values = {v: glyph_ablation.conv_filter_values(v) for v in glyph_ablation.VARIANTS}
     assert values["exact D4, fixed"] == values["MSR-Conv (8 copies, coupled)"] == 36 + 3 * 1152
     assert values["1 copy (A ⊗ B ⊗ S)"] == values["MAML-Conv4"] == 9 * 32 + 3 * 9 * 32 * 32
+    assert values["MAML-Conv4, 64 channels"] == 9 * 64 + 3 * 9 * 64 * 64
+    assert glyph_ablation.base_row("MAML-Conv4, 64 channels") == "MAML-Conv4"
     assert {s.init for s in convs("8 copies, coupled, identity start")} == {"identity"}
     assert [s.learnable for s in convs("started at exact D4")] == [True] * 4
     assert [s.learnable for s in convs("exact D4, fixed")] == [False] * 4
