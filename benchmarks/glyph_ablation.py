@@ -26,13 +26,19 @@ split is never seen), so that a choice made here cannot fit the test table:
 - ``exact D4, fixed``: the same sharings with ``U`` frozen (the Conv-4's per-channel
   batch-norm scales and its flattening head are not invariant, so the network is not
   exactly invariant; the head's learned sharing can make it so).
+- ``learned U in the oracle's network``: the oracle's network (regular fields of 8,
+  one bias per field, norm scales frozen, the mean over each field, a linear head),
+  its convolutions' exact D4 sharings replaced by learned MSR-Conv sharings of the
+  same fields from a random start, at the oracle's tuned rate: in this network a D4
+  sharing makes the predictions exactly invariant, so does the outer loop find it?
 - ``MAML-Conv4``: the reference, at its own tuned rate.
 - ``MAML-Conv4, 64 channels``: the baseline's own architecture choice, the width of
   the MAML paper's Omniglot Conv-4 (the MSR variants choose copies; this gives MAML
   a choice too).
 
-Every MSR variant runs at MSR-Conv's tuned initial inner rate (1.0), MAML at its own
-(0.1), both read from ``results/glyphs_tuning.csv``; the variants were not tuned
+Every MSR variant runs at MSR-Conv's tuned initial inner rate (1.0) but the one in the
+oracle's network (the oracle's, 0.4), MAML at its own (0.1), all read from
+``results/glyphs_tuning.csv``; the variants were not tuned
 separately. Reported per variant (mean ± 95% CI over seeds): validation accuracy, the
 final training loss, the first convolution's and the worst convolution's D4 error as
 :func:`~msr_sklearn.inspection.symmetry_report` scores it, and what it names the first.
@@ -53,8 +59,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _glyph_measures import layer_reports  # noqa: E402
 from _real_images import cpu_settings, header, parser, pm  # noqa: E402
 from _report import RESULTS, map_single_threaded, write_results  # noqa: E402
-from glyphs import (CHANNELS, HEAD_FILTERS_PER_WAY, fit_row, final_loss,  # noqa: E402
-                    learner_params, saved_rates, validation_accuracy)
+from glyphs import (CHANNELS, HEAD_FILTERS_PER_WAY, ROWS, fit_row,  # noqa: E402
+                    final_loss, learner_params, oracle_policy, saved_rates,
+                    validation_accuracy)
 
 from msr_sklearn.models import Conv4  # noqa: E402
 from msr_sklearn.sharing import (ConvFilterSharing, DenseSharing,  # noqa: E402
@@ -63,17 +70,21 @@ from msr_sklearn.sharing import (ConvFilterSharing, DenseSharing,  # noqa: E402
 VARIANTS = ("MSR-Conv (8 copies, coupled)", "8 copies, not coupled", "4 copies, coupled",
             "2 copies, coupled", "1 copy (A ⊗ B ⊗ S)",
             "8 copies, coupled, identity start", "plain Adam (no trust region)",
-            "started at exact D4", "exact D4, fixed", "MAML-Conv4", "MAML-Conv4, 64 channels")
+            "started at exact D4", "exact D4, fixed", "learned U in the oracle's network",
+            "MAML-Conv4", "MAML-Conv4, 64 channels")
 #: the MAML Conv-4's width in the MAML paper's Omniglot network (the benchmark's is 32)
 WIDE = 64
 #: 5-way, meta-batch 8, 400 meta-steps (3,200 episodes), 200 validation episodes
 CPU = dict(meta_batch_size=8, n_meta_steps=400)
 N_WAY, N_VAL, D4_COPIES = 5, 200, 8
+ORACLE = ROWS[-1]
 
 
 def base_row(variant):
     """The benchmark row a variant changes: its rate and training episodes."""
-    return "MAML-Conv4" if variant.startswith("MAML-Conv4") else "MSR-Conv"
+    if variant.startswith("MAML-Conv4"):
+        return "MAML-Conv4"
+    return ORACLE if variant == "learned U in the oracle's network" else "MSR-Conv"
 
 
 def conv_names(n_copies):
@@ -102,6 +113,8 @@ def variant_params(variant, n_way=N_WAY):
         return learner_params("MAML-Conv4", n_way)
     if variant == "MAML-Conv4, 64 channels":
         return dict(learner_params("MAML-Conv4", n_way), module__channels=WIDE)
+    if variant == "learned U in the oracle's network":
+        return dict(learner_params(ORACLE, n_way), sharing=oracle_policy(learned=True))
     if variant == VARIANTS[0]:
         return learner_params("MSR-Conv", n_way)
     if variant == "plain Adam (no trust region)":
@@ -125,7 +138,7 @@ def conv_filter_values(variant, n_way=N_WAY):
     params = variant_params(variant, n_way)
     module = {k.removeprefix("module__"): v for k, v in params.items()
               if k.startswith("module__")}
-    net = Conv4(input_shape=(1, 32, 32), **module)
+    net = params["module"](input_shape=(1, 32, 32), n_outputs=n_way, **module)
     policy = params.get("sharing")
     if policy is None:
         policy = net.default_sharing(params.get("layer", "msr"))
@@ -160,13 +173,15 @@ def report(rows, args, settings, rates, kept=0):
              "file (`--resume`), the rest run by this command"} if kept else {})
     lines = header("Aug-Glyphs MSR-Conv ablation (meta-validation episodes)", args,
                    {"protocol": f"{N_WAY}-way 1-shot, clean support, D4-augmented queries, "
-                    "Conv-4 of 32 channels (but the 64-channel variant), images padded to 32×32, 1 inner step, every "
-                    "other setting at the library's defaults",
+                    "Conv-4 of 32 channels (but the 64-channel and oracle-network "
+                    "variants), images padded to 32×32, 1 inner step, every other setting "
+                    "at the library's defaults",
                     "settings": f"meta-batch {settings['meta_batch_size']}, "
                     f"{settings['n_meta_steps']} meta-steps, {rows.n_val.iloc[0]} fixed "
                     "validation episodes (Greek letters; the test split is not used)",
                     "initial inner lr": f"MSR variants {rates['MSR-Conv']} (MSR-Conv's tuned "
-                    f"rate), MAML-Conv4 {rates['MAML-Conv4']} (its tuned rate), from "
+                    f"rate) but the learned U in the oracle's network {rates[ORACLE]} (the "
+                    f"oracle's), MAML-Conv4 {rates['MAML-Conv4']} (its tuned rate), from "
                     "results/glyphs_tuning.csv; the variants were not tuned separately",
                     **kept})
     lines += ["Validation accuracy on augmented queries (%), the mean training loss of the "

@@ -68,8 +68,8 @@ from msr_sklearn import MetaSymmetryLearner  # noqa: E402
 from msr_sklearn.data.streams import TaskStream  # noqa: E402
 from msr_sklearn.datasets import load_aug_glyphs_tasks  # noqa: E402
 from msr_sklearn.models import Conv4, ConvNet  # noqa: E402
-from msr_sklearn.sharing import (DenseSharing, exact_group_conv_sharing,  # noqa: E402
-                                 exact_lifting_sharing)
+from msr_sklearn.sharing import (ConvFilterSharing, DenseSharing,  # noqa: E402
+                                 exact_group_conv_sharing, exact_lifting_sharing)
 
 ROWS = ("MAML-Conv4", "MAML-Conv4 + aug. support", "MSR-Conv", "MSR-FC head",
         "Oracle: exact D4 group conv")
@@ -121,15 +121,20 @@ def training_stream(n_way, augment_support=False, **kwargs):
     return TaskStream(draw)
 
 
-def oracle_policy(channels=ORACLE_CHANNELS, in_channels=1, kernel_size=3):
-    """The exact D4 sharings of the oracle's convolutions, its norm scales frozen."""
+def oracle_policy(channels=ORACLE_CHANNELS, in_channels=1, kernel_size=3, learned=False):
+    """The exact D4 sharings of the oracle's convolutions, its norm scales frozen;
+    ``learned=True``: a learned MSR-Conv sharing of the same fields (random start) on
+    every convolution instead, the rest of the oracle's network unchanged."""
     policy, fields = {}, None
     net = ConvNet(**oracle_module(channels), input_shape=(in_channels, 32, 32), n_outputs=2)
     for i, (name, conv) in enumerate(net.convolutions.items()):
         out = conv.out_channels // N_COPIES
-        policy[f"{name}.weight"] = (
-            exact_lifting_sharing("d4", out, in_channels, kernel_size) if i == 0 else
-            exact_group_conv_sharing("d4", out, fields, kernel_size))
+        if learned:
+            policy[f"{name}.weight"] = ConvFilterSharing(N_COPIES, N_COPIES if i else 1)
+        else:
+            policy[f"{name}.weight"] = (
+                exact_lifting_sharing("d4", out, in_channels, kernel_size) if i == 0 else
+                exact_group_conv_sharing("d4", out, fields, kernel_size))
         fields = out
     for name, m in net.features.named_children():
         if isinstance(m, nn.GroupNorm):

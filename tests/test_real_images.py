@@ -223,6 +223,17 @@ def test_ablation_variants_change_only_what_they_name():
     assert values["1 copy (A ⊗ B ⊗ S)"] == values["MAML-Conv4"] == 9 * 32 + 3 * 9 * 32 * 32
     assert values["MAML-Conv4, 64 channels"] == 9 * 64 + 3 * 9 * 64 * 64
     assert glyph_ablation.base_row("MAML-Conv4, 64 channels") == "MAML-Conv4"
+    learned = "learned U in the oracle's network"
+    assert glyph_ablation.base_row(learned) == glyph_bench.ROWS[-1]
+    assert values[learned] == values["exact D4, fixed"] + 2304 + 9216 - 2 * 1152
+    oracle = glyph_bench.learner_params(glyph_bench.ROWS[-1], 3)
+    policy = glyph_ablation.variant_params(learned, n_way=3)
+    assert {k: v for k, v in policy.items() if k != "sharing"} == \
+        {k: v for k, v in oracle.items() if k != "sharing"}
+    assert policy["sharing"].keys() == oracle["sharing"].keys()
+    learned_convs = [s for s in policy["sharing"].values() if not isinstance(s, str)]
+    assert [(s.n_copies, s.in_copies, s.init, s.learnable) for s in learned_convs] == \
+        [(8, 1, "random", True)] + [(8, 8, "random", True)] * 3
     assert {s.init for s in convs("8 copies, coupled, identity start")} == {"identity"}
     assert [s.learnable for s in convs("started at exact D4")] == [True] * 4
     assert [s.learnable for s in convs("exact D4, fixed")] == [False] * 4
