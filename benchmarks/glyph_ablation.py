@@ -31,12 +31,15 @@ split is never seen), so that a choice made here cannot fit the test table:
   its convolutions' exact D4 sharings replaced by learned MSR-Conv sharings of the
   same fields from a random start, at the oracle's tuned rate: in this network a D4
   sharing makes the predictions exactly invariant, so does the outer loop find it?
+- ``oracle's network, started at exact D4``: the oracle with its exact sharings
+  learnable: does the outer loop keep D4 where D4 makes the network invariant (in the
+  Conv-4 it moves off it)?
 - ``MAML-Conv4``: the reference, at its own tuned rate.
 - ``MAML-Conv4, 64 channels``: the baseline's own architecture choice, the width of
   the MAML paper's Omniglot Conv-4 (the MSR variants choose copies; this gives MAML
   a choice too).
 
-Every MSR variant runs at MSR-Conv's tuned initial inner rate (1.0) but the one in the
+Every MSR variant runs at MSR-Conv's tuned initial inner rate (1.0) but those in the
 oracle's network (the oracle's, 0.4), MAML at its own (0.1), all read from
 ``results/glyphs_tuning.csv``; the variants were not tuned
 separately. Reported per variant (mean ± 95% CI over seeds): validation accuracy, the
@@ -71,7 +74,10 @@ VARIANTS = ("MSR-Conv (8 copies, coupled)", "8 copies, not coupled", "4 copies, 
             "2 copies, coupled", "1 copy (A ⊗ B ⊗ S)",
             "8 copies, coupled, identity start", "plain Adam (no trust region)",
             "started at exact D4", "exact D4, fixed", "learned U in the oracle's network",
-            "MAML-Conv4", "MAML-Conv4, 64 channels")
+            "oracle's network, started at exact D4", "MAML-Conv4", "MAML-Conv4, 64 channels")
+#: the variants in the oracle's network, and where their sharing starts
+IN_ORACLE = {"learned U in the oracle's network": "random",
+             "oracle's network, started at exact D4": "d4"}
 #: the MAML Conv-4's width in the MAML paper's Omniglot network (the benchmark's is 32)
 WIDE = 64
 #: 5-way, meta-batch 8, 400 meta-steps (3,200 episodes), 200 validation episodes
@@ -84,7 +90,7 @@ def base_row(variant):
     """The benchmark row a variant changes: its rate and training episodes."""
     if variant.startswith("MAML-Conv4"):
         return "MAML-Conv4"
-    return ORACLE if variant == "learned U in the oracle's network" else "MSR-Conv"
+    return ORACLE if variant in IN_ORACLE else "MSR-Conv"
 
 
 def conv_names(n_copies):
@@ -113,8 +119,9 @@ def variant_params(variant, n_way=N_WAY):
         return learner_params("MAML-Conv4", n_way)
     if variant == "MAML-Conv4, 64 channels":
         return dict(learner_params("MAML-Conv4", n_way), module__channels=WIDE)
-    if variant == "learned U in the oracle's network":
-        return dict(learner_params(ORACLE, n_way), sharing=oracle_policy(learned=True))
+    if variant in IN_ORACLE:
+        return dict(learner_params(ORACLE, n_way),
+                    sharing=oracle_policy(learned=IN_ORACLE[variant]))
     if variant == VARIANTS[0]:
         return learner_params("MSR-Conv", n_way)
     if variant == "plain Adam (no trust region)":
@@ -180,7 +187,7 @@ def report(rows, args, settings, rates, kept=0):
                     f"{settings['n_meta_steps']} meta-steps, {rows.n_val.iloc[0]} fixed "
                     "validation episodes (Greek letters; the test split is not used)",
                     "initial inner lr": f"MSR variants {rates['MSR-Conv']} (MSR-Conv's tuned "
-                    f"rate) but the learned U in the oracle's network {rates[ORACLE]} (the "
+                    f"rate) but those in the oracle's network {rates[ORACLE]} (the "
                     f"oracle's), MAML-Conv4 {rates['MAML-Conv4']} (its tuned rate), from "
                     "results/glyphs_tuning.csv; the variants were not tuned separately",
                     **kept})

@@ -121,20 +121,24 @@ def training_stream(n_way, augment_support=False, **kwargs):
     return TaskStream(draw)
 
 
-def oracle_policy(channels=ORACLE_CHANNELS, in_channels=1, kernel_size=3, learned=False):
-    """The exact D4 sharings of the oracle's convolutions, its norm scales frozen;
-    ``learned=True``: a learned MSR-Conv sharing of the same fields (random start) on
-    every convolution instead, the rest of the oracle's network unchanged."""
+def oracle_policy(channels=ORACLE_CHANNELS, in_channels=1, kernel_size=3, learned=None):
+    """The exact D4 sharings of the oracle's convolutions, its norm scales frozen.
+
+    ``learned="d4"``: the same sharings, learnable (the outer loop may move them);
+    ``learned="random"``: a learned MSR-Conv sharing of the same fields from a random
+    start instead; the rest of the oracle's network unchanged either way."""
     policy, fields = {}, None
     net = ConvNet(**oracle_module(channels), input_shape=(in_channels, 32, 32), n_outputs=2)
     for i, (name, conv) in enumerate(net.convolutions.items()):
         out = conv.out_channels // N_COPIES
-        if learned:
+        if learned == "random":
             policy[f"{name}.weight"] = ConvFilterSharing(N_COPIES, N_COPIES if i else 1)
         else:
+            learnable = learned == "d4"
             policy[f"{name}.weight"] = (
-                exact_lifting_sharing("d4", out, in_channels, kernel_size) if i == 0 else
-                exact_group_conv_sharing("d4", out, fields, kernel_size))
+                exact_lifting_sharing("d4", out, in_channels, kernel_size,
+                                      learnable=learnable) if i == 0 else
+                exact_group_conv_sharing("d4", out, fields, kernel_size, learnable=learnable))
         fields = out
     for name, m in net.features.named_children():
         if isinstance(m, nn.GroupNorm):

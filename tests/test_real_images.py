@@ -234,6 +234,17 @@ def test_ablation_variants_change_only_what_they_name():
     learned_convs = [s for s in policy["sharing"].values() if not isinstance(s, str)]
     assert [(s.n_copies, s.in_copies, s.init, s.learnable) for s in learned_convs] == \
         [(8, 1, "random", True)] + [(8, 8, "random", True)] * 3
+    d4_start = glyph_ablation.variant_params("oracle's network, started at exact D4", 3)
+    assert glyph_ablation.base_row("oracle's network, started at exact D4") == \
+        glyph_bench.ROWS[-1]
+    for name, sharing in oracle["sharing"].items():
+        start = d4_start["sharing"][name]
+        if isinstance(sharing, str):   # the frozen norms
+            assert start == sharing
+        else:                           # the exact sharings, now learnable
+            assert not sharing.learnable and start.learnable
+            for a, b in zip(start.factors, sharing.factors, strict=True):
+                torch.testing.assert_close(a, b)
     assert {s.init for s in convs("8 copies, coupled, identity start")} == {"identity"}
     assert [s.learnable for s in convs("started at exact D4")] == [True] * 4
     assert [s.learnable for s in convs("exact D4, fixed")] == [False] * 4
