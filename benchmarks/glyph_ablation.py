@@ -34,6 +34,7 @@ split is never seen), so that a choice made here cannot fit the test table:
 - ``oracle's network, started at exact D4``: the oracle with its exact sharings
   learnable: does the outer loop keep D4 where D4 makes the network invariant (in the
   Conv-4 it moves off it)?
+- ``oracle (exact D4, fixed)``: the benchmark's oracle row, for the two above.
 - ``MAML-Conv4``: the reference, at its own tuned rate.
 - ``MAML-Conv4, 64 channels``: the baseline's own architecture choice, the width of
   the MAML paper's Omniglot Conv-4 (the MSR variants choose copies; this gives MAML
@@ -74,10 +75,13 @@ VARIANTS = ("MSR-Conv (8 copies, coupled)", "8 copies, not coupled", "4 copies, 
             "2 copies, coupled", "1 copy (A ⊗ B ⊗ S)",
             "8 copies, coupled, identity start", "plain Adam (no trust region)",
             "started at exact D4", "exact D4, fixed", "learned U in the oracle's network",
-            "oracle's network, started at exact D4", "MAML-Conv4", "MAML-Conv4, 64 channels")
-#: the variants in the oracle's network, and where their sharing starts
+            "oracle's network, started at exact D4", "oracle (exact D4, fixed)",
+            "MAML-Conv4", "MAML-Conv4, 64 channels")
+#: the variants in the oracle's network: how their sharing is learned
+#: (:func:`glyphs.oracle_policy`'s ``learned``)
 IN_ORACLE = {"learned U in the oracle's network": "random",
-             "oracle's network, started at exact D4": "d4"}
+             "oracle's network, started at exact D4": "d4",
+             "oracle (exact D4, fixed)": None}
 #: the MAML Conv-4's width in the MAML paper's Omniglot network (the benchmark's is 32)
 WIDE = 64
 #: 5-way, meta-batch 8, 400 meta-steps (3,200 episodes), 200 validation episodes

@@ -234,6 +234,9 @@ def test_ablation_variants_change_only_what_they_name():
     learned_convs = [s for s in policy["sharing"].values() if not isinstance(s, str)]
     assert [(s.n_copies, s.in_copies, s.init, s.learnable) for s in learned_convs] == \
         [(8, 1, "random", True)] + [(8, 8, "random", True)] * 3
+    fixed = glyph_ablation.variant_params("oracle (exact D4, fixed)", 3)
+    assert fixed.keys() == oracle.keys() and fixed["sharing"].keys() == oracle["sharing"].keys()
+    assert not any(getattr(v, "learnable", False) for v in fixed["sharing"].values())
     d4_start = glyph_ablation.variant_params("oracle's network, started at exact D4", 3)
     assert glyph_ablation.base_row("oracle's network, started at exact D4") == \
         glyph_bench.ROWS[-1]
