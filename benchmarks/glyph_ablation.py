@@ -35,6 +35,12 @@ split is never seen), so that a choice made here cannot fit the test table:
   learnable: does the outer loop keep D4 where D4 makes the network invariant (in the
   Conv-4 it moves off it)?
 - ``oracle (exact D4, fixed)``: the benchmark's oracle row, for the two above.
+- ``started at exact D4, sharing steps ÷10`` and the same in the oracle's network: the
+  D4 starts with every sharing's meta-step bounded at 0.1% of its norm instead of
+  ``msr_adam``'s 1%. Adam normalizes each entry's step, so a large sharing tensor
+  (the 576 × 72 factors) hits the bound and moves by the full 1% at nearly every step,
+  noise or signal: does a D4 start drift because the objective pulls it off, or
+  because of that step?
 - ``MAML-Conv4``: the reference, at its own tuned rate.
 - ``MAML-Conv4, 64 channels``: the baseline's own architecture choice, the width of
   the MAML paper's Omniglot Conv-4 (the MSR variants choose copies; this gives MAML
@@ -54,6 +60,7 @@ Run: ``python benchmarks/glyph_ablation.py [--seeds 0 1 2] [--n-jobs 2]``; write
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -67,15 +74,21 @@ from glyphs import (CHANNELS, HEAD_FILTERS_PER_WAY, ROWS, fit_row,  # noqa: E402
                     final_loss, learner_params, oracle_policy, saved_rates,
                     validation_accuracy)
 
+from msr_sklearn.engine import optim  # noqa: E402
 from msr_sklearn.models import Conv4  # noqa: E402
 from msr_sklearn.sharing import (ConvFilterSharing, DenseSharing,  # noqa: E402
                                  exact_group_conv_sharing, exact_lifting_sharing)
 
+#: a variant's suffix that bounds every sharing's meta-step at a tenth of the default
+#: trust region (``msr_adam``'s :data:`~msr_sklearn.engine.optim.DEEP_TRUST_RATIO`, 1% of
+#: the tensor's norm): whether a D4 start drifts by signal or by the fixed-size steps
+SLOW = ", sharing steps ÷10"
 VARIANTS = ("MSR-Conv (8 copies, coupled)", "8 copies, not coupled", "4 copies, coupled",
             "2 copies, coupled", "1 copy (A ⊗ B ⊗ S)",
             "8 copies, coupled, identity start", "plain Adam (no trust region)",
             "started at exact D4", "exact D4, fixed", "learned U in the oracle's network",
             "oracle's network, started at exact D4", "oracle (exact D4, fixed)",
+            "started at exact D4" + SLOW, "oracle's network, started at exact D4" + SLOW,
             "MAML-Conv4", "MAML-Conv4, 64 channels")
 #: the variants in the oracle's network: how their sharing is learned
 #: (:func:`glyphs.oracle_policy`'s ``learned``)
@@ -90,8 +103,27 @@ N_WAY, N_VAL, D4_COPIES = 5, 200, 8
 ORACLE = ROWS[-1]
 
 
+def split_variant(variant):
+    """A variant's network variant and the trust ratio of its sharings' steps."""
+    if variant.endswith(SLOW):
+        return variant[:-len(SLOW)], optim.DEEP_TRUST_RATIO / 10
+    return variant, optim.DEEP_TRUST_RATIO
+
+
+@contextmanager
+def sharing_trust_ratio(ratio):
+    """``msr_adam``'s bound on a sharing's step, relative to its norm, set to ``ratio``
+    for the fits inside (the learner has no parameter for it: this is a diagnosis)."""
+    default, optim.DEEP_TRUST_RATIO = optim.DEEP_TRUST_RATIO, ratio
+    try:
+        yield
+    finally:
+        optim.DEEP_TRUST_RATIO = default
+
+
 def base_row(variant):
     """The benchmark row a variant changes: its rate and training episodes."""
+    variant = split_variant(variant)[0]
     if variant.startswith("MAML-Conv4"):
         return "MAML-Conv4"
     return ORACLE if variant in IN_ORACLE else "MSR-Conv"
@@ -119,6 +151,7 @@ def exact_d4_policy(learnable):
 
 def variant_params(variant, n_way=N_WAY):
     """The learner parameters (network and sharing) of a variant."""
+    variant = split_variant(variant)[0]
     if variant == "MAML-Conv4":
         return learner_params("MAML-Conv4", n_way)
     if variant == "MAML-Conv4, 64 channels":
@@ -161,8 +194,10 @@ def conv_filter_values(variant, n_way=N_WAY):
 def run_variant(variant, inner_lr, random_state=0, meta_batch_size=8, n_meta_steps=400,
                 n_val=N_VAL, device="cpu"):
     """Meta-train one variant and score it on the validation episodes."""
-    learner, wall = fit_row(base_row(variant), N_WAY, inner_lr, meta_batch_size, n_meta_steps,
-                            device, random_state, params=variant_params(variant))
+    with sharing_trust_ratio(split_variant(variant)[1]):
+        learner, wall = fit_row(base_row(variant), N_WAY, inner_lr, meta_batch_size,
+                                n_meta_steps, device, random_state,
+                                params=variant_params(variant))
     out = dict(variant=variant, seed=random_state, inner_lr=inner_lr,
                meta_batch_size=meta_batch_size, n_meta_steps=n_meta_steps, n_val=n_val,
                val_acc_aug=validation_accuracy(learner, N_WAY, n_val),

@@ -257,6 +257,25 @@ def test_ablation_variants_change_only_what_they_name():
         glyph_ablation.variant_params("5 copies")
 
 
+def test_ablation_slow_variants_bound_the_sharings_steps_and_change_nothing_else():
+    from msr_sklearn.engine import MetaModel, optim
+    from msr_sklearn.models import Conv4
+
+    slow = "started at exact D4" + glyph_ablation.SLOW
+    assert glyph_ablation.split_variant(slow) == ("started at exact D4",
+                                                  optim.DEEP_TRUST_RATIO / 10)
+    assert glyph_ablation.base_row(slow) == "MSR-Conv"
+    assert glyph_ablation.conv_filter_values(slow) == \
+        glyph_ablation.conv_filter_values("started at exact D4")
+    default = optim.DEEP_TRUST_RATIO
+    with glyph_ablation.sharing_trust_ratio(default / 10):
+        net = Conv4((1, 16, 16), n_outputs=3, channels=8)
+        model = MetaModel(net, net.default_sharing("msr", n_filters=4))
+        trust = {g["trust_ratio"] for g in optim.make_meta_optimizer(
+            model, meta_optimizer="msr_adam").param_groups}
+    assert trust == {0.0, default / 10} and optim.DEEP_TRUST_RATIO == default
+
+
 def test_ablation_d4_start_moves_and_the_fixed_one_does_not(glyph_home):
     torch.set_num_threads(1)
     tasks = _glyph_episodes(glyph_home, 4, "train", 0)
