@@ -54,7 +54,9 @@ final training loss, the first convolution's and the worst convolution's D4 erro
 :func:`~msr_sklearn.inspection.symmetry_report` scores it, and what it names the first.
 
 Run: ``python benchmarks/glyph_ablation.py [--seeds 0 1 2] [--n-jobs 2]``; writes
-``benchmarks/results/glyph_ablation.md`` and ``.csv``.
+``benchmarks/results/glyph_ablation.md`` and ``.csv``. With ``--test --variants ...``,
+variants chosen here run on the *test* episodes at the main table's budget, measured
+as ``glyphs.py`` measures its rows: ``glyph_ablation_test.md``.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ from _glyph_measures import layer_reports  # noqa: E402
 from _real_images import cpu_settings, header, parser, pm  # noqa: E402
 from _report import RESULTS, map_single_threaded, write_results  # noqa: E402
 from glyphs import (CHANNELS, HEAD_FILTERS_PER_WAY, ROWS, fit_row,  # noqa: E402
-                    final_loss, learner_params, oracle_policy, saved_rates,
+                    final_loss, learner_params, oracle_policy, run_row, saved_rates,
                     validation_accuracy)
 
 from msr_sklearn.engine import optim  # noqa: E402
@@ -99,6 +101,8 @@ IN_ORACLE = {"learned U in the oracle's network": "random",
 WIDE = 64
 #: 5-way, meta-batch 8, 400 meta-steps (3,200 episodes), 200 validation episodes
 CPU = dict(meta_batch_size=8, n_meta_steps=400)
+#: ``--test``: the main glyph table's budget (meta-batch 8, 800 meta-steps)
+TEST_CPU = dict(meta_batch_size=8, n_meta_steps=800)
 N_WAY, N_VAL, D4_COPIES = 5, 200, 8
 ORACLE = ROWS[-1]
 
@@ -210,8 +214,45 @@ def run_variant(variant, inner_lr, random_state=0, meta_batch_size=8, n_meta_ste
     return out
 
 
+def test_variant(variant, inner_lr, random_state=0, meta_batch_size=8, n_meta_steps=800,
+                 n_test=300, n_invariance=50, device="cpu"):
+    """A variant chosen here, meta-trained and measured on the *test* episodes exactly
+    as ``glyphs.py`` measures its rows (:func:`glyphs.run_row`)."""
+    with sharing_trust_ratio(split_variant(variant)[1]):
+        out = run_row(base_row(variant), N_WAY, random_state, meta_batch_size, n_meta_steps,
+                      inner_lr, device, n_test, n_invariance, params=variant_params(variant))
+    return dict(out, variant=variant)
+
+
 def _job(job):
-    return run_variant(**job)
+    job = dict(job)
+    return (test_variant if job.pop("test", False) else run_variant)(**job)
+
+
+def test_report(rows, args, settings, rates):
+    """The test-episode table of ``--test`` variants."""
+    lines = header("Aug-Glyphs ablation variants on the test episodes", args,
+                   {"protocol": f"{N_WAY}-way 1-shot, clean support, D4-augmented queries, "
+                    "the test episodes and measures of benchmarks/glyphs.py (run_row)",
+                    "settings": f"meta-batch {settings['meta_batch_size']}, "
+                    f"{settings['n_meta_steps']} meta-steps, {args.n_test} test episodes "
+                    f"per set, {args.n_invariance} through make_estimator for invariance",
+                    "initial inner lr": ", ".join(
+                        f"{v}: {rates[base_row(v)]}" for v in args.variants)})
+    lines += ["| variant | 1-shot, aug. queries (%) | 1-shot, clean (%) | 5-shot, aug. (%) | "
+              "invariant predictions (%) | first conv named (D4 error) | worst conv D4 error "
+              "| fit (min, wall) |", "|" + "---|" * 8]
+    for variant in args.variants:
+        r = rows[rows.variant == variant]
+        d4 = [c for c in r.columns if c.startswith("d4_features.")]
+        first = min(d4, key=lambda c: int(c.split(".")[1])) if d4 else None
+        named = (f"{', '.join(sorted(set(r['report_' + first[3:]].dropna())))} "
+                 f"({r[first].mean():.2f})" if first else "—")
+        worst = f"{r[d4].max(axis=1).mean():.2f}" if d4 else "—"
+        lines.append(f"| {variant} | {pm(r.acc_aug, 100)} | {pm(r.acc_clean, 100)} | "
+                     f"{pm(r.acc_aug_5shot, 100)} | {pm(r.invariant, 100)} | {named} | "
+                     f"{worst} | {r.fit_seconds.mean() / 60:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def report(rows, args, settings, rates, kept=0):
@@ -258,6 +299,12 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--n-val", type=int, default=N_VAL, help="validation episodes")
+    p.add_argument("--test", action="store_true",
+                   help="run the variants on the test episodes (glyphs.py's measures, "
+                        "meta-batch 8 x 800 by default) and write glyph_ablation_test.md")
+    p.add_argument("--n-test", type=int, default=300, help="test episodes per set (--test)")
+    p.add_argument("--n-invariance", type=int, default=50,
+                   help="test episodes checked for invariance (--test)")
     p.add_argument("--resume", action="store_true",
                    help="keep the (variant, seed) fits already in the results CSV and run "
                         "only the missing ones; the report covers both")
@@ -268,6 +315,8 @@ def main(argv=None):
         settings, n_val, name = dict(meta_batch_size=2, n_meta_steps=3), 8, name + "_quick"
         args.seeds = args.seeds[:1]
     rates = saved_rates()
+    if args.test:
+        return run_tests(args, rates)
     jobs = [dict(variant=v, random_state=s, device=args.device, n_val=n_val,
                  inner_lr=rates[base_row(v)], **settings)
             for v in args.variants for s in args.seeds]
@@ -279,6 +328,20 @@ def main(argv=None):
     rows = pd.concat([done, pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))],
                      ignore_index=True)
     write_results(name, report(rows, args, settings, rates, len(done)), rows)
+
+
+def run_tests(args, rates):
+    """``--test``: the chosen variants on the test episodes."""
+    settings = cpu_settings(args, TEST_CPU)
+    if args.quick:
+        settings, args.n_test, args.n_invariance = dict(meta_batch_size=2, n_meta_steps=3), 4, 1
+    jobs = [dict(test=True, variant=v, random_state=s, device=args.device,
+                 inner_lr=rates[base_row(v)], n_test=args.n_test,
+                 n_invariance=args.n_invariance, **settings)
+            for v in args.variants for s in args.seeds]
+    rows = pd.DataFrame(list(map_single_threaded(_job, jobs, args.n_jobs)))
+    name = "glyph_ablation_test" + ("_quick" if args.quick else "")
+    write_results(name, test_report(rows, args, settings, rates), rows)
 
 
 if __name__ == "__main__":

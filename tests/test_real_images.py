@@ -276,6 +276,25 @@ def test_ablation_slow_variants_bound_the_sharings_steps_and_change_nothing_else
     assert trust == {0.0, default / 10} and optim.DEEP_TRUST_RATIO == default
 
 
+def test_ablation_test_report_reads_each_variants_first_and_worst_conv():
+    import pandas as pd
+    from types import SimpleNamespace
+
+    variant = "oracle's network, started at exact D4" + glyph_ablation.SLOW
+    rows = pd.DataFrame([dict(variant=variant, seed=seed, acc_aug=acc, acc_clean=0.8,
+                              acc_aug_5shot=0.85, invariant=0.95, fit_seconds=240.0,
+                              **{"report_features.0.weight": "D4", "d4_features.0.weight": 0.05,
+                                 "report_features.5.weight": "D4", "d4_features.5.weight": 0.2})
+                         for seed, acc in ((0, 0.70), (1, 0.72))])
+    args = SimpleNamespace(device="cpu", n_jobs=2, seeds=[0, 1], variants=[variant],
+                           n_test=300, n_invariance=50)
+    table = glyph_ablation.test_report(rows, args, glyph_ablation.TEST_CPU,
+                                       {glyph_bench.ROWS[-1]: 0.4})
+    assert f"| {variant} | 71.0 ± 12.7 | 80.0 ± 0.0 | 85.0 ± 0.0 | 95.0 ± 0.0 | D4 (0.05) " \
+           "| 0.20 | 4.0 |" in table
+    assert f"{variant}: 0.4" in table
+
+
 def test_ablation_d4_start_moves_and_the_fixed_one_does_not(glyph_home):
     torch.set_num_threads(1)
     tasks = _glyph_episodes(glyph_home, 4, "train", 0)
