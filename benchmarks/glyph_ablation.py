@@ -72,14 +72,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _glyph_measures import layer_reports  # noqa: E402
 from _real_images import cpu_settings, header, parser, pm  # noqa: E402
 from _report import RESULTS, map_single_threaded, write_results  # noqa: E402
-from glyphs import (CHANNELS, HEAD_FILTERS_PER_WAY, ROWS, fit_row,  # noqa: E402
-                    final_loss, learner_params, oracle_policy, run_row, saved_rates,
-                    validation_accuracy)
+from glyphs import (CHANNELS, HEAD_FILTERS_PER_WAY, ROWS,  # noqa: E402
+                    exact_d4_sharings, fit_row, final_loss, learner_params, oracle_policy,
+                    run_row, saved_rates, validation_accuracy)
 
 from msr_sklearn.engine import optim  # noqa: E402
 from msr_sklearn.models import Conv4  # noqa: E402
-from msr_sklearn.sharing import (ConvFilterSharing, DenseSharing,  # noqa: E402
-                                 exact_group_conv_sharing, exact_lifting_sharing)
+from msr_sklearn.sharing import ConvFilterSharing, DenseSharing  # noqa: E402
 
 #: a variant's suffix that bounds every sharing's meta-step at a tenth of the default
 #: trust region (``msr_adam``'s :data:`~msr_sklearn.engine.optim.DEEP_TRUST_RATIO`, 1% of
@@ -147,10 +146,8 @@ def conv_policy(n_copies, couple=True, init="random"):
 
 def exact_d4_policy(learnable):
     """The exact D4 lifting / group-convolution sharings on the Conv-4's convolutions."""
-    fields = CHANNELS // D4_COPIES
-    return {name: (exact_lifting_sharing("d4", fields, 1, 3, learnable=learnable) if i == 0
-                   else exact_group_conv_sharing("d4", fields, fields, 3, learnable=learnable))
-            for i, name in enumerate(conv_names(D4_COPIES))}
+    net = Conv4(input_shape=(1, 32, 32), channels=CHANNELS, n_copies=D4_COPIES)
+    return exact_d4_sharings(net, learnable)
 
 
 def variant_params(variant, n_way=N_WAY):

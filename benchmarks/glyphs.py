@@ -121,25 +121,33 @@ def training_stream(n_way, augment_support=False, **kwargs):
     return TaskStream(draw)
 
 
-def oracle_policy(channels=ORACLE_CHANNELS, in_channels=1, kernel_size=3, learned=None):
+def exact_d4_sharings(net, learnable=False):
+    """The exact D4 sharing of every convolution of ``net`` (regular fields of
+    :data:`N_COPIES`): the lifting sharing on the first, the group convolution between
+    regular fields on the others, sized from each convolution; ``learnable``: the outer
+    loop may move them (a D4 start)."""
+    policy = {}
+    for i, (name, conv) in enumerate(net.convolutions.items()):
+        out, kernel = conv.out_channels // N_COPIES, conv.kernel_size[0]
+        policy[f"{name}.weight"] = (
+            exact_lifting_sharing("d4", out, conv.in_channels, kernel, learnable=learnable)
+            if i == 0 else exact_group_conv_sharing("d4", out, conv.in_channels // N_COPIES,
+                                                    kernel, learnable=learnable))
+    return policy
+
+
+def oracle_policy(channels=ORACLE_CHANNELS, in_channels=1, learned=None):
     """The exact D4 sharings of the oracle's convolutions, its norm scales frozen.
 
     ``learned="d4"``: the same sharings, learnable (the outer loop may move them);
     ``learned="random"``: a learned MSR-Conv sharing of the same fields from a random
     start instead; the rest of the oracle's network unchanged either way."""
-    policy, fields = {}, None
     net = ConvNet(**oracle_module(channels), input_shape=(in_channels, 32, 32), n_outputs=2)
-    for i, (name, conv) in enumerate(net.convolutions.items()):
-        out = conv.out_channels // N_COPIES
-        if learned == "random":
-            policy[f"{name}.weight"] = ConvFilterSharing(N_COPIES, N_COPIES if i else 1)
-        else:
-            learnable = learned == "d4"
-            policy[f"{name}.weight"] = (
-                exact_lifting_sharing("d4", out, in_channels, kernel_size,
-                                      learnable=learnable) if i == 0 else
-                exact_group_conv_sharing("d4", out, fields, kernel_size, learnable=learnable))
-        fields = out
+    if learned == "random":
+        policy = {f"{name}.weight": ConvFilterSharing(N_COPIES, N_COPIES if i else 1)
+                  for i, name in enumerate(net.convolutions)}
+    else:
+        policy = exact_d4_sharings(net, learnable=learned == "d4")
     for name, m in net.features.named_children():
         if isinstance(m, nn.GroupNorm):
             policy.update({f"features.{name}.weight": "frozen",
