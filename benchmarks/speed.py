@@ -181,6 +181,16 @@ def loop_meta_step(model, optimizer, batch, loop):
     return total / batch.n_tasks
 
 
+def image_model(make_net, make_policy, device):
+    """An image row's meta-model, the same one for every run (seed 0)."""
+    from msr_sklearn.engine import MetaModel
+
+    torch.manual_seed(0)
+    net = make_net()
+    return MetaModel(net, make_policy(net), inner_lr=0.1,
+                     generator=torch.Generator().manual_seed(0)).to(device)
+
+
 def image_implementations(model, batch, loop):
     """``{name: (step function, graph bytes per meta-step)}`` of the three ways."""
     from msr_sklearn.engine import meta_step, meta_step_chunk_size, task_graph_bytes
@@ -203,7 +213,7 @@ def sync(device):
 
 def time_images(device, rounds, steps, rows=None):
     """Seconds per meta-step of every implementation on every image row, interleaved."""
-    from msr_sklearn.engine import InnerLoop, MetaModel, make_meta_optimizer
+    from msr_sklearn.engine import InnerLoop, make_meta_optimizer
 
     loop = InnerLoop("cross_entropy", steps=1)
     # a GPU's time is wall time; on a CPU, single-threaded, the process's own CPU time
@@ -213,10 +223,7 @@ def time_images(device, rounds, steps, rows=None):
         if rows and row not in rows:
             continue
         batches = image_batches(shape, steps + 1, device)
-        torch.manual_seed(0)
-        net = make_net()
-        model = MetaModel(net, make_policy(net), inner_lr=0.1,
-                          generator=torch.Generator().manual_seed(0)).to(device)
+        model = image_model(make_net, make_policy, device)
         impls = image_implementations(model, batches[0], loop)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         times = {name: [] for name in impls}
@@ -262,17 +269,14 @@ def kernel_shares(device, rows=None):
     speed-up over the loop that removing every other cost would bound."""
     from torch.profiler import profile
 
-    from msr_sklearn.engine import InnerLoop, MetaModel, make_meta_optimizer
+    from msr_sklearn.engine import InnerLoop, make_meta_optimizer
 
     inner_loop, out = InnerLoop("cross_entropy", steps=1), []
     for row, (make_net, make_policy, shape) in image_rows().items():
         if rows and row not in rows:
             continue
         batch = image_batches(shape, 1, device)[0]
-        torch.manual_seed(0)
-        net = make_net()
-        model = MetaModel(net, make_policy(net), inner_lr=0.1,
-                          generator=torch.Generator().manual_seed(0)).to(device)
+        model = image_model(make_net, make_policy, device)
         for name, (step, _) in image_implementations(model, batch, inner_loop).items():
             optimizer = make_meta_optimizer(model, 1e-3, meta_optimizer="adam")
             step(model, optimizer, batch, inner_loop)  # warm-up
